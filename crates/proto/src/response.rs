@@ -23,6 +23,8 @@ pub enum Response {
     Ephemerals(Vec<String>),
     WhoAmI(Vec<ClientInfo>),
     Multi(Vec<OpResult>),
+    /// A bare error code record (ZooKeeper answers addWatch with `ErrorResponse(0)`).
+    ErrorCode(i32),
 }
 
 /// One result inside a multi or multiRead reply.
@@ -67,6 +69,7 @@ impl Response {
             Response::AllChildrenNumber(n) => w.write_i32(*n),
             Response::Ephemerals(v) => w.write_vec(v),
             Response::WhoAmI(v) => w.write_vec(v),
+            Response::ErrorCode(e) => w.write_i32(*e),
             Response::Multi(results) => {
                 for res in results {
                     let err = match res {
@@ -118,6 +121,7 @@ impl Response {
             OpCode::GetEphemerals => Response::Ephemerals(r.read_vec()?),
             OpCode::WhoAmI => Response::WhoAmI(r.read_vec()?),
             OpCode::Multi | OpCode::MultiRead => Response::Multi(read_results(&mut r)?),
+            OpCode::AddWatch if r.remaining() >= 4 => Response::ErrorCode(r.read_i32()?),
             _ => Response::Empty,
         };
         Ok(resp)

@@ -1,0 +1,846 @@
+//! The state machine: data tree, sessions and watches, driven by its caller.
+//!
+//! `Core` does no I/O and reads no clock: the network layer hands it whole frames and the
+//! current time, and it hands back [`Effect`]s (frames to send, connections to close) plus, for
+//! writes, the [`LoggedTxn`] that must be made durable before those effects may be released.
+//! Replaying the same logged txns through [`Core::apply_logged`] rebuilds the same tree.
+
+mod acl;
+mod apply;
+pub mod path;
+mod prepare;
+mod quota;
+mod read;
+mod session;
+mod tree;
+pub mod txn;
+mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use corral_proto::records::{ConnectResponse, Id, ReplyHeader, TxnHeader, WatcherEvent};
+use corral_proto::request::decode_connect;
+use corral_proto::{
+    frame, xid, EventType, Jute, KeeperState, Reader, Request, RequestError, Response, SessionId,
+    Writer, ZkError, Zxid,
+};
+
+pub use acl::digest_id;
+use apply::Trigger;
+use session::Sessions;
+use tree::DataTree;
+use txn::{Txn, TxnRecord};
+use watch::{WatchManager, WatchMode};
+
+/// Identifies one client TCP connection for the lifetime of the server process. Watches are
+/// owned by connections (as in ZooKeeper): a reconnecting client re-registers them.
+pub type ConnId = u64;
+
+/// Settings of the state machine (a subset of zoo.cfg).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub tick_time_ms: i32,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// `digest` of the super user (`super:<base64 sha1>`), from `zookeeper.DigestAuthenticationProvider.superDigest`.
+    pub super_digest: Option<String>,
+    /// TTL nodes need `extendedTypesEnabled=true`, as in ZooKeeper.
+    pub extended_types_enabled: bool,
+    /// Largest accepted request body; larger frames close the connection.
+    pub max_frame_bytes: usize,
+    /// Seed for session ids (ZooKeeper derives it from the start time and the server id).
+    pub server_id: u8,
+    /// Secret from which session passwords are derived; must survive restarts so clients can
+    /// resume their sessions (the driver keeps it in the data directory).
+    pub session_secret: [u8; 16],
+    /// How often empty containers and expired TTL nodes are looked for
+    /// (ZooKeeper's `znode.container.checkIntervalMs`).
+    pub container_check_interval_ms: i64,
+    /// Fail writes that exceed a hard quota (`zookeeper.enforceQuota`).
+    pub enforce_quota: bool,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            tick_time_ms: 2000,
+            min_session_timeout_ms: 4000,
+            max_session_timeout_ms: 40000,
+            super_digest: None,
+            extended_types_enabled: false,
+            max_frame_bytes: corral_proto::frame::DEFAULT_MAX_FRAME_BYTES,
+            server_id: 0,
+            session_secret: [0; 16],
+            container_check_interval_ms: 60_000,
+            enforce_quota: true,
+        }
+    }
+}
+
+/// Something the network layer must do on the core's behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send a complete frame (length prefix included) on a connection.
+    Send { conn: ConnId, frame: bytes::Bytes },
+    /// Close a connection once everything queued before this effect has been sent.
+    Close { conn: ConnId, reason: String },
+}
+
+/// A write, encoded for the txn log. The effects returned alongside it must be held until the
+/// log reports `zxid` durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedTxn {
+    pub zxid: Zxid,
+    pub record: Vec<u8>,
+}
+
+/// The outcome of one call into the core.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub effects: Vec<Effect>,
+    /// Zero, one or several txns (e.g. session expiries found by one tick), in zxid order.
+    pub txns: Vec<LoggedTxn>,
+}
+
+/// Counters and gauges the four-letter words and metrics report.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CoreStats {
+    pub znode_count: u64,
+    pub ephemerals_count: u64,
+    pub approximate_data_size: u64,
+    pub watch_count: u64,
+    pub watched_paths: u64,
+    pub session_count: u64,
+    pub last_zxid: Zxid,
+    pub packets_received: u64,
+    pub packets_sent: u64,
+    pub outstanding_requests: u64,
+}
+
+/// One live session, for `cons`/`dump`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub session_id: SessionId,
+    pub timeout_ms: i32,
+    pub ephemerals: Vec<String>,
+    pub conn: Option<ConnId>,
+}
+
+/// One connection's watches, for `wchc`; and the inverse for `wchp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchesByConn {
+    pub conn: ConnId,
+    pub session_id: SessionId,
+    pub paths: Vec<String>,
+}
+
+/// Per-connection state the core keeps.
+#[derive(Debug)]
+struct Conn {
+    peer: SocketAddr,
+    session: Option<SessionId>,
+    /// Identities proven on this connection (`ip:<addr>` plus any `addauth`).
+    auth: Vec<Id>,
+    /// Pre-3.3 clients send no readOnly byte and expect none back.
+    old_client: bool,
+}
+
+/// The state machine. See the module documentation.
+pub struct Core {
+    config: CoreConfig,
+    tree: DataTree,
+    sessions: Sessions,
+    data_watches: WatchManager,
+    child_watches: WatchManager,
+    conns: HashMap<ConnId, Conn>,
+    last_zxid: Zxid,
+    packets_received: u64,
+    packets_sent: u64,
+    next_container_check_ms: i64,
+}
+
+/// The result of a request, before it is encoded as a reply.
+type Reply = Result<Response, ZkError>;
+
+impl Core {
+    /// A fresh tree (with `/zookeeper`, `/zookeeper/quota`, `/zookeeper/config`).
+    pub fn new(config: CoreConfig, now_ms: i64) -> Core {
+        Core {
+            tree: DataTree::new(config.extended_types_enabled),
+            sessions: Sessions::new(
+                config.tick_time_ms,
+                config.server_id,
+                now_ms,
+                config.session_secret,
+            ),
+            data_watches: WatchManager::default(),
+            child_watches: WatchManager::default(),
+            conns: HashMap::new(),
+            last_zxid: 0,
+            packets_received: 0,
+            packets_sent: 0,
+            next_container_check_ms: now_ms + config.container_check_interval_ms,
+            config,
+        }
+    }
+
+    /// A TCP connection was accepted.
+    pub fn connection_opened(&mut self, conn: ConnId, peer: SocketAddr, _now_ms: i64) {
+        let auth = vec![Id {
+            scheme: "ip".into(),
+            id: peer.ip().to_string(),
+        }];
+        self.conns.insert(
+            conn,
+            Conn {
+                peer,
+                session: None,
+                auth,
+                old_client: false,
+            },
+        );
+    }
+
+    /// A whole frame body (length prefix stripped) arrived on `conn`. The first frame of a
+    /// connection is its ConnectRequest.
+    pub fn receive(&mut self, conn: ConnId, body: &[u8], now_ms: i64) -> Step {
+        self.packets_received += 1;
+        let mut step = Step::default();
+        let Some(c) = self.conns.get(&conn) else {
+            return step;
+        };
+        let Some(session) = c.session else {
+            self.handle_connect(conn, body, now_ms, &mut step);
+            return step;
+        };
+        let mut r = Reader::new(body);
+        let header = match corral_proto::records::RequestHeader::read(&mut r) {
+            Ok(h) => h,
+            Err(e) => {
+                close(&mut step, conn, format!("malformed request header: {e}"));
+                return step;
+            }
+        };
+        if !self.sessions.touch(session, now_ms) {
+            self.send_reply(&mut step, conn, header.xid, Err(ZkError::SessionExpired));
+            close(&mut step, conn, "session expired".into());
+            return step;
+        }
+        match Request::decode(header.op, r.rest()) {
+            Ok(req) => self.dispatch(conn, session, header.xid, req, now_ms, &mut step),
+            Err(RequestError::UnknownOpcode(op)) => {
+                // As ZooKeeper: answer ZUNIMPLEMENTED, then close the connection.
+                self.send_reply(&mut step, conn, header.xid, Err(ZkError::Unimplemented));
+                close(&mut step, conn, format!("unknown opcode {op}"));
+            }
+            Err(RequestError::BadMultiOp(op)) => {
+                self.send_reply(&mut step, conn, header.xid, Err(ZkError::MarshallingError));
+                tracing::info!(conn, op, "invalid op inside multi");
+            }
+            Err(RequestError::Malformed(e)) => {
+                close(&mut step, conn, format!("malformed request (op {}): {e}", header.op));
+            }
+        }
+        step
+    }
+
+    /// The connection is gone (peer closed, error, or after an `Effect::Close`). Its watches are
+    /// dropped; its session lives on until it expires or the client reconnects.
+    pub fn connection_closed(&mut self, conn: ConnId, _now_ms: i64) -> Step {
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(sid) = c.session {
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    if s.conn == Some(conn) {
+                        s.conn = None;
+                    }
+                }
+            }
+        }
+        self.data_watches.remove_watcher(conn);
+        self.child_watches.remove_watcher(conn);
+        Step::default()
+    }
+
+    /// Time passes: expires sessions not heard from within their timeout (as closeSession txns),
+    /// removes expired TTL nodes and empty containers. Call every tick (tickTime / 2 is plenty).
+    pub fn tick(&mut self, now_ms: i64) -> Step {
+        let mut step = Step::default();
+        for sid in self.sessions.expired(now_ms) {
+            tracing::info!(session = format!("0x{sid:x}"), "session expired");
+            let conn = self.sessions.get(sid).and_then(|s| s.conn);
+            self.close_session(sid, 0, now_ms, &mut step);
+            if let Some(conn) = conn {
+                close(&mut step, conn, "session expired".into());
+            }
+        }
+        if now_ms >= self.next_container_check_ms {
+            self.next_container_check_ms = now_ms + self.config.container_check_interval_ms;
+            self.remove_empty_containers_and_expired_ttls(now_ms, &mut step);
+        }
+        step
+    }
+
+    /// Re-applies a txn read back from the log (recovery). Produces no effects.
+    pub fn apply_logged(&mut self, record: &[u8]) -> Result<(), corral_proto::DecodeError> {
+        let rec = TxnRecord::decode(record)?;
+        let mut triggers = Vec::new();
+        self.apply(&rec.header, &rec.txn, &mut triggers);
+        self.last_zxid = self.last_zxid.max(rec.header.zxid);
+        Ok(())
+    }
+
+    /// After recovery, every recovered session gets its full timeout from now (as ZooKeeper).
+    pub fn restart_session_clocks(&mut self, now_ms: i64) {
+        self.sessions.restart_all_clocks(now_ms);
+    }
+
+    /// The zxid of the last applied txn.
+    pub fn last_zxid(&self) -> Zxid {
+        self.last_zxid
+    }
+
+    pub fn stats(&self) -> CoreStats {
+        CoreStats {
+            znode_count: self.tree.node_count() as u64,
+            ephemerals_count: self.tree.ephemeral_count() as u64,
+            approximate_data_size: self.tree.approximate_data_size(),
+            watch_count: (self.data_watches.watch_count() + self.child_watches.watch_count())
+                as u64,
+            watched_paths: (self.data_watches.path_count() + self.child_watches.path_count())
+                as u64,
+            session_count: self.sessions.len() as u64,
+            last_zxid: self.last_zxid,
+            packets_received: self.packets_received,
+            packets_sent: self.packets_sent,
+            outstanding_requests: 0,
+        }
+    }
+
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut out: Vec<SessionInfo> = self
+            .sessions
+            .iter()
+            .map(|s| SessionInfo {
+                session_id: s.id,
+                timeout_ms: s.timeout_ms,
+                ephemerals: self.tree.ephemerals_of(s.id).cloned().collect(),
+                conn: s.conn,
+            })
+            .collect();
+        out.sort_by_key(|s| s.session_id);
+        out
+    }
+
+    /// Session id bound to a connection, if it completed its handshake.
+    pub fn session_of(&self, conn: ConnId) -> Option<SessionId> {
+        self.conns.get(&conn).and_then(|c| c.session)
+    }
+
+    /// `wchc`: watched paths per connection.
+    pub fn watches_by_connection(&self) -> Vec<WatchesByConn> {
+        let mut conns: Vec<ConnId> = self
+            .data_watches
+            .watchers()
+            .chain(self.child_watches.watchers())
+            .collect();
+        conns.sort_unstable();
+        conns.dedup();
+        conns
+            .into_iter()
+            .map(|conn| {
+                let mut paths: Vec<String> = self
+                    .data_watches
+                    .paths_of(conn)
+                    .chain(self.child_watches.paths_of(conn))
+                    .map(str::to_string)
+                    .collect();
+                paths.sort();
+                paths.dedup();
+                WatchesByConn {
+                    conn,
+                    session_id: self.session_of(conn).unwrap_or(0),
+                    paths,
+                }
+            })
+            .collect()
+    }
+
+    /// `wchp`: connections' session ids per watched path, sorted by path.
+    pub fn watches_by_path(&self) -> Vec<(String, Vec<SessionId>)> {
+        let mut map: std::collections::BTreeMap<String, Vec<SessionId>> = Default::default();
+        for (p, conns) in self.data_watches.by_path().chain(self.child_watches.by_path()) {
+            let e = map.entry(p.to_string()).or_default();
+            e.extend(conns.iter().map(|c| self.session_of(*c).unwrap_or(0)));
+        }
+        map.into_iter()
+            .map(|(p, mut v)| {
+                v.sort_unstable();
+                v.dedup();
+                (p, v)
+            })
+            .collect()
+    }
+
+    /// Resets the packet counters (`srst`, `crst`).
+    pub fn reset_stats(&mut self) {
+        self.packets_received = 0;
+        self.packets_sent = 0;
+    }
+
+    // ---- connection handshake ----
+
+    fn handle_connect(&mut self, conn: ConnId, body: &[u8], now_ms: i64, step: &mut Step) {
+        let connect = match decode_connect(body) {
+            Ok(c) => c,
+            Err(e) => {
+                close(step, conn, format!("malformed connect request: {e}"));
+                return;
+            }
+        };
+        let req = connect.req;
+        if req.last_zxid_seen > self.last_zxid {
+            close(
+                step,
+                conn,
+                format!(
+                    "refusing session request: client has seen zxid 0x{:x}, our last zxid is 0x{:x}",
+                    req.last_zxid_seen, self.last_zxid
+                ),
+            );
+            return;
+        }
+        let timeout_ms = req.timeout_ms.clamp(
+            self.config.min_session_timeout_ms,
+            self.config.max_session_timeout_ms.max(self.config.min_session_timeout_ms),
+        );
+        let old_client = connect.read_only.is_none();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.old_client = old_client;
+        }
+        if req.session_id == 0 {
+            let sid = self.sessions.allocate_id();
+            let header = self.next_header(sid, 0, now_ms);
+            let txn = Txn::CreateSession(corral_proto::records::CreateSessionTxn { timeout_ms });
+            self.commit(header, txn, step);
+            self.bind(conn, sid);
+            self.send_connect_response(step, conn, timeout_ms, sid);
+            return;
+        }
+        let sid = req.session_id;
+        let valid = self.sessions.get(sid).is_some_and(|s| !s.closing)
+            && req.passwd.as_deref() == Some(&self.sessions.password(sid)[..]);
+        if !valid {
+            tracing::info!(
+                session = format!("0x{sid:x}"),
+                "invalid session or password, probably expired"
+            );
+            self.send_connect_response(step, conn, 0, 0);
+            close(step, conn, "invalid session".into());
+            return;
+        }
+        if let Some(old) = self.sessions.get(sid).and_then(|s| s.conn) {
+            if old != conn {
+                close(step, old, "client reconnected on another connection".into());
+                if let Some(c) = self.conns.get_mut(&old) {
+                    c.session = None;
+                }
+            }
+        }
+        self.sessions.touch(sid, now_ms);
+        self.bind(conn, sid);
+        self.send_connect_response(step, conn, timeout_ms, sid);
+    }
+
+    fn bind(&mut self, conn: ConnId, sid: SessionId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(sid);
+        }
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.conn = Some(conn);
+        }
+    }
+
+    fn send_connect_response(&mut self, step: &mut Step, conn: ConnId, timeout_ms: i32, sid: SessionId) {
+        let passwd = if sid == 0 {
+            [0u8; 16]
+        } else {
+            self.sessions.password(sid)
+        };
+        let rsp = ConnectResponse {
+            protocol_version: 0,
+            timeout_ms,
+            session_id: sid,
+            passwd: Some(Bytes::copy_from_slice(&passwd)),
+            read_only: false,
+        };
+        let mut out = Vec::with_capacity(48);
+        let at = frame::begin_frame(&mut out);
+        let mut w = Writer::new();
+        rsp.write(&mut w);
+        let mut body = w.into_inner();
+        if self.conns.get(&conn).is_some_and(|c| c.old_client) {
+            body.pop();
+        }
+        out.extend_from_slice(&body);
+        frame::finish_frame(&mut out, at);
+        self.send(step, conn, out);
+    }
+
+    // ---- request dispatch ----
+
+    fn dispatch(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        xid: i32,
+        req: Request,
+        now_ms: i64,
+        step: &mut Step,
+    ) {
+        match req {
+            Request::Ping => {
+                let zxid = self.last_zxid;
+                self.send_header(step, conn, xid::PING, zxid, 0);
+            }
+            Request::Auth(p) => self.handle_auth(conn, xid, p, step),
+            Request::SetWatches(w) => {
+                let w2 = corral_proto::records::SetWatches2 {
+                    relative_zxid: w.relative_zxid,
+                    data_watches: w.data_watches,
+                    exist_watches: w.exist_watches,
+                    child_watches: w.child_watches,
+                    persistent_watches: vec![],
+                    persistent_recursive_watches: vec![],
+                };
+                self.set_watches(conn, w2, step);
+                let zxid = self.last_zxid;
+                self.send_header(step, conn, xid, zxid, 0);
+            }
+            Request::SetWatches2(w) => {
+                self.set_watches(conn, w, step);
+                let zxid = self.last_zxid;
+                self.send_header(step, conn, xid, zxid, 0);
+            }
+            Request::CloseSession => {
+                let zxid = self.close_session(session, xid, now_ms, step);
+                self.send_header(step, conn, xid, zxid, 0);
+                close(step, conn, "client closed its session".into());
+            }
+            req if req.is_write() => self.write(conn, session, xid, req, now_ms, step),
+            req => {
+                let reply = self.read(conn, session, req);
+                self.send_reply(step, conn, xid, reply);
+            }
+        }
+    }
+
+    fn handle_auth(
+        &mut self,
+        conn: ConnId,
+        xid: i32,
+        p: corral_proto::records::AuthPacket,
+        step: &mut Step,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let result = acl::authenticate(
+            &p.scheme,
+            p.auth.as_deref().unwrap_or_default(),
+            c.peer.ip(),
+            self.config.super_digest.as_deref(),
+        );
+        match result {
+            Ok(ids) => {
+                for id in ids {
+                    if !c.auth.contains(&id) {
+                        c.auth.push(id);
+                    }
+                }
+                self.send_header(step, conn, xid, 0, 0);
+            }
+            Err(e) => {
+                self.send_header(step, conn, xid, 0, e.code());
+                close(step, conn, format!("authentication failed for scheme {}", p.scheme));
+            }
+        }
+    }
+
+    fn set_watches(&mut self, conn: ConnId, w: corral_proto::records::SetWatches2, step: &mut Step) {
+        let rel = w.relative_zxid;
+        let mut events: Vec<(EventType, String)> = Vec::new();
+        for p in w.data_watches {
+            match self.tree.get(&p) {
+                None => events.push((EventType::NodeDeleted, p)),
+                Some(n) if n.stat.mzxid > rel => events.push((EventType::NodeDataChanged, p)),
+                Some(_) => {
+                    self.data_watches.add(&p, conn, WatchMode::Standard);
+                }
+            }
+        }
+        for p in w.exist_watches {
+            if self.tree.contains(&p) {
+                events.push((EventType::NodeCreated, p));
+            } else {
+                self.data_watches.add(&p, conn, WatchMode::Standard);
+            }
+        }
+        for p in w.child_watches {
+            match self.tree.get(&p) {
+                None => events.push((EventType::NodeDeleted, p)),
+                Some(n) if n.stat.pzxid > rel => {
+                    events.push((EventType::NodeChildrenChanged, p))
+                }
+                Some(_) => {
+                    self.child_watches.add(&p, conn, WatchMode::Standard);
+                }
+            }
+        }
+        for p in w.persistent_watches {
+            self.data_watches.add(&p, conn, WatchMode::Persistent);
+            self.child_watches.add(&p, conn, WatchMode::Persistent);
+        }
+        for p in w.persistent_recursive_watches {
+            self.data_watches.add(&p, conn, WatchMode::PersistentRecursive);
+        }
+        for (t, p) in events {
+            let frame = notification(t, &p, -1);
+            self.send(step, conn, frame);
+        }
+    }
+
+    // ---- writes ----
+
+    fn next_header(&self, client_id: SessionId, cxid: i32, now_ms: i64) -> TxnHeader {
+        TxnHeader {
+            client_id,
+            cxid,
+            zxid: self.last_zxid + 1,
+            time_ms: now_ms,
+            txn_type: 0,
+        }
+    }
+
+    /// Applies a new txn, fires its watches and queues it for the log. Returns the outcome.
+    fn commit(&mut self, header: TxnHeader, txn: Txn, step: &mut Step) -> apply::Outcome {
+        let mut triggers = Vec::new();
+        let outcome = self.apply(&header, &txn, &mut triggers);
+        self.last_zxid = header.zxid;
+        self.fire(&triggers, header.zxid, step);
+        step.txns.push(LoggedTxn {
+            zxid: header.zxid,
+            record: TxnRecord { header, txn }.encode(),
+        });
+        outcome
+    }
+
+    fn write(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        xid: i32,
+        req: Request,
+        now_ms: i64,
+        step: &mut Step,
+    ) {
+        let header = self.next_header(session, xid, now_ms);
+        let auth = self
+            .conns
+            .get(&conn)
+            .map(|c| c.auth.clone())
+            .unwrap_or_default();
+        let ctx = prepare::Ctx { auth: &auth };
+        let (txn, pending_outcome) = match req {
+            Request::Multi(ops) => self.prepare_multi(&ctx, &header, ops),
+            req => match self.prepare(&ctx, &req) {
+                Ok(txn) => (txn, None),
+                Err(e) => (Txn::Error(e.code()), None),
+            },
+        };
+        let outcome = match pending_outcome {
+            // A multi was applied while it was prepared; log it and fire its watches now.
+            Some((outcome, triggers)) => {
+                self.last_zxid = header.zxid;
+                self.fire(&triggers, header.zxid, step);
+                step.txns.push(LoggedTxn {
+                    zxid: header.zxid,
+                    record: TxnRecord { header, txn }.encode(),
+                });
+                outcome
+            }
+            None => self.commit(header, txn, step),
+        };
+        let reply = outcome.into_reply();
+        self.send_reply(step, conn, xid, reply);
+    }
+
+    /// Closes a session with a closeSession txn (client request or expiry). Returns its zxid.
+    fn close_session(&mut self, sid: SessionId, cxid: i32, now_ms: i64, step: &mut Step) -> Zxid {
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.closing = true;
+        }
+        let paths: Vec<String> = self.tree.ephemerals_of(sid).cloned().collect();
+        let header = self.next_header(sid, cxid, now_ms);
+        let zxid = header.zxid;
+        let txn = Txn::CloseSession(corral_proto::records::CloseSessionTxn {
+            paths_to_delete: paths,
+        });
+        self.commit(header, txn, step);
+        zxid
+    }
+
+    fn remove_empty_containers_and_expired_ttls(&mut self, now_ms: i64, step: &mut Step) {
+        let mut doomed = Vec::new();
+        for p in self.tree.containers() {
+            if let Some(n) = self.tree.get(p) {
+                if n.children.is_empty() && n.stat.cversion > 0 {
+                    doomed.push(p.clone());
+                }
+            }
+        }
+        for p in self.tree.ttls() {
+            if let Some(n) = self.tree.get(p) {
+                if let tree::OwnerKind::Ttl(ttl) =
+                    tree::owner_kind(n.stat.ephemeral_owner, self.tree.extended_types())
+                {
+                    if n.children.is_empty() && now_ms > n.stat.mtime + ttl {
+                        doomed.push(p.clone());
+                    }
+                }
+            }
+        }
+        for p in doomed {
+            let header = self.next_header(0, 0, now_ms);
+            let txn = Txn::Delete {
+                op: corral_proto::OpCode::DeleteContainer,
+                txn: corral_proto::records::DeleteTxn { path: p },
+            };
+            self.commit(header, txn, step);
+        }
+    }
+
+    // ---- watch delivery ----
+
+    fn fire(&mut self, triggers: &[Trigger], zxid: Zxid, step: &mut Step) {
+        for t in triggers {
+            match t {
+                Trigger::Created(p, acl) => {
+                    let ws = self.data_watches.trigger(p, &[]);
+                    self.notify(step, &ws, EventType::NodeCreated, p, acl, zxid);
+                }
+                Trigger::DataChanged(p, acl) => {
+                    let ws = self.data_watches.trigger(p, &[]);
+                    self.notify(step, &ws, EventType::NodeDataChanged, p, acl, zxid);
+                }
+                Trigger::Deleted(p, acl) => {
+                    let ws = self.data_watches.trigger(p, &[]);
+                    self.notify(step, &ws, EventType::NodeDeleted, p, acl, zxid);
+                    let more = self.child_watches.trigger(p, &ws);
+                    self.notify(step, &more, EventType::NodeDeleted, p, acl, zxid);
+                }
+                Trigger::Children(p, acl) => {
+                    let ws = self.child_watches.trigger(p, &[]);
+                    self.notify(step, &ws, EventType::NodeChildrenChanged, p, acl, zxid);
+                }
+            }
+        }
+    }
+
+    /// Sends an event to each watcher that may still READ the node (ZooKeeper 3.8.4+ checks
+    /// this at delivery, so an ACL change cannot leak later changes).
+    fn notify(
+        &mut self,
+        step: &mut Step,
+        watchers: &[ConnId],
+        t: EventType,
+        path: &str,
+        acl: &[corral_proto::records::Acl],
+        zxid: Zxid,
+    ) {
+        if watchers.is_empty() {
+            return;
+        }
+        let frame = notification(t, path, zxid);
+        for &w in watchers {
+            let allowed = self
+                .conns
+                .get(&w)
+                .is_some_and(|c| acl::check(acl, corral_proto::perms::READ, &c.auth).is_ok());
+            if allowed {
+                self.send(step, w, frame.clone());
+            }
+        }
+    }
+
+    // ---- reply encoding ----
+
+    fn send(&mut self, step: &mut Step, conn: ConnId, frame: Vec<u8>) {
+        self.packets_sent += 1;
+        step.effects.push(Effect::Send {
+            conn,
+            frame: Bytes::from(frame),
+        });
+    }
+
+    fn send_header(&mut self, step: &mut Step, conn: ConnId, xid: i32, zxid: Zxid, err: i32) {
+        let mut out = Vec::with_capacity(20);
+        let at = frame::begin_frame(&mut out);
+        let mut w = Writer::new();
+        ReplyHeader { xid, zxid, err }.write(&mut w);
+        out.extend_from_slice(&w.into_inner());
+        frame::finish_frame(&mut out, at);
+        self.send(step, conn, out);
+    }
+
+    fn send_reply(&mut self, step: &mut Step, conn: ConnId, xid: i32, reply: Reply) {
+        let zxid = self.last_zxid;
+        let mut w = Writer::with_capacity(64);
+        w.write_i32(0);
+        match reply {
+            Ok(resp) => {
+                ReplyHeader { xid, zxid, err: 0 }.write(&mut w);
+                resp.write(&mut w);
+            }
+            Err(e) => ReplyHeader {
+                xid,
+                zxid,
+                err: e.code(),
+            }
+            .write(&mut w),
+        }
+        let mut out = w.into_inner();
+        frame::finish_frame(&mut out, 0);
+        self.send(step, conn, out);
+    }
+}
+
+fn close(step: &mut Step, conn: ConnId, reason: String) {
+    step.effects.push(Effect::Close { conn, reason });
+}
+
+/// A watch notification frame: reply header with xid -1 and the zxid of the change (-1 when
+/// there is none, e.g. events fired by setWatches), then the event.
+fn notification(t: EventType, path: &str, zxid: Zxid) -> Vec<u8> {
+    let mut w = Writer::with_capacity(32 + path.len());
+    w.write_i32(0);
+    ReplyHeader {
+        xid: xid::NOTIFICATION,
+        zxid,
+        err: 0,
+    }
+    .write(&mut w);
+    WatcherEvent {
+        event_type: t.code(),
+        state: KeeperState::SyncConnected.code(),
+        path: path.to_string(),
+    }
+    .write(&mut w);
+    let mut out = w.into_inner();
+    frame::finish_frame(&mut out, 0);
+    out
+}
+
+#[cfg(test)]
+mod tests;

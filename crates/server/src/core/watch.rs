@@ -1,0 +1,280 @@
+//! The watch manager: which connection watches which path, in which mode.
+//!
+//! Two indexes are kept in step: path → watchers (to fire a path's watches) and watcher →
+//! paths (so a closing connection frees its watches in time proportional to its own watches).
+//! A server keeps two managers, as ZooKeeper does: one for data/exist watches and one for child
+//! watches.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::path;
+use super::ConnId;
+
+/// How a watch behaves when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// One-shot: removed when it fires.
+    Standard,
+    /// Fires on every change of the path; stays.
+    Persistent,
+    /// Fires on every change of the path or any descendant; stays.
+    PersistentRecursive,
+}
+
+impl WatchMode {
+    fn bit(self) -> u8 {
+        match self {
+            WatchMode::Standard => 1,
+            WatchMode::Persistent => 2,
+            WatchMode::PersistentRecursive => 4,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WatchManager {
+    by_path: HashMap<Arc<str>, HashSet<ConnId>>,
+    by_watcher: HashMap<ConnId, HashMap<Arc<str>, u8>>,
+    /// Number of (watcher, path) pairs with a recursive mode; when zero, triggers need not
+    /// look at ancestors.
+    recursive_count: usize,
+}
+
+impl WatchManager {
+    /// Adds a watch; false if the watcher already had this mode on this path.
+    pub fn add(&mut self, path: &str, watcher: ConnId, mode: WatchMode) -> bool {
+        let modes = self.by_watcher.entry(watcher).or_default();
+        let key: Arc<str> = match modes.get_key_value(path) {
+            Some((k, _)) => k.clone(),
+            None => match self.by_path.get_key_value(path) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(path),
+            },
+        };
+        let bits = modes.entry(key.clone()).or_insert(0);
+        if *bits & mode.bit() != 0 {
+            return false;
+        }
+        *bits |= mode.bit();
+        if mode == WatchMode::PersistentRecursive {
+            self.recursive_count += 1;
+        }
+        self.by_path.entry(key).or_default().insert(watcher);
+        true
+    }
+
+    /// Drops every watch of a watcher (its connection closed).
+    pub fn remove_watcher(&mut self, watcher: ConnId) {
+        let Some(paths) = self.by_watcher.remove(&watcher) else {
+            return;
+        };
+        for (p, bits) in paths {
+            if bits & WatchMode::PersistentRecursive.bit() != 0 {
+                self.recursive_count -= 1;
+            }
+            if let Some(set) = self.by_path.get_mut(&p) {
+                set.remove(&watcher);
+                if set.is_empty() {
+                    self.by_path.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// Fires the watches an event on `path` reaches: every watch on the path itself (one-shot
+    /// ones are consumed) and recursive watches on its ancestors. Each watcher appears once.
+    /// Watchers in `suppress` are consumed but not returned (they were already notified of this
+    /// change by the other manager).
+    pub fn trigger(&mut self, path: &str, suppress: &[ConnId]) -> Vec<ConnId> {
+        let mut fired: Vec<ConnId> = Vec::new();
+        let ancestors = self.recursive_count > 0;
+        for (depth, p) in path::self_and_ancestors(path).enumerate() {
+            if depth > 0 && !ancestors {
+                break;
+            }
+            let Some(watchers) = self.by_path.get_mut(p) else {
+                continue;
+            };
+            let mut emptied = Vec::new();
+            for &w in watchers.iter() {
+                let Some(bits) = self.by_watcher.get_mut(&w).and_then(|m| m.get_mut(p)) else {
+                    continue;
+                };
+                if depth == 0 {
+                    fired.push(w);
+                    *bits &= !WatchMode::Standard.bit();
+                    if *bits == 0 {
+                        emptied.push(w);
+                    }
+                } else if *bits & WatchMode::PersistentRecursive.bit() != 0 {
+                    fired.push(w);
+                }
+            }
+            for w in emptied {
+                watchers.remove(&w);
+                if let Some(m) = self.by_watcher.get_mut(&w) {
+                    m.remove(p);
+                    if m.is_empty() {
+                        self.by_watcher.remove(&w);
+                    }
+                }
+            }
+            if watchers.is_empty() {
+                self.by_path.remove(p);
+            }
+        }
+        fired.sort_unstable();
+        fired.dedup();
+        fired.retain(|w| !suppress.contains(w));
+        fired
+    }
+
+    /// Whether `watcher` watches `path` in `mode` (any mode if `None`).
+    pub fn contains(&self, path: &str, watcher: ConnId, mode: Option<WatchMode>) -> bool {
+        match self.by_watcher.get(&watcher).and_then(|m| m.get(path)) {
+            None => false,
+            Some(bits) => mode.is_none_or(|m| bits & m.bit() != 0),
+        }
+    }
+
+    /// Removes `watcher`'s watch on `path` in `mode` (all modes if `None`); false if there was
+    /// nothing to remove.
+    pub fn remove(&mut self, path: &str, watcher: ConnId, mode: Option<WatchMode>) -> bool {
+        let Some(modes) = self.by_watcher.get_mut(&watcher) else {
+            return false;
+        };
+        let Some(bits) = modes.get_mut(path) else {
+            return false;
+        };
+        let old = *bits;
+        let new = match mode {
+            Some(m) => old & !m.bit(),
+            None => 0,
+        };
+        if new == old {
+            return false;
+        }
+        *bits = new;
+        if old & WatchMode::PersistentRecursive.bit() != 0
+            && new & WatchMode::PersistentRecursive.bit() == 0
+        {
+            self.recursive_count -= 1;
+        }
+        if new == 0 {
+            modes.remove(path);
+            if modes.is_empty() {
+                self.by_watcher.remove(&watcher);
+            }
+            if let Some(set) = self.by_path.get_mut(path) {
+                set.remove(&watcher);
+                if set.is_empty() {
+                    self.by_path.remove(path);
+                }
+            }
+        }
+        true
+    }
+
+    /// Number of (watcher, path) pairs.
+    pub fn watch_count(&self) -> usize {
+        self.by_watcher.values().map(|m| m.len()).sum()
+    }
+
+    pub fn path_count(&self) -> usize {
+        self.by_path.len()
+    }
+
+    pub fn paths_of(&self, watcher: ConnId) -> impl Iterator<Item = &str> {
+        self.by_watcher
+            .get(&watcher)
+            .into_iter()
+            .flat_map(|m| m.keys().map(|k| &**k))
+    }
+
+    pub fn watchers(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.by_watcher.keys().copied()
+    }
+
+    pub fn by_path(&self) -> impl Iterator<Item = (&str, &HashSet<ConnId>)> {
+        self.by_path.iter().map(|(k, v)| (&**k, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_shot_watch_fires_once() {
+        let mut m = WatchManager::default();
+        assert!(m.add("/a", 1, WatchMode::Standard));
+        assert!(!m.add("/a", 1, WatchMode::Standard));
+        assert_eq!(m.trigger("/a", &[]), vec![1]);
+        assert_eq!(m.trigger("/a", &[]), Vec::<ConnId>::new());
+        assert_eq!(m.watch_count(), 0);
+        assert_eq!(m.path_count(), 0);
+    }
+
+    #[test]
+    fn persistent_watch_stays_and_standard_on_same_path_fires_once() {
+        let mut m = WatchManager::default();
+        m.add("/a", 1, WatchMode::Persistent);
+        m.add("/a", 1, WatchMode::Standard);
+        assert_eq!(m.trigger("/a", &[]), vec![1]);
+        assert!(m.contains("/a", 1, Some(WatchMode::Persistent)));
+        assert!(!m.contains("/a", 1, Some(WatchMode::Standard)));
+        assert_eq!(m.trigger("/a", &[]), vec![1]);
+    }
+
+    #[test]
+    fn recursive_watch_sees_descendants_only_through_recursive_mode() {
+        let mut m = WatchManager::default();
+        m.add("/a", 1, WatchMode::PersistentRecursive);
+        m.add("/a", 2, WatchMode::Standard);
+        m.add("/a", 3, WatchMode::Persistent);
+        assert_eq!(m.trigger("/a/b/c", &[]), vec![1]);
+        assert_eq!(m.trigger("/a", &[]), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn root_recursive_watch_sees_everything() {
+        let mut m = WatchManager::default();
+        m.add("/", 7, WatchMode::PersistentRecursive);
+        assert_eq!(m.trigger("/x/y", &[]), vec![7]);
+    }
+
+    #[test]
+    fn suppressed_watchers_are_consumed_but_not_returned() {
+        let mut m = WatchManager::default();
+        m.add("/a", 1, WatchMode::Standard);
+        m.add("/a", 2, WatchMode::Standard);
+        assert_eq!(m.trigger("/a", &[1]), vec![2]);
+        assert_eq!(m.watch_count(), 0);
+    }
+
+    #[test]
+    fn closing_a_watcher_frees_both_indexes() {
+        let mut m = WatchManager::default();
+        m.add("/a", 1, WatchMode::Standard);
+        m.add("/b", 1, WatchMode::PersistentRecursive);
+        m.add("/a", 2, WatchMode::Standard);
+        m.remove_watcher(1);
+        assert_eq!(m.watch_count(), 1);
+        assert_eq!(m.path_count(), 1);
+        assert_eq!(m.trigger("/b/c", &[]), Vec::<ConnId>::new());
+    }
+
+    #[test]
+    fn remove_by_mode() {
+        let mut m = WatchManager::default();
+        m.add("/a", 1, WatchMode::Standard);
+        m.add("/a", 1, WatchMode::PersistentRecursive);
+        assert!(!m.remove("/a", 1, Some(WatchMode::Persistent)));
+        assert!(m.remove("/a", 1, Some(WatchMode::PersistentRecursive)));
+        assert!(m.contains("/a", 1, None));
+        assert!(m.remove("/a", 1, None));
+        assert!(!m.contains("/a", 1, None));
+        assert_eq!(m.path_count(), 0);
+    }
+}
