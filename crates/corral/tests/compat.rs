@@ -1,0 +1,107 @@
+//! Real-client compatibility tests: each test starts its own server (corral by default, Apache
+//! ZooKeeper with `CORRAL_COMPAT_TARGET=zk`) and runs one suite from tests/compat against it.
+//! The tools come from Debian packages that `scripts/test` installs; a missing tool fails the
+//! test with a message saying so.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::{
+    exclusive, repo_root, require_file, require_kazoo, require_program, run_suite, Server, Target,
+};
+
+#[test]
+fn kazoo_suite() {
+    let _serial = exclusive();
+    let python = require_kazoo();
+    let server = Server::start_target();
+    run_suite(
+        "kazoo",
+        Command::new(python)
+            .arg("tests/compat/kazoo_suite.py")
+            .arg(server.addr()),
+    );
+}
+
+#[test]
+fn go_zookeeper_suite() {
+    let _serial = exclusive();
+    require_program("go", "the Go toolchain (Debian package golang-go)");
+    require_file(
+        Path::new("/usr/share/gocode/src/github.com/samuel/go-zookeeper/zk"),
+        "the Go client (Debian package golang-github-samuel-go-zookeeper-dev)",
+    );
+    let build_dir = tempfile::tempdir().expect("tempdir");
+    let binary = build_dir.path().join("go-compat");
+    let go_cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-build-cache");
+    let build = Command::new("go")
+        .current_dir(repo_root())
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg("tests/compat/go/main.go")
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", &go_cache)
+        .output()
+        .expect("run go build");
+    assert!(
+        build.status.success(),
+        "go build of tests/compat/go failed:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let server = Server::start_target();
+    run_suite("go-zookeeper", Command::new(&binary).arg(server.addr()));
+}
+
+#[test]
+fn cli_mt_suite() {
+    let _serial = exclusive();
+    let python = require_kazoo();
+    require_file(
+        Path::new("/usr/lib/zookeeper/bin/cli_mt"),
+        "the ZooKeeper C client shell (Debian package zookeeper-bin)",
+    );
+    require_program("stdbuf", "coreutils");
+    let server = Server::start_target();
+    run_suite(
+        "cli_mt",
+        Command::new(python)
+            .arg("tests/compat/cli_mt.py")
+            .arg(server.addr()),
+    );
+}
+
+#[test]
+fn zkcli_suite() {
+    let _serial = exclusive();
+    let python = require_kazoo();
+    require_program("java", "a Java runtime (Debian package zookeeper)");
+    require_file(
+        Path::new("/usr/share/java/zookeeper.jar"),
+        "zkCli's classes (Debian package zookeeper)",
+    );
+    let server = Server::start_target();
+    run_suite(
+        "zkCli",
+        Command::new(python)
+            .arg("tests/compat/zkcli.py")
+            .arg(server.addr()),
+    );
+}
+
+#[test]
+fn differential_against_apache_zookeeper() {
+    let _serial = exclusive();
+    let python = require_kazoo();
+    let reference = Server::start(Target::ApacheZk);
+    let candidate = Server::start_target();
+    run_suite(
+        "differential",
+        Command::new(python)
+            .arg("tests/compat/differential.py")
+            .arg(reference.addr())
+            .arg(candidate.addr()),
+    );
+}

@@ -1,0 +1,75 @@
+//! Small filesystem helpers: directory listing by zxid, directory fsync, preallocation.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, StorageError};
+use crate::format::{parse_name, TMP_SUFFIX};
+
+/// Files in `dir` named `<prefix><16 hex>`, sorted by zxid ascending. A missing directory
+/// lists as empty.
+pub(crate) fn list_by_zxid(dir: &Path, prefix: &str) -> Result<Vec<(i64, PathBuf)>, StorageError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(StorageError::io(dir, e)),
+    };
+    for entry in entries {
+        let path = entry.at(dir)?.path();
+        if let Some(zxid) = parse_name(&path, prefix) {
+            out.push((zxid, path));
+        }
+    }
+    out.sort_by_key(|(z, _)| *z);
+    Ok(out)
+}
+
+/// Leftover `<prefix>*.tmp` files (an interrupted snapshot or segment creation).
+pub(crate) fn list_tmp(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, StorageError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
+        if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            if name.starts_with(prefix) && name.ends_with(TMP_SUFFIX) {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Makes creations, renames and deletions in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// Extends `file` to `new_len` bytes with zero-filled, really allocated space, so that later
+/// appends neither hit ENOSPC nor change the file size (and fdatasync stays cheap). Falls
+/// back to a sparse `set_len` where fallocate is unsupported.
+pub(crate) fn preallocate(file: &File, cur_len: u64, new_len: u64) -> std::io::Result<()> {
+    if new_len <= cur_len {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                0,
+                cur_len as libc::off_t,
+                (new_len - cur_len) as libc::off_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(err);
+        }
+    }
+    file.set_len(new_len)
+}
