@@ -12,6 +12,7 @@ mod prepare;
 mod quota;
 mod read;
 mod session;
+mod snapshot;
 mod tree;
 pub mod txn;
 mod watch;
@@ -278,6 +279,7 @@ impl Core {
         if now_ms >= self.next_container_check_ms {
             self.next_container_check_ms = now_ms + self.config.container_check_interval_ms;
             self.remove_empty_containers_and_expired_ttls(now_ms, &mut step);
+            self.tree.prune_acl_cache();
         }
         step
     }

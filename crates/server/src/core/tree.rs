@@ -118,6 +118,34 @@ impl DataTree {
         t
     }
 
+    /// A tree with no nodes at all, to be filled by [`DataTree::restore_node`].
+    pub fn empty(extended_types: bool) -> DataTree {
+        DataTree {
+            extended_types,
+            ..Default::default()
+        }
+    }
+
+    /// Inserts a node read from a snapshot (children are linked by [`DataTree::link_children`]).
+    pub fn restore_node(&mut self, path: &str, node: Node) {
+        self.insert(path, node);
+    }
+
+    /// Rebuilds every node's child list from the paths present.
+    pub fn link_children(&mut self) {
+        let pairs: Vec<(String, String)> = self
+            .nodes
+            .keys()
+            .filter_map(|p| path::split(p).filter(|(_, c)| !c.is_empty()))
+            .map(|(parent, child)| (parent.to_string(), child.to_string()))
+            .collect();
+        for (parent, child) in pairs {
+            if let Some(n) = self.nodes.get_mut(parent.as_str()) {
+                n.children.insert(child.into_boxed_str());
+            }
+        }
+    }
+
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)
     }
