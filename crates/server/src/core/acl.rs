@@ -152,11 +152,19 @@ fn ip_matches(client: &str, pattern: &str) -> bool {
     };
     match (client, net) {
         (IpAddr::V4(c), IpAddr::V4(n)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(c) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(c), IpAddr::V6(n)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(c) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -217,10 +225,22 @@ mod tests {
     #[test]
     fn invalid_acls_are_rejected() {
         assert_eq!(fixup(&[], &[]), Err(ZkError::InvalidAcl));
-        assert_eq!(fixup(&[acl(31, "world", "x")], &[]), Err(ZkError::InvalidAcl));
-        assert_eq!(fixup(&[acl(31, "digest", "nocolon")], &[]), Err(ZkError::InvalidAcl));
-        assert_eq!(fixup(&[acl(31, "ip", "300.1.1.1")], &[]), Err(ZkError::InvalidAcl));
-        assert_eq!(fixup(&[acl(31, "foo", "bar")], &[]), Err(ZkError::InvalidAcl));
+        assert_eq!(
+            fixup(&[acl(31, "world", "x")], &[]),
+            Err(ZkError::InvalidAcl)
+        );
+        assert_eq!(
+            fixup(&[acl(31, "digest", "nocolon")], &[]),
+            Err(ZkError::InvalidAcl)
+        );
+        assert_eq!(
+            fixup(&[acl(31, "ip", "300.1.1.1")], &[]),
+            Err(ZkError::InvalidAcl)
+        );
+        assert_eq!(
+            fixup(&[acl(31, "foo", "bar")], &[]),
+            Err(ZkError::InvalidAcl)
+        );
         assert!(fixup(&[acl(31, "ip", "10.0.0.0/8")], &[]).is_ok());
     }
 

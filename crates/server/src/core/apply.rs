@@ -24,7 +24,11 @@ pub(super) enum Trigger {
 /// What applying a txn produced, before it is turned into a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Outcome {
-    Created { op: OpCode, path: String, stat: Stat },
+    Created {
+        op: OpCode,
+        path: String,
+        stat: Stat,
+    },
     Deleted,
     Stat(Stat),
     Checked,
@@ -42,9 +46,12 @@ impl Outcome {
                 path,
                 ..
             } => Ok(Response::Path(path)),
-            Outcome::Created { path, stat, .. } => Ok(Response::Create2(
-                corral_proto::records::Create2Response { path, stat },
-            )),
+            Outcome::Created { path, stat, .. } => {
+                Ok(Response::Create2(corral_proto::records::Create2Response {
+                    path,
+                    stat,
+                }))
+            }
             Outcome::Deleted | Outcome::Checked | Outcome::Session => Ok(Response::Empty),
             Outcome::Stat(s) => Ok(Response::Stat(s)),
             Outcome::Error(e) => Err(ZkError::from_code(e).unwrap_or(ZkError::SystemError)),
@@ -71,7 +78,12 @@ fn to_op_result(o: Outcome) -> OpResult {
 }
 
 impl Core {
-    pub(super) fn apply(&mut self, h: &TxnHeader, txn: &Txn, triggers: &mut Vec<Trigger>) -> Outcome {
+    pub(super) fn apply(
+        &mut self,
+        h: &TxnHeader,
+        txn: &Txn,
+        triggers: &mut Vec<Trigger>,
+    ) -> Outcome {
         match txn {
             Txn::Create { op, txn } => self.apply_create(
                 *op,

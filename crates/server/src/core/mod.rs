@@ -125,6 +125,8 @@ pub struct CoreStats {
 pub struct SessionInfo {
     pub session_id: SessionId,
     pub timeout_ms: i32,
+    /// When the session expires unless its client is heard from (ms since epoch).
+    pub expires_at_ms: i64,
     pub ephemerals: Vec<String>,
     pub conn: Option<ConnId>,
 }
@@ -241,7 +243,11 @@ impl Core {
                 tracing::info!(conn, op, "invalid op inside multi");
             }
             Err(RequestError::Malformed(e)) => {
-                close(&mut step, conn, format!("malformed request (op {}): {e}", header.op));
+                close(
+                    &mut step,
+                    conn,
+                    format!("malformed request (op {}): {e}", header.op),
+                );
             }
         }
         step
@@ -327,6 +333,7 @@ impl Core {
             .map(|s| SessionInfo {
                 session_id: s.id,
                 timeout_ms: s.timeout_ms,
+                expires_at_ms: s.expires_at_ms,
                 ephemerals: self.tree.ephemerals_of(s.id).cloned().collect(),
                 conn: s.conn,
             })
@@ -372,7 +379,11 @@ impl Core {
     /// `wchp`: connections' session ids per watched path, sorted by path.
     pub fn watches_by_path(&self) -> Vec<(String, Vec<SessionId>)> {
         let mut map: std::collections::BTreeMap<String, Vec<SessionId>> = Default::default();
-        for (p, conns) in self.data_watches.by_path().chain(self.child_watches.by_path()) {
+        for (p, conns) in self
+            .data_watches
+            .by_path()
+            .chain(self.child_watches.by_path())
+        {
             let e = map.entry(p.to_string()).or_default();
             e.extend(conns.iter().map(|c| self.session_of(*c).unwrap_or(0)));
         }
@@ -415,7 +426,9 @@ impl Core {
         }
         let timeout_ms = req.timeout_ms.clamp(
             self.config.min_session_timeout_ms,
-            self.config.max_session_timeout_ms.max(self.config.min_session_timeout_ms),
+            self.config
+                .max_session_timeout_ms
+                .max(self.config.min_session_timeout_ms),
         );
         let old_client = connect.read_only.is_none();
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -464,7 +477,13 @@ impl Core {
         }
     }
 
-    fn send_connect_response(&mut self, step: &mut Step, conn: ConnId, timeout_ms: i32, sid: SessionId) {
+    fn send_connect_response(
+        &mut self,
+        step: &mut Step,
+        conn: ConnId,
+        timeout_ms: i32,
+        sid: SessionId,
+    ) {
         let passwd = if sid == 0 {
             [0u8; 16]
         } else {
@@ -565,12 +584,21 @@ impl Core {
             }
             Err(e) => {
                 self.send_header(step, conn, xid, 0, e.code());
-                close(step, conn, format!("authentication failed for scheme {}", p.scheme));
+                close(
+                    step,
+                    conn,
+                    format!("authentication failed for scheme {}", p.scheme),
+                );
             }
         }
     }
 
-    fn set_watches(&mut self, conn: ConnId, w: corral_proto::records::SetWatches2, step: &mut Step) {
+    fn set_watches(
+        &mut self,
+        conn: ConnId,
+        w: corral_proto::records::SetWatches2,
+        step: &mut Step,
+    ) {
         let rel = w.relative_zxid;
         let mut events: Vec<(EventType, String)> = Vec::new();
         for p in w.data_watches {
@@ -592,9 +620,7 @@ impl Core {
         for p in w.child_watches {
             match self.tree.get(&p) {
                 None => events.push((EventType::NodeDeleted, p)),
-                Some(n) if n.stat.pzxid > rel => {
-                    events.push((EventType::NodeChildrenChanged, p))
-                }
+                Some(n) if n.stat.pzxid > rel => events.push((EventType::NodeChildrenChanged, p)),
                 Some(_) => {
                     self.child_watches.add(&p, conn, WatchMode::Standard);
                 }
@@ -605,7 +631,8 @@ impl Core {
             self.child_watches.add(&p, conn, WatchMode::Persistent);
         }
         for p in w.persistent_recursive_watches {
-            self.data_watches.add(&p, conn, WatchMode::PersistentRecursive);
+            self.data_watches
+                .add(&p, conn, WatchMode::PersistentRecursive);
         }
         for (t, p) in events {
             let frame = notification(t, &p, -1);

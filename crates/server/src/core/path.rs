@@ -84,7 +84,9 @@ mod tests {
         for ok in ["/", "/a", "/a/b", "/a-b.c_d", "/zookeeper/quota", "/日本"] {
             assert!(is_valid(ok), "{ok}");
         }
-        for bad in ["", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/..", "/a\u{0}b", "/a\u{1}"] {
+        for bad in [
+            "", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/..", "/a\u{0}b", "/a\u{1}",
+        ] {
             assert!(!is_valid(bad), "{bad:?}");
         }
     }

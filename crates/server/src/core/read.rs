@@ -36,9 +36,11 @@ impl Core {
             Request::GetChildren(r) => self
                 .get_children(conn, &auth, &r)
                 .map(|(children, _)| Response::GetChildren(GetChildrenResponse { children })),
-            Request::GetChildren2(r) => self.get_children(conn, &auth, &r).map(|(children, stat)| {
-                Response::GetChildren2(GetChildren2Response { children, stat })
-            }),
+            Request::GetChildren2(r) => {
+                self.get_children(conn, &auth, &r).map(|(children, stat)| {
+                    Response::GetChildren2(GetChildren2Response { children, stat })
+                })
+            }
             Request::GetAcl(r) => {
                 let n = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
                 acl::check(&n.acl, perms::READ | perms::ADMIN, &auth)?;
@@ -117,20 +119,14 @@ impl Core {
                     .into_iter()
                     .map(|op| match op {
                         Request::GetData(r) => {
-                            let r = PathWatch {
-                                watch: false,
-                                ..r
-                            };
+                            let r = PathWatch { watch: false, ..r };
                             match self.get_data(conn, &auth, &r) {
                                 Ok(d) => OpResult::GetData(d),
                                 Err(e) => OpResult::Error(e.code()),
                             }
                         }
                         Request::GetChildren(r) => {
-                            let r = PathWatch {
-                                watch: false,
-                                ..r
-                            };
+                            let r = PathWatch { watch: false, ..r };
                             match self.get_children(conn, &auth, &r) {
                                 Ok((c, _)) => OpResult::GetChildren(c),
                                 Err(e) => OpResult::Error(e.code()),
@@ -145,7 +141,12 @@ impl Core {
         }
     }
 
-    fn get_data(&mut self, conn: ConnId, auth: &[Id], r: &PathWatch) -> Result<GetDataResponse, ZkError> {
+    fn get_data(
+        &mut self,
+        conn: ConnId,
+        auth: &[Id],
+        r: &PathWatch,
+    ) -> Result<GetDataResponse, ZkError> {
         let n = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
         acl::check(&n.acl, perms::READ, auth)?;
         let resp = GetDataResponse {
@@ -187,11 +188,10 @@ impl Core {
                 self.data_watches
                     .contains(path, conn, Some(WatchMode::Persistent))
             }
-            WatcherType::PersistentRecursive => self.data_watches.contains(
-                path,
-                conn,
-                Some(WatchMode::PersistentRecursive),
-            ),
+            WatcherType::PersistentRecursive => {
+                self.data_watches
+                    .contains(path, conn, Some(WatchMode::PersistentRecursive))
+            }
             WatcherType::Any => {
                 self.child_watches.contains(path, conn, None)
                     || self.data_watches.contains(path, conn, None)
@@ -217,11 +217,10 @@ impl Core {
                     .remove(path, conn, Some(WatchMode::Persistent));
                 a || b
             }
-            WatcherType::PersistentRecursive => self.data_watches.remove(
-                path,
-                conn,
-                Some(WatchMode::PersistentRecursive),
-            ),
+            WatcherType::PersistentRecursive => {
+                self.data_watches
+                    .remove(path, conn, Some(WatchMode::PersistentRecursive))
+            }
             WatcherType::Any => {
                 let a = self.child_watches.remove(path, conn, None);
                 let b = self.data_watches.remove(path, conn, None);

@@ -37,7 +37,11 @@ impl Core {
 
     /// Rebuilds a core from [`Core::snapshot`] output. Sessions get their full timeout from
     /// `now_ms`.
-    pub fn from_snapshot(config: CoreConfig, image: &[u8], now_ms: i64) -> Result<Core, DecodeError> {
+    pub fn from_snapshot(
+        config: CoreConfig,
+        image: &[u8],
+        now_ms: i64,
+    ) -> Result<Core, DecodeError> {
         let mut r = Reader::new(image);
         let magic = r.read_i64()?;
         if magic.to_be_bytes() != *MAGIC {
@@ -104,7 +108,10 @@ mod tests {
             }),
             &mut step,
         );
-        for (p, mode) in [("/a", CreateMode::Persistent), ("/a/e", CreateMode::Ephemeral)] {
+        for (p, mode) in [
+            ("/a", CreateMode::Persistent),
+            ("/a/e", CreateMode::Ephemeral),
+        ] {
             let hdr = h(&core, 77);
             core.commit(
                 hdr,

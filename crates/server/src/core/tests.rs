@@ -92,7 +92,13 @@ impl H {
         out
     }
 
-    fn connect_with(&mut self, conn: ConnId, session_id: i64, passwd: Vec<u8>, last_zxid: i64) -> Option<ConnectResponse> {
+    fn connect_with(
+        &mut self,
+        conn: ConnId,
+        session_id: i64,
+        passwd: Vec<u8>,
+        last_zxid: i64,
+    ) -> Option<ConnectResponse> {
         self.core.connection_opened(conn, peer(), self.now);
         let mut w = Writer::new();
         corral_proto::request::encode_connect(
@@ -127,7 +133,11 @@ impl H {
 
     /// Sends a request; returns the reply (err, body) and every frame others got.
     fn req(&mut self, conn: ConnId, req: Request) -> (i32, Option<Response>, Vec<(ConnId, Got)>) {
-        let xid = if req == Request::Ping { xid::PING } else { self.next_xid };
+        let xid = if req == Request::Ping {
+            xid::PING
+        } else {
+            self.next_xid
+        };
         self.next_xid += 1;
         let mut w = Writer::new();
         RequestHeader {
@@ -142,7 +152,9 @@ impl H {
         let mut others = Vec::new();
         for (c, g) in got {
             match &g {
-                Got::Reply { xid: x, err, body, .. } if c == conn && *x == xid => {
+                Got::Reply {
+                    xid: x, err, body, ..
+                } if c == conn && *x == xid => {
                     let resp = (*err == 0).then(|| Response::decode(req.op(), body).unwrap());
                     reply = Some((*err, resp));
                 }
@@ -153,7 +165,13 @@ impl H {
         (err, resp, others)
     }
 
-    fn create(&mut self, conn: ConnId, path: &str, data: &str, mode: CreateMode) -> (i32, Option<String>) {
+    fn create(
+        &mut self,
+        conn: ConnId,
+        path: &str,
+        data: &str,
+        mode: CreateMode,
+    ) -> (i32, Option<String>) {
         let (err, resp, _) = self.req(
             conn,
             Request::Create {
@@ -166,21 +184,36 @@ impl H {
                 },
             },
         );
-        (err, resp.map(|r| match r {
-            Response::Path(p) => p,
-            other => panic!("{other:?}"),
-        }))
+        (
+            err,
+            resp.map(|r| match r {
+                Response::Path(p) => p,
+                other => panic!("{other:?}"),
+            }),
+        )
     }
 
     fn stat(&mut self, conn: ConnId, path: &str, watch: bool) -> Option<Stat> {
-        let (_, resp, _) = self.req(conn, Request::Exists(PathWatch { path: path.into(), watch }));
+        let (_, resp, _) = self.req(
+            conn,
+            Request::Exists(PathWatch {
+                path: path.into(),
+                watch,
+            }),
+        );
         resp.map(|r| match r {
             Response::Stat(s) => s,
             other => panic!("{other:?}"),
         })
     }
 
-    fn set(&mut self, conn: ConnId, path: &str, data: &str, version: i32) -> (i32, Vec<(ConnId, Got)>) {
+    fn set(
+        &mut self,
+        conn: ConnId,
+        path: &str,
+        data: &str,
+        version: i32,
+    ) -> (i32, Vec<(ConnId, Got)>) {
         let (err, _, others) = self.req(
             conn,
             Request::SetData(SetDataRequest {
@@ -193,7 +226,13 @@ impl H {
     }
 
     fn delete(&mut self, conn: ConnId, path: &str, version: i32) -> (i32, Vec<(ConnId, Got)>) {
-        let (err, _, others) = self.req(conn, Request::Delete(DeleteRequest { path: path.into(), version }));
+        let (err, _, others) = self.req(
+            conn,
+            Request::Delete(DeleteRequest {
+                path: path.into(),
+                version,
+            }),
+        );
         (err, others)
     }
 }
@@ -221,7 +260,11 @@ fn zxid_grows_by_one_per_write_including_failures_and_sessions() {
     assert_eq!(h.core.last_zxid(), 2);
     let (err, _) = h.create(1, "/a", "x", CreateMode::Persistent);
     assert_eq!(err, ZkError::NodeExists.code());
-    assert_eq!(h.core.last_zxid(), 3, "a failed write consumes a zxid as in ZooKeeper");
+    assert_eq!(
+        h.core.last_zxid(),
+        3,
+        "a failed write consumes a zxid as in ZooKeeper"
+    );
     h.stat(1, "/a", false);
     assert_eq!(h.core.last_zxid(), 3, "reads do not");
 }
@@ -255,8 +298,14 @@ fn stat_fields_follow_zookeeper() {
     h.create(1, "/p/e", "", CreateMode::Ephemeral);
     let s = h.stat(1, "/p", false).unwrap();
     assert_eq!((s.czxid, s.mzxid, s.pzxid), (2, 3, 4));
-    assert_eq!((s.version, s.cversion, s.num_children, s.data_length), (1, 1, 1, 5));
-    assert_eq!(h.stat(1, "/p/e", false).unwrap().ephemeral_owner, c.session_id);
+    assert_eq!(
+        (s.version, s.cversion, s.num_children, s.data_length),
+        (1, 1, 1, 5)
+    );
+    assert_eq!(
+        h.stat(1, "/p/e", false).unwrap().ephemeral_owner,
+        c.session_id
+    );
     let (err, _) = h.set(1, "/p", "x", 0);
     assert_eq!(err, ZkError::BadVersion.code());
 }
@@ -269,36 +318,93 @@ fn watch_table_of_seed_004() {
     h.connect(1); // writer
     h.connect(2); // watcher
     h.stat(2, "/w", true); // exists watch on a missing node
-    let (_, _, got) = h.req(1, Request::Create {
-        op: OpCode::Create,
-        req: CreateRequest { path: "/w".into(), data: None, acl: acl::open_acl(), flags: 0 },
-    });
+    let (_, _, got) = h.req(
+        1,
+        Request::Create {
+            op: OpCode::Create,
+            req: CreateRequest {
+                path: "/w".into(),
+                data: None,
+                acl: acl::open_acl(),
+                flags: 0,
+            },
+        },
+    );
     assert_eq!(events(&got, 2), vec![ev(EventType::NodeCreated, "/w")]);
 
     h.stat(2, "/w", true);
-    h.req(2, Request::GetData(PathWatch { path: "/w".into(), watch: true }));
-    h.req(2, Request::GetChildren(PathWatch { path: "/w".into(), watch: true }));
+    h.req(
+        2,
+        Request::GetData(PathWatch {
+            path: "/w".into(),
+            watch: true,
+        }),
+    );
+    h.req(
+        2,
+        Request::GetChildren(PathWatch {
+            path: "/w".into(),
+            watch: true,
+        }),
+    );
     let (_, got) = h.set(1, "/w", "v", -1);
     // exists and getData watches live in one manager: one event per watcher per trigger.
     assert_eq!(events(&got, 2), vec![ev(EventType::NodeDataChanged, "/w")]);
 
-    let (_, _, got) = h.req(1, Request::Create {
-        op: OpCode::Create,
-        req: CreateRequest { path: "/w/c".into(), data: None, acl: acl::open_acl(), flags: 0 },
-    });
-    assert_eq!(events(&got, 2), vec![ev(EventType::NodeChildrenChanged, "/w")]);
+    let (_, _, got) = h.req(
+        1,
+        Request::Create {
+            op: OpCode::Create,
+            req: CreateRequest {
+                path: "/w/c".into(),
+                data: None,
+                acl: acl::open_acl(),
+                flags: 0,
+            },
+        },
+    );
+    assert_eq!(
+        events(&got, 2),
+        vec![ev(EventType::NodeChildrenChanged, "/w")]
+    );
 
-    h.req(2, Request::GetChildren(PathWatch { path: "/w".into(), watch: true }));
+    h.req(
+        2,
+        Request::GetChildren(PathWatch {
+            path: "/w".into(),
+            watch: true,
+        }),
+    );
     h.delete(1, "/w/c", -1);
-    h.req(2, Request::GetData(PathWatch { path: "/w".into(), watch: true }));
-    h.req(2, Request::GetChildren(PathWatch { path: "/w".into(), watch: true }));
+    h.req(
+        2,
+        Request::GetData(PathWatch {
+            path: "/w".into(),
+            watch: true,
+        }),
+    );
+    h.req(
+        2,
+        Request::GetChildren(PathWatch {
+            path: "/w".into(),
+            watch: true,
+        }),
+    );
     let (_, got) = h.delete(1, "/w", -1);
     assert_eq!(events(&got, 2), vec![ev(EventType::NodeDeleted, "/w")]);
     // All consumed: nothing more fires.
-    let (_, _, got) = h.req(1, Request::Create {
-        op: OpCode::Create,
-        req: CreateRequest { path: "/w".into(), data: None, acl: acl::open_acl(), flags: 0 },
-    });
+    let (_, _, got) = h.req(
+        1,
+        Request::Create {
+            op: OpCode::Create,
+            req: CreateRequest {
+                path: "/w".into(),
+                data: None,
+                acl: acl::open_acl(),
+                flags: 0,
+            },
+        },
+    );
     assert!(events(&got, 2).is_empty());
 }
 
@@ -307,15 +413,32 @@ fn events_carry_the_zxid_of_their_txn_and_precede_the_reply() {
     let mut h = H::new();
     h.connect(1);
     h.create(1, "/z", "", CreateMode::Persistent);
-    h.req(1, Request::GetData(PathWatch { path: "/z".into(), watch: true }));
+    h.req(
+        1,
+        Request::GetData(PathWatch {
+            path: "/z".into(),
+            watch: true,
+        }),
+    );
     let xid = h.next_xid;
     let mut w = Writer::new();
-    RequestHeader { xid, op: OpCode::SetData.code() }.write(&mut w);
-    Request::SetData(SetDataRequest { path: "/z".into(), data: None, version: -1 }).write(&mut w);
+    RequestHeader {
+        xid,
+        op: OpCode::SetData.code(),
+    }
+    .write(&mut w);
+    Request::SetData(SetDataRequest {
+        path: "/z".into(),
+        data: None,
+        version: -1,
+    })
+    .write(&mut w);
     let step = h.core.receive(1, &w.into_inner(), h.now);
     let got = h.take(step);
     let zxid = h.core.last_zxid();
-    assert!(matches!(&got[0].1, Got::Event { t: EventType::NodeDataChanged, zxid: z, .. } if *z == zxid));
+    assert!(
+        matches!(&got[0].1, Got::Event { t: EventType::NodeDataChanged, zxid: z, .. } if *z == zxid)
+    );
     assert!(matches!(&got[1].1, Got::Reply { xid: x, zxid: z, .. } if *x == xid && *z == zxid));
 }
 
@@ -325,26 +448,70 @@ fn persistent_and_recursive_watches_stay() {
     h.connect(1);
     h.connect(2);
     h.create(1, "/r", "", CreateMode::Persistent);
-    h.req(2, Request::AddWatch(AddWatchRequest { path: "/r".into(), mode: 1 }));
-    h.req(2, Request::AddWatch(AddWatchRequest { path: "/r".into(), mode: 0 }));
-    let (_, _, got) = h.req(1, Request::Create {
-        op: OpCode::Create,
-        req: CreateRequest { path: "/r/a".into(), data: None, acl: acl::open_acl(), flags: 0 },
-    });
+    h.req(
+        2,
+        Request::AddWatch(AddWatchRequest {
+            path: "/r".into(),
+            mode: 1,
+        }),
+    );
+    h.req(
+        2,
+        Request::AddWatch(AddWatchRequest {
+            path: "/r".into(),
+            mode: 0,
+        }),
+    );
+    let (_, _, got) = h.req(
+        1,
+        Request::Create {
+            op: OpCode::Create,
+            req: CreateRequest {
+                path: "/r/a".into(),
+                data: None,
+                acl: acl::open_acl(),
+                flags: 0,
+            },
+        },
+    );
     // Recursive: NodeCreated for the child; persistent on /r: NodeChildrenChanged.
     assert_eq!(
         events(&got, 2),
-        vec![ev(EventType::NodeCreated, "/r/a"), ev(EventType::NodeChildrenChanged, "/r")]
+        vec![
+            ev(EventType::NodeCreated, "/r/a"),
+            ev(EventType::NodeChildrenChanged, "/r")
+        ]
     );
     for _ in 0..3 {
         let (_, got) = h.set(1, "/r/a", "x", -1);
-        assert_eq!(events(&got, 2), vec![ev(EventType::NodeDataChanged, "/r/a")]);
+        assert_eq!(
+            events(&got, 2),
+            vec![ev(EventType::NodeDataChanged, "/r/a")]
+        );
     }
-    let (err, _, _) = h.req(2, Request::CheckWatches(WatchesRequest { path: "/r".into(), watcher_type: 5 }));
+    let (err, _, _) = h.req(
+        2,
+        Request::CheckWatches(WatchesRequest {
+            path: "/r".into(),
+            watcher_type: 5,
+        }),
+    );
     assert_eq!(err, 0);
-    let (err, _, _) = h.req(2, Request::RemoveWatches(WatchesRequest { path: "/r".into(), watcher_type: 5 }));
+    let (err, _, _) = h.req(
+        2,
+        Request::RemoveWatches(WatchesRequest {
+            path: "/r".into(),
+            watcher_type: 5,
+        }),
+    );
     assert_eq!(err, 0);
-    let (err, _, _) = h.req(2, Request::CheckWatches(WatchesRequest { path: "/r".into(), watcher_type: 5 }));
+    let (err, _, _) = h.req(
+        2,
+        Request::CheckWatches(WatchesRequest {
+            path: "/r".into(),
+            watcher_type: 5,
+        }),
+    );
     assert_eq!(err, ZkError::NoWatcher.code());
     let (_, got) = h.set(1, "/r/a", "y", -1);
     assert!(events(&got, 2).is_empty());
@@ -358,36 +525,68 @@ fn multi_is_all_or_nothing_with_zookeeper_error_layout() {
     h.stat(2, "/m", true);
     let create = |p: &str| Request::Create {
         op: OpCode::Create,
-        req: CreateRequest { path: p.into(), data: None, acl: acl::open_acl(), flags: 0 },
+        req: CreateRequest {
+            path: p.into(),
+            data: None,
+            acl: acl::open_acl(),
+            flags: 0,
+        },
     };
-    let (err, resp, got) = h.req(1, Request::Multi(vec![
-        create("/m"),
-        create("/m/child"),
-        Request::Delete(DeleteRequest { path: "/missing".into(), version: -1 }),
-        create("/m2"),
-    ]));
+    let (err, resp, got) = h.req(
+        1,
+        Request::Multi(vec![
+            create("/m"),
+            create("/m/child"),
+            Request::Delete(DeleteRequest {
+                path: "/missing".into(),
+                version: -1,
+            }),
+            create("/m2"),
+        ]),
+    );
     assert_eq!(err, 0);
-    assert_eq!(resp, Some(Response::Multi(vec![
-        OpResult::Error(0),
-        OpResult::Error(0),
-        OpResult::Error(ZkError::NoNode.code()),
-        OpResult::Error(ZkError::RuntimeInconsistency.code()),
-    ])));
+    assert_eq!(
+        resp,
+        Some(Response::Multi(vec![
+            OpResult::Error(0),
+            OpResult::Error(0),
+            OpResult::Error(ZkError::NoNode.code()),
+            OpResult::Error(ZkError::RuntimeInconsistency.code()),
+        ]))
+    );
     assert!(events(&got, 2).is_empty(), "a failed multi fires nothing");
     assert!(h.stat(1, "/m", false).is_none());
     let root = h.stat(1, "/", false).unwrap();
     // -1 as in ZooKeeper: `/zookeeper` was never "created" under `/`.
     assert_eq!(root.cversion, -1, "rolled back");
 
-    let (err, resp, got) = h.req(1, Request::Multi(vec![create("/m"), create("/m/child"),
-        Request::Check(CheckVersionRequest { path: "/m".into(), version: 0 })]));
+    let (err, resp, got) = h.req(
+        1,
+        Request::Multi(vec![
+            create("/m"),
+            create("/m/child"),
+            Request::Check(CheckVersionRequest {
+                path: "/m".into(),
+                version: 0,
+            }),
+        ]),
+    );
     assert_eq!(err, 0);
-    assert_eq!(resp, Some(Response::Multi(vec![
-        OpResult::Create("/m".into()), OpResult::Create("/m/child".into()), OpResult::Check,
-    ])));
+    assert_eq!(
+        resp,
+        Some(Response::Multi(vec![
+            OpResult::Create("/m".into()),
+            OpResult::Create("/m/child".into()),
+            OpResult::Check,
+        ]))
+    );
     assert_eq!(events(&got, 2), vec![ev(EventType::NodeCreated, "/m")]);
     let z = h.core.last_zxid();
-    assert_eq!(h.stat(1, "/m/child", false).unwrap().czxid, z, "one zxid for the whole multi");
+    assert_eq!(
+        h.stat(1, "/m/child", false).unwrap().czxid,
+        z,
+        "one zxid for the whole multi"
+    );
 }
 
 #[test]
@@ -418,7 +617,12 @@ fn reconnect_checks_password_and_refuses_clients_from_the_future() {
     let bad = h.connect_with(2, c.session_id, vec![1; 16], 0).unwrap();
     assert_eq!((bad.session_id, bad.timeout_ms), (0, 0));
     let good = h
-        .connect_with(3, c.session_id, c.passwd.clone().unwrap().to_vec(), h.core.last_zxid())
+        .connect_with(
+            3,
+            c.session_id,
+            c.passwd.clone().unwrap().to_vec(),
+            h.core.last_zxid(),
+        )
         .unwrap();
     assert_eq!(good.session_id, c.session_id);
     assert!(h.connect_with(4, 0, vec![0; 16], 999).is_none());
@@ -438,21 +642,31 @@ fn set_watches_fires_what_was_missed() {
     h.set(1, "/d", "changed", -1);
     h.create(1, "/kids/k", "", CreateMode::Persistent);
     h.create(1, "/born", "", CreateMode::Persistent);
-    h.connect_with(3, c.session_id, c.passwd.clone().unwrap().to_vec(), seen).unwrap();
-    let (_, _, got) = h.req(3, Request::SetWatches(SetWatches {
-        relative_zxid: seen,
-        data_watches: vec!["/d".into(), "/same".into(), "/gone".into()],
-        exist_watches: vec!["/born".into()],
-        child_watches: vec!["/kids".into()],
-    }));
-    assert_eq!(events(&got, 3), vec![
-        ev(EventType::NodeDataChanged, "/d"),
-        ev(EventType::NodeDeleted, "/gone"),
-        ev(EventType::NodeCreated, "/born"),
-        ev(EventType::NodeChildrenChanged, "/kids"),
-    ]);
+    h.connect_with(3, c.session_id, c.passwd.clone().unwrap().to_vec(), seen)
+        .unwrap();
+    let (_, _, got) = h.req(
+        3,
+        Request::SetWatches(SetWatches {
+            relative_zxid: seen,
+            data_watches: vec!["/d".into(), "/same".into(), "/gone".into()],
+            exist_watches: vec!["/born".into()],
+            child_watches: vec!["/kids".into()],
+        }),
+    );
+    assert_eq!(
+        events(&got, 3),
+        vec![
+            ev(EventType::NodeDataChanged, "/d"),
+            ev(EventType::NodeDeleted, "/gone"),
+            ev(EventType::NodeCreated, "/born"),
+            ev(EventType::NodeChildrenChanged, "/kids"),
+        ]
+    );
     let (_, got) = h.set(1, "/same", "now", -1);
-    assert_eq!(events(&got, 3), vec![ev(EventType::NodeDataChanged, "/same")]);
+    assert_eq!(
+        events(&got, 3),
+        vec![ev(EventType::NodeDataChanged, "/same")]
+    );
 }
 
 #[test]
@@ -460,45 +674,104 @@ fn acls_deny_and_digest_auth_grants() {
     let mut h = H::new();
     h.connect(1);
     h.connect(2);
-    let (err, _, _) = h.req(1, Request::Auth(AuthPacket {
-        auth_type: 0,
-        scheme: "digest".into(),
-        auth: Some(Bytes::from_static(b"alice:secret")),
-    }));
+    let (err, _, _) = h.req(
+        1,
+        Request::Auth(AuthPacket {
+            auth_type: 0,
+            scheme: "digest".into(),
+            auth: Some(Bytes::from_static(b"alice:secret")),
+        }),
+    );
     assert_eq!(err, 0);
-    let only_alice = vec![Acl { perms: corral_proto::perms::ALL, id: Id { scheme: "auth".into(), id: "".into() } }];
-    let (err, _, _) = h.req(1, Request::Create {
-        op: OpCode::Create,
-        req: CreateRequest { path: "/secret".into(), data: None, acl: only_alice.clone(), flags: 0 },
-    });
+    let only_alice = vec![Acl {
+        perms: corral_proto::perms::ALL,
+        id: Id {
+            scheme: "auth".into(),
+            id: "".into(),
+        },
+    }];
+    let (err, _, _) = h.req(
+        1,
+        Request::Create {
+            op: OpCode::Create,
+            req: CreateRequest {
+                path: "/secret".into(),
+                data: None,
+                acl: only_alice.clone(),
+                flags: 0,
+            },
+        },
+    );
     assert_eq!(err, 0);
-    let (err, _, _) = h.req(2, Request::GetData(PathWatch { path: "/secret".into(), watch: false }));
+    let (err, _, _) = h.req(
+        2,
+        Request::GetData(PathWatch {
+            path: "/secret".into(),
+            watch: false,
+        }),
+    );
     assert_eq!(err, ZkError::NoAuth.code());
-    let (err, _, _) = h.req(2, Request::Create {
-        op: OpCode::Create,
-        req: CreateRequest { path: "/x".into(), data: None, acl: only_alice, flags: 0 },
-    });
-    assert_eq!(err, ZkError::InvalidAcl.code(), "auth scheme without an authenticated id");
-    let (err, resp, _) = h.req(2, Request::GetAcl(PathRequest { path: "/secret".into() }));
+    let (err, _, _) = h.req(
+        2,
+        Request::Create {
+            op: OpCode::Create,
+            req: CreateRequest {
+                path: "/x".into(),
+                data: None,
+                acl: only_alice,
+                flags: 0,
+            },
+        },
+    );
+    assert_eq!(
+        err,
+        ZkError::InvalidAcl.code(),
+        "auth scheme without an authenticated id"
+    );
+    let (err, resp, _) = h.req(
+        2,
+        Request::GetAcl(PathRequest {
+            path: "/secret".into(),
+        }),
+    );
     assert_eq!(err, ZkError::NoAuth.code(), "{resp:?}");
     let (_, resp, _) = h.req(1, Request::WhoAmI);
-    let Some(Response::WhoAmI(infos)) = resp else { panic!() };
-    assert!(infos.iter().any(|i| i.auth_scheme == "digest" && i.user == "alice"));
+    let Some(Response::WhoAmI(infos)) = resp else {
+        panic!()
+    };
+    assert!(infos
+        .iter()
+        .any(|i| i.auth_scheme == "digest" && i.user == "alice"));
 }
 
 #[test]
 fn containers_and_ttl_nodes_are_reaped() {
     let mut h = H::new();
     h.connect(1);
-    let (err, _, _) = h.req(1, Request::Create {
-        op: OpCode::CreateContainer,
-        req: CreateRequest { path: "/box".into(), data: None, acl: acl::open_acl(), flags: 4 },
-    });
+    let (err, _, _) = h.req(
+        1,
+        Request::Create {
+            op: OpCode::CreateContainer,
+            req: CreateRequest {
+                path: "/box".into(),
+                data: None,
+                acl: acl::open_acl(),
+                flags: 4,
+            },
+        },
+    );
     assert_eq!(err, 0);
     h.create(1, "/box/item", "", CreateMode::Persistent);
-    let (err, _, _) = h.req(1, Request::CreateTtl(CreateTtlRequest {
-        path: "/ttl".into(), data: None, acl: acl::open_acl(), flags: 5, ttl_ms: 500,
-    }));
+    let (err, _, _) = h.req(
+        1,
+        Request::CreateTtl(CreateTtlRequest {
+            path: "/ttl".into(),
+            data: None,
+            acl: acl::open_acl(),
+            flags: 5,
+            ttl_ms: 500,
+        }),
+    );
     assert_eq!(err, 0);
     h.delete(1, "/box/item", -1);
     for _ in 0..10 {
@@ -507,8 +780,14 @@ fn containers_and_ttl_nodes_are_reaped() {
         let s = h.core.tick(h.now);
         h.take(s);
     }
-    assert!(h.stat(1, "/box", false).is_none(), "empty container removed");
-    assert!(h.stat(1, "/ttl", false).is_none(), "expired TTL node removed");
+    assert!(
+        h.stat(1, "/box", false).is_none(),
+        "empty container removed"
+    );
+    assert!(
+        h.stat(1, "/ttl", false).is_none(),
+        "expired TTL node removed"
+    );
 }
 
 #[test]
@@ -521,7 +800,13 @@ fn replaying_the_log_rebuilds_the_same_tree() {
     h.create(2, "/a/e", "", CreateMode::Ephemeral);
     h.set(1, "/a", "2", -1);
     h.create(1, "/a", "dup", CreateMode::Persistent);
-    h.req(1, Request::Multi(vec![Request::Delete(DeleteRequest { path: "/a/s-0000000000".into(), version: -1 })]));
+    h.req(
+        1,
+        Request::Multi(vec![Request::Delete(DeleteRequest {
+            path: "/a/s-0000000000".into(),
+            version: -1,
+        })]),
+    );
     h.req(2, Request::CloseSession);
     let mut replica = Core::new(h.core.config.clone(), T0);
     for t in &h.log {
@@ -529,8 +814,11 @@ fn replaying_the_log_rebuilds_the_same_tree() {
     }
     assert_eq!(replica.last_zxid(), h.core.last_zxid());
     let dump = |c: &Core| {
-        let mut v: Vec<(String, Option<Bytes>, Stat)> =
-            c.tree.nodes().map(|(p, n)| (p.to_string(), n.data.clone(), n.stat())).collect();
+        let mut v: Vec<(String, Option<Bytes>, Stat)> = c
+            .tree
+            .nodes()
+            .map(|(p, n)| (p.to_string(), n.data.clone(), n.stat()))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
@@ -543,7 +831,10 @@ fn malformed_and_unknown_requests() {
     let mut h = H::new();
     h.connect(1);
     let step = h.core.receive(1, &[0, 0, 0, 1, 0, 0, 0, 5, 0, 0], h.now);
-    assert!(step.effects.iter().any(|e| matches!(e, Effect::Close { conn: 1, .. })));
+    assert!(step
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Close { conn: 1, .. })));
     h.connect(2);
     let mut w = Writer::new();
     RequestHeader { xid: 9, op: 999 }.write(&mut w);
@@ -551,5 +842,12 @@ fn malformed_and_unknown_requests() {
         let s = h.core.receive(2, &w.into_inner(), h.now);
         h.take(s)
     };
-    assert!(matches!(&got[0].1, Got::Reply { xid: 9, err: -6, .. }));
+    assert!(matches!(
+        &got[0].1,
+        Got::Reply {
+            xid: 9,
+            err: -6,
+            ..
+        }
+    ));
 }

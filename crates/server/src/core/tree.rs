@@ -251,7 +251,10 @@ impl DataTree {
         self.data_size += path.len() as u64 + node.data_len();
         match owner_kind(node.stat.ephemeral_owner, self.extended_types) {
             OwnerKind::Ephemeral(s) => {
-                self.ephemerals.entry(s).or_default().insert(path.to_string());
+                self.ephemerals
+                    .entry(s)
+                    .or_default()
+                    .insert(path.to_string());
             }
             OwnerKind::Container => {
                 self.containers.insert(path.to_string());
@@ -456,7 +459,10 @@ impl DataTree {
             return;
         }
         self.record(&stat_path);
-        let node = self.nodes.get_mut(stat_path.as_str()).expect("checked above");
+        let node = self
+            .nodes
+            .get_mut(stat_path.as_str())
+            .expect("checked above");
         let mut usage = StatsTrack::parse(node.data.as_deref().unwrap_or_default());
         usage.set("count", usage.count() + count_diff);
         usage.set("bytes", usage.bytes() + bytes_diff);
@@ -510,7 +516,8 @@ mod tests {
     #[test]
     fn create_maintains_parent_cversion_and_pzxid() {
         let mut t = DataTree::new(false);
-        t.create("/a", data("x"), open_acl(), 0, 1, 10, 100).unwrap();
+        t.create("/a", data("x"), open_acl(), 0, 1, 10, 100)
+            .unwrap();
         t.create("/a/b", None, open_acl(), 0, 1, 11, 101).unwrap();
         let a = t.get("/a").unwrap().stat();
         assert_eq!((a.cversion, a.pzxid, a.num_children), (1, 11, 1));
@@ -556,8 +563,10 @@ mod tests {
     #[test]
     fn quota_usage_is_tracked_under_the_stats_node() {
         let mut t = DataTree::new(false);
-        t.create("/q", data("abc"), open_acl(), 0, 1, 10, 0).unwrap();
-        t.create("/zookeeper/quota/q", None, open_acl(), 0, 1, 11, 0).unwrap();
+        t.create("/q", data("abc"), open_acl(), 0, 1, 10, 0)
+            .unwrap();
+        t.create("/zookeeper/quota/q", None, open_acl(), 0, 1, 11, 0)
+            .unwrap();
         t.create(
             "/zookeeper/quota/q/zookeeper_limits",
             data("count=2,bytes=-1"),
@@ -580,7 +589,8 @@ mod tests {
         .unwrap();
         let (_, _, usage) = t.quota_of("/q/x").unwrap();
         assert_eq!((usage.count(), usage.bytes()), (1, 3));
-        t.create("/q/x", data("12"), open_acl(), 0, 1, 14, 0).unwrap();
+        t.create("/q/x", data("12"), open_acl(), 0, 1, 14, 0)
+            .unwrap();
         let (target, limits, usage) = t.quota_of("/q/x").unwrap();
         assert_eq!(target, "/q");
         assert_eq!(limits.count(), 2);

@@ -12,11 +12,17 @@ use corral_proto::{DecodeError, Jute, OpCode, Reader, Writer};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Txn {
     /// `op` is Create or Create2 (they differ only in the reply).
-    Create { op: OpCode, txn: CreateTxn },
+    Create {
+        op: OpCode,
+        txn: CreateTxn,
+    },
     CreateContainer(CreateContainerTxn),
     CreateTtl(CreateTtlTxn),
     /// `op` is Delete or DeleteContainer.
-    Delete { op: OpCode, txn: DeleteTxn },
+    Delete {
+        op: OpCode,
+        txn: DeleteTxn,
+    },
     SetData(SetDataTxn),
     SetAcl(SetAclTxn),
     Check(CheckVersionTxn),

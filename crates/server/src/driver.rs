@@ -1,0 +1,790 @@
+//! The driver: the one task that owns the [`Core`].
+//!
+//! Connection tasks send it what happened on their sockets ([`Inbound`]); it feeds the core,
+//! hands the resulting txns to the txn log, and sends the resulting frames back through each
+//! connection's bounded queue ([`Outbound`]). Because only this task touches the core, the
+//! core needs no locks and every client sees one global order of events.
+//!
+//! Durability: every effect is tagged with `core.last_zxid()` at the moment it was produced
+//! and held until the log reports that zxid durable. Effects are released strictly in the
+//! order they were produced, so a reply never reveals a write that a crash could still lose,
+//! and replies on a connection keep their order. Txns are submitted without waiting, so
+//! everything submitted while one fsync is running shares the next fsync (group commit).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use corral_proto::{OpCode, SessionId, Zxid};
+use corral_storage::{GroupCommitLog, LogOptions, StorageError};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::config::ServerConfig;
+use crate::core::{ConnId, Core, CoreConfig, Effect, Step};
+use crate::four_letter::{self as flw, ConnLine, ConnSessionLine, LatencyStats};
+
+/// Why the server could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("recovery failed: {0}")]
+    Recovery(#[source] StorageError),
+    #[error("logged txn {zxid:#x} cannot be replayed: {source}")]
+    Replay {
+        zxid: Zxid,
+        #[source]
+        source: corral_proto::DecodeError,
+    },
+    /// A snapshot exists but the core cannot load snapshots yet.
+    #[error("found snapshot {0}, but loading snapshots is not supported yet")]
+    SnapshotUnsupported(std::path::PathBuf),
+    #[error("session secret {}: {source}", path.display())]
+    SessionSecret {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The txn log failed: the server stops rather than acknowledge writes it cannot keep.
+    #[error("txn log failed: {0}")]
+    Storage(#[source] StorageError),
+}
+
+/// What connection tasks tell the driver. Events of one connection arrive in order, over
+/// one channel shared by all connections.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Opened {
+        conn: ConnId,
+        peer: SocketAddr,
+        handle: ConnHandle,
+    },
+    /// A frame body (length prefix stripped).
+    Frame { conn: ConnId, body: Bytes },
+    /// The connection task has ended; sent exactly once after `Opened`.
+    Closed { conn: ConnId },
+    /// A whitelisted four-letter word to answer (the connection is not `Opened`).
+    FourLetter {
+        word: &'static str,
+        peer: SocketAddr,
+        reply: oneshot::Sender<String>,
+    },
+}
+
+/// What the driver tells a connection's writer.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A complete frame, length prefix included.
+    Frame(Bytes),
+    /// Flush what is queued, then close.
+    Close,
+}
+
+/// The driver's way to reach one connection task.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    /// Bounded: a client that stops reading fills it, and is then disconnected.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Ends the connection at once, without flushing (used when the queue is full).
+    pub kill: Arc<Notify>,
+    /// Bytes handed to the writer and not yet written to the socket. Bounding frames alone
+    /// is not enough: 4096 queued 1 MB replies would be 4 GB.
+    pub queued_bytes: Arc<AtomicUsize>,
+    pub max_queued_bytes: usize,
+}
+
+impl ConnHandle {
+    /// Queues a frame, or says the client has fallen too far behind.
+    fn offer(&self, frame: Bytes) -> Result<(), &'static str> {
+        let len = frame.len();
+        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > self.max_queued_bytes {
+            return Err("too many reply bytes queued");
+        }
+        match self.tx.try_send(Outbound::Frame(frame)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err("too many replies queued"),
+            // The connection task is gone; its Closed event is on the way.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+}
+
+/// Milliseconds since the UNIX epoch: the only clock the core ever sees.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Name of the file in the data directory holding the secret session passwords derive from.
+const SESSION_SECRET_FILE: &str = "session-secret";
+
+/// Session passwords must stay valid across restarts (clients reconnect with them), so the
+/// secret is generated once and kept next to the snapshots. Written to a temp file, synced
+/// and renamed, so a crash never leaves a half-written secret.
+fn load_or_create_session_secret(data_dir: &std::path::Path) -> Result<[u8; 16], ServerError> {
+    use std::io::Write;
+    let path = data_dir.join(SESSION_SECRET_FILE);
+    let err = |source| ServerError::SessionSecret {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            return bytes.as_slice().try_into().map_err(|_| {
+                err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("expected 16 bytes, found {}", bytes.len()),
+                ))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let secret: [u8; 16] = rand::random();
+    let tmp = data_dir.join(format!("{SESSION_SECRET_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&secret)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    };
+    write().map_err(err)?;
+    Ok(secret)
+}
+
+/// Per-connection bookkeeping for `cons`/`stat` and latency measurement.
+struct ConnState {
+    handle: ConnHandle,
+    peer: SocketAddr,
+    established_ms: i64,
+    /// The core asked for this connection to close: further frames from it are dropped.
+    closing: bool,
+    /// The next frame sent is the ConnectResponse (it has no reply header).
+    awaiting_connect_reply: bool,
+    /// Arrival times of requests not yet answered, oldest first.
+    in_flight_ms: VecDeque<i64>,
+    received: u64,
+    sent: u64,
+    last_op: &'static str,
+    last_cxid: i64,
+    last_zxid: Zxid,
+    last_response_ms: i64,
+    last_latency_ms: u64,
+    latency: LatencyStats,
+}
+
+impl ConnState {
+    fn reset_stats(&mut self) {
+        self.received = 0;
+        self.sent = 0;
+        self.last_op = "NA";
+        self.last_cxid = -1;
+        self.last_zxid = -1;
+        self.last_response_ms = 0;
+        self.last_latency_ms = 0;
+        self.latency.reset();
+    }
+}
+
+/// ZooKeeper's four-character names of operations, shown as `lop=` by `cons`.
+fn short_op_name(op: i32) -> &'static str {
+    let Ok(op) = OpCode::try_from(op) else {
+        return "NA";
+    };
+    use OpCode::*;
+    match op {
+        Ping => "PING",
+        Multi => "MULT",
+        MultiRead => "MLTR",
+        Create | Create2 | CreateContainer | CreateTtl => "CREA",
+        Delete | DeleteContainer => "DELE",
+        SetData => "SETD",
+        Reconfig => "RECO",
+        SetAcl => "SETA",
+        CloseSession => "CLOS",
+        Sync => "SYNC",
+        Check => "CHEC",
+        Exists => "EXIS",
+        GetData => "GETD",
+        SetWatches => "SETW",
+        SetWatches2 => "STW2",
+        AddWatch => "ADDW",
+        GetAcl => "GETA",
+        GetChildren | GetChildren2 => "GETC",
+        GetAllChildrenNumber => "GETACN",
+        CheckWatches => "CHKW",
+        RemoveWatches => "REMW",
+        WhoAmI => "HOMI",
+        GetEphemerals => "GETE",
+        _ => "NA",
+    }
+}
+
+fn be_i32(b: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn be_i64(b: &[u8], at: usize) -> Option<i64> {
+    Some(i64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Durability reports from the log thread.
+type DurableReport = Result<Zxid, StorageError>;
+
+pub(crate) struct Driver {
+    core: Core,
+    config: Arc<ServerConfig>,
+    /// The port actually bound (the configured one may be 0).
+    client_port: u16,
+    conns: HashMap<ConnId, ConnState>,
+    /// Effects waiting for their txn to become durable, with the zxid they wait for.
+    held: VecDeque<(Zxid, Effect)>,
+    durable_zxid: Zxid,
+    log: GroupCommitLog,
+    durable_rx: mpsc::UnboundedReceiver<DurableReport>,
+    latency: LatencyStats,
+    started_ms: i64,
+}
+
+impl Driver {
+    /// Rebuilds the state from disk (log replay) and opens the txn log for appending.
+    pub(crate) fn recover(
+        config: Arc<ServerConfig>,
+        client_port: u16,
+    ) -> Result<Driver, ServerError> {
+        let started_ms = now_ms();
+        let rec = corral_storage::recover(&config.data_dir, config.data_log_dir())
+            .map_err(ServerError::Recovery)?;
+        if let Some(snap) = &rec.snapshot {
+            // TODO(core): needs Core::from_snapshot; until then no snapshot is ever written.
+            return Err(ServerError::SnapshotUnsupported(snap.path.clone()));
+        }
+        let core_config = CoreConfig {
+            session_secret: load_or_create_session_secret(&config.data_dir)?,
+            ..config.core_config()
+        };
+        let mut core = Core::new(core_config, started_ms);
+        let replayed = rec.txns.len();
+        for (zxid, record) in &rec.txns {
+            core.apply_logged(record)
+                .map_err(|source| ServerError::Replay {
+                    zxid: *zxid,
+                    source,
+                })?;
+        }
+        // Recovered sessions get their full timeout from now, not from before the restart.
+        core.restart_session_clocks(started_ms);
+        if core.last_zxid() != rec.last_zxid {
+            tracing::warn!(
+                core = core.last_zxid(),
+                log = rec.last_zxid,
+                "state after replay disagrees with the log's last zxid"
+            );
+        }
+        tracing::info!(
+            txns = replayed,
+            last_zxid = format_args!("{:#x}", rec.last_zxid),
+            data_dir = %config.data_dir.display(),
+            "recovered"
+        );
+        let (durable_tx, durable_rx) = mpsc::unbounded_channel();
+        let options = LogOptions {
+            force_sync: config.force_sync,
+            ..LogOptions::default()
+        };
+        // The callback runs on the log thread; an unbounded channel never blocks it (reports
+        // are bounded by the number of submitted batches).
+        let log = GroupCommitLog::start(
+            rec.writer,
+            options,
+            Box::new(move |report| {
+                let _ = durable_tx.send(report);
+            }),
+        )
+        .map_err(ServerError::Recovery)?;
+        Ok(Driver {
+            durable_zxid: core.last_zxid(),
+            core,
+            config,
+            client_port,
+            conns: HashMap::new(),
+            held: VecDeque::new(),
+            log,
+            durable_rx,
+            latency: LatencyStats::default(),
+            started_ms,
+        })
+    }
+
+    /// Serves until `shutdown` turns true (then drains and returns `Ok`) or the log fails.
+    pub(crate) async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ServerError> {
+        let tick_every = Duration::from_millis((self.config.tick_time_ms as u64 / 2).max(1));
+        let mut ticker = tokio::time::interval(tick_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                // Durability first: it releases held replies and frees queue space.
+                biased;
+                Some(report) = self.durable_rx.recv() => {
+                    if let Err(e) = self.on_durable(report) {
+                        break Err(e);
+                    }
+                }
+                _ = shutdown.changed() => break Ok(()),
+                event = inbound.recv() => match event {
+                    Some(event) => self.on_inbound(event),
+                    None => break Ok(()),
+                },
+                _ = ticker.tick() => {
+                    let step = self.core.tick(now_ms());
+                    self.apply(step);
+                }
+            }
+        };
+        // No more requests; connection tasks blocked on sending to us give up.
+        drop(inbound);
+        match result {
+            Ok(()) => self.drain().await,
+            Err(e) => {
+                tracing::error!(error = %e, "stopping: the txn log failed");
+                self.conns.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Clean shutdown: wait until every submitted txn is durable, send the replies that were
+    /// waiting for it, close the connections, close the log.
+    async fn drain(mut self) -> Result<(), ServerError> {
+        while self.durable_zxid < self.core.last_zxid() {
+            match self.durable_rx.recv().await {
+                Some(report) => self.on_durable(report)?,
+                None => break,
+            }
+        }
+        for conn in self.conns.values() {
+            let _ = conn.handle.tx.try_send(Outbound::Close);
+        }
+        self.conns.clear();
+        let Driver { log, .. } = self;
+        // Joining the log thread blocks; keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || log.shutdown()).await;
+        tracing::info!("txn log flushed and closed");
+        Ok(())
+    }
+
+    fn on_durable(&mut self, report: DurableReport) -> Result<(), ServerError> {
+        let zxid = report.map_err(ServerError::Storage)?;
+        self.durable_zxid = self.durable_zxid.max(zxid);
+        while let Some((tag, _)) = self.held.front() {
+            if *tag > self.durable_zxid {
+                break;
+            }
+            let (_, effect) = self.held.pop_front().expect("front exists");
+            self.dispatch(effect);
+        }
+        Ok(())
+    }
+
+    fn on_inbound(&mut self, event: Inbound) {
+        let now = now_ms();
+        match event {
+            Inbound::Opened { conn, peer, handle } => {
+                self.core.connection_opened(conn, peer, now);
+                self.conns.insert(
+                    conn,
+                    ConnState {
+                        handle,
+                        peer,
+                        established_ms: now,
+                        closing: false,
+                        awaiting_connect_reply: true,
+                        in_flight_ms: VecDeque::new(),
+                        received: 0,
+                        sent: 0,
+                        last_op: "NA",
+                        last_cxid: -1,
+                        last_zxid: -1,
+                        last_response_ms: 0,
+                        last_latency_ms: 0,
+                        latency: LatencyStats::default(),
+                    },
+                );
+            }
+            Inbound::Frame { conn, body } => {
+                let Some(state) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                if state.closing {
+                    return;
+                }
+                state.received += 1;
+                state.in_flight_ms.push_back(now);
+                if state.awaiting_connect_reply && state.received == 1 {
+                    state.last_op = "SESS";
+                } else if let (Some(xid), Some(op)) = (be_i32(&body, 0), be_i32(&body, 4)) {
+                    if xid >= 0 {
+                        state.last_cxid = i64::from(xid);
+                    }
+                    state.last_op = short_op_name(op);
+                }
+                let step = self.core.receive(conn, &body, now);
+                self.apply(step);
+            }
+            Inbound::Closed { conn } => {
+                if self.conns.remove(&conn).is_some() {
+                    let step = self.core.connection_closed(conn, now);
+                    self.apply(step);
+                }
+            }
+            Inbound::FourLetter { word, peer, reply } => {
+                let text = self.four_letter(word, peer, now);
+                let _ = reply.send(text);
+            }
+        }
+    }
+
+    /// Submits a step's txns and queues its effects behind them.
+    fn apply(&mut self, step: Step) {
+        for txn in step.txns {
+            // `submit` blocks only when the log's (large) queue is full, which is the
+            // backpressure we want: the disk is the bottleneck.
+            if let Err(e) = self.log.submit(txn.zxid, txn.record) {
+                // The log thread reports the failure through the durable channel too; the
+                // effects of this txn stay held and the run loop stops on that report.
+                tracing::error!(zxid = format_args!("{:#x}", txn.zxid), error = %e, "txn not submitted");
+            }
+        }
+        let tag = self.core.last_zxid();
+        for effect in step.effects {
+            if let Effect::Close { conn, .. } = &effect {
+                if let Some(state) = self.conns.get_mut(conn) {
+                    state.closing = true;
+                }
+            }
+            if self.held.is_empty() && tag <= self.durable_zxid {
+                self.dispatch(effect);
+            } else {
+                self.held.push_back((tag, effect));
+            }
+        }
+    }
+
+    /// Hands one released effect to its connection's writer.
+    fn dispatch(&mut self, effect: Effect) {
+        let now = now_ms();
+        match effect {
+            Effect::Send { conn, frame } => {
+                let Some(state) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                Self::account_reply(state, &frame, now, &mut self.latency);
+                if let Err(why) = state.handle.offer(frame) {
+                    tracing::warn!(
+                        conn,
+                        peer = %state.peer,
+                        why,
+                        "client is not reading its replies; closing the connection"
+                    );
+                    state.closing = true;
+                    state.handle.kill.notify_one();
+                }
+            }
+            Effect::Close { conn, reason } => {
+                let Some(state) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                tracing::debug!(conn, peer = %state.peer, reason, "closing connection");
+                state.closing = true;
+                if state.handle.tx.try_send(Outbound::Close).is_err() {
+                    state.handle.kill.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Updates counters for a frame about to be sent: replies (anything but a watch
+    /// notification) complete the oldest request in flight.
+    fn account_reply(state: &mut ConnState, frame: &Bytes, now: i64, server: &mut LatencyStats) {
+        state.sent += 1;
+        let is_reply = if state.awaiting_connect_reply {
+            state.awaiting_connect_reply = false;
+            true
+        } else {
+            match be_i32(frame, 4) {
+                Some(xid) if xid == corral_proto::xid::NOTIFICATION => false,
+                Some(_) => {
+                    if let Some(zxid) = be_i64(frame, 8) {
+                        state.last_zxid = zxid;
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if is_reply {
+            if let Some(arrived) = state.in_flight_ms.pop_front() {
+                let latency = (now - arrived).max(0) as u64;
+                state.last_latency_ms = latency;
+                state.last_response_ms = now;
+                state.latency.record(latency);
+                server.record(latency);
+            }
+        }
+    }
+
+    fn conn_lines(&self) -> Vec<ConnLine> {
+        let sessions: HashMap<SessionId, i32> = self
+            .core
+            .sessions()
+            .into_iter()
+            .map(|s| (s.session_id, s.timeout_ms))
+            .collect();
+        let mut ids: Vec<&ConnId> = self.conns.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .map(|id| {
+                let c = &self.conns[id];
+                let session = self.core.session_of(*id).map(|sid| ConnSessionLine {
+                    session_id: sid,
+                    last_op: c.last_op,
+                    established_ms: c.established_ms,
+                    timeout_ms: sessions.get(&sid).copied().unwrap_or(0),
+                    last_cxid: c.last_cxid,
+                    last_zxid: c.last_zxid,
+                    last_response_ms: c.last_response_ms,
+                    last_latency_ms: c.last_latency_ms,
+                    latency: c.latency,
+                });
+                ConnLine {
+                    peer: c.peer,
+                    interest_ops: 1,
+                    queued: c.in_flight_ms.len() as u64,
+                    received: c.received,
+                    sent: c.sent,
+                    session,
+                }
+            })
+            .collect()
+    }
+
+    fn summary(&self) -> flw::ServerSummary {
+        flw::ServerSummary {
+            version: flw::full_version(),
+            stats: self.core.stats(),
+            latency: self.latency,
+            // ZooKeeper counts the connection asking, too.
+            connections: self.conns.len() + 1,
+        }
+    }
+
+    fn dir_sizes(&self) -> flw::DirSizes {
+        flw::DirSizes {
+            data_dir_bytes: flw::dir_size_bytes(&self.config.data_dir),
+            log_dir_bytes: flw::dir_size_bytes(self.config.data_log_dir()),
+        }
+    }
+
+    /// Answers a (whitelisted) four-letter word.
+    fn four_letter(&mut self, word: &str, asker: SocketAddr, now: i64) -> String {
+        let asker_line = ConnLine {
+            peer: asker,
+            interest_ops: 0,
+            queued: 0,
+            received: 1,
+            sent: 0,
+            session: None,
+        };
+        match word {
+            "ruok" => "imok".into(),
+            "isro" => "rw".into(),
+            "srvr" => flw::srvr(&self.summary()),
+            "stat" => {
+                let mut lines = self.conn_lines();
+                lines.push(asker_line);
+                flw::stat(&self.summary(), &lines)
+            }
+            "cons" => {
+                let mut lines = self.conn_lines();
+                lines.push(asker_line);
+                flw::cons(&lines)
+            }
+            "conf" => flw::conf(&self.config, self.client_port, self.dir_sizes()),
+            "dirs" => flw::dirs(self.dir_sizes()),
+            "envi" => flw::envi(&flw::process_environment()),
+            "mntr" => {
+                let (open_fds, max_fds) = flw::file_descriptors();
+                flw::mntr(
+                    &self.summary(),
+                    flw::ProcessFigures {
+                        uptime_ms: now - self.started_ms,
+                        open_fds,
+                        max_fds,
+                        fsync_count: self.log.stats().syncs,
+                    },
+                )
+            }
+            "srst" => {
+                self.core.reset_stats();
+                self.latency.reset();
+                "Server stats reset.\n".into()
+            }
+            "crst" => {
+                for c in self.conns.values_mut() {
+                    c.reset_stats();
+                }
+                "Connection stats reset.\n".into()
+            }
+            "wchs" => flw::wchs(
+                &self.core.watches_by_connection(),
+                self.core.stats().watched_paths,
+            ),
+            "wchc" => flw::wchc(&self.core.watches_by_connection()),
+            "wchp" => flw::wchp(&self.core.watches_by_path()),
+            "dump" => self.dump(asker, now),
+            // gtmk/stmk (trace masks) have no meaning here.
+            _ => String::new(),
+        }
+    }
+
+    fn dump(&self, asker: SocketAddr, now: i64) -> String {
+        let sessions: Vec<_> = self
+            .core
+            .sessions()
+            .into_iter()
+            .map(|s| {
+                let expire_at = s.expires_at_ms;
+                (s, expire_at)
+            })
+            .collect();
+        let expiry: HashMap<SessionId, i64> =
+            sessions.iter().map(|(s, at)| (s.session_id, *at)).collect();
+        let mut conns: Vec<flw::DumpConn> =
+            self.conns
+                .iter()
+                .map(|(id, c)| {
+                    let session_id = self.core.session_of(*id).unwrap_or(0);
+                    let expire_at_ms = expiry.get(&session_id).copied().unwrap_or(
+                        c.established_ms + i64::from(self.config.max_session_timeout_ms()),
+                    );
+                    flw::DumpConn {
+                        peer: c.peer,
+                        session_id,
+                        expire_at_ms,
+                    }
+                })
+                .collect();
+        conns.push(flw::DumpConn {
+            peer: asker,
+            session_id: 0,
+            expire_at_ms: now + i64::from(self.config.max_session_timeout_ms()),
+        });
+        flw::dump(&sessions, &conns, i64::from(self.config.tick_time_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_bounds_bytes_and_frames() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let h = ConnHandle {
+            tx,
+            kill: Arc::new(Notify::new()),
+            queued_bytes: Arc::default(),
+            max_queued_bytes: 10,
+        };
+        assert!(h.offer(Bytes::from_static(&[0; 4])).is_ok());
+        assert!(h.offer(Bytes::from_static(&[0; 4])).is_ok());
+        assert!(h.offer(Bytes::from_static(&[0; 1])).is_err(), "frame limit");
+        let _ = rx.try_recv();
+        h.queued_bytes.fetch_sub(4, Ordering::AcqRel);
+        assert!(h.offer(Bytes::from_static(&[0; 8])).is_err(), "byte limit");
+    }
+
+    #[test]
+    fn session_secret_is_kept_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_session_secret(dir.path()).unwrap();
+        let again = load_or_create_session_secret(dir.path()).unwrap();
+        assert_eq!(first, again);
+        std::fs::write(dir.path().join(SESSION_SECRET_FILE), b"short").unwrap();
+        assert!(matches!(
+            load_or_create_session_secret(dir.path()),
+            Err(ServerError::SessionSecret { .. })
+        ));
+    }
+
+    #[test]
+    fn op_names_follow_zookeeper() {
+        assert_eq!(short_op_name(OpCode::GetData.code()), "GETD");
+        assert_eq!(short_op_name(OpCode::Create2.code()), "CREA");
+        assert_eq!(short_op_name(OpCode::Ping.code()), "PING");
+        assert_eq!(short_op_name(9999), "NA");
+    }
+
+    #[test]
+    fn reply_accounting_pairs_replies_with_requests() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut st = ConnState {
+            handle: ConnHandle {
+                tx,
+                kill: Arc::new(Notify::new()),
+                queued_bytes: Arc::default(),
+                max_queued_bytes: 1 << 20,
+            },
+            peer: "127.0.0.1:1".parse().unwrap(),
+            established_ms: 0,
+            closing: false,
+            awaiting_connect_reply: true,
+            in_flight_ms: VecDeque::from([100, 150]),
+            received: 2,
+            sent: 0,
+            last_op: "NA",
+            last_cxid: -1,
+            last_zxid: -1,
+            last_response_ms: 0,
+            last_latency_ms: 0,
+            latency: LatencyStats::default(),
+        };
+        let mut server = LatencyStats::default();
+        // Connect response: no reply header, still completes the connect request.
+        Driver::account_reply(&mut st, &Bytes::from_static(&[0; 40]), 110, &mut server);
+        assert_eq!((st.last_latency_ms, st.in_flight_ms.len()), (10, 1));
+        // A notification (xid -1) completes nothing.
+        let mut notif = vec![0, 0, 0, 16];
+        notif.extend_from_slice(&(-1i32).to_be_bytes());
+        notif.extend_from_slice(&7i64.to_be_bytes());
+        notif.extend_from_slice(&0i32.to_be_bytes());
+        Driver::account_reply(&mut st, &Bytes::from(notif), 160, &mut server);
+        assert_eq!(st.in_flight_ms.len(), 1);
+        // A reply with zxid 0x2a completes the second request.
+        let mut reply = vec![0, 0, 0, 16];
+        reply.extend_from_slice(&1i32.to_be_bytes());
+        reply.extend_from_slice(&0x2ai64.to_be_bytes());
+        reply.extend_from_slice(&0i32.to_be_bytes());
+        Driver::account_reply(&mut st, &Bytes::from(reply), 175, &mut server);
+        assert_eq!((st.last_zxid, st.last_latency_ms, st.sent), (0x2a, 25, 3));
+        assert_eq!(
+            (server.min_ms(), server.max_ms(), server.count()),
+            (10, 25, 2)
+        );
+    }
+}

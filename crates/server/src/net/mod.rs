@@ -1,0 +1,144 @@
+//! The network side: a TCP listener, one task per connection, and the wiring to the driver.
+//!
+//! * [`frames`]: splitting a byte stream into frames (no I/O).
+//! * [`conn`]: a connection's task (socket reads and writes, four-letter words).
+//! * [`limit`]: `maxClientCnxns` per client IP.
+//! * [`Server`]: binds, recovers, accepts, and shuts down cleanly.
+
+pub mod frames;
+pub mod limit;
+
+mod conn;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::ServerConfig;
+use crate::core::ConnId;
+use crate::driver::{Driver, ServerError};
+use conn::ConnContext;
+use limit::ConnLimiter;
+
+/// Connection ids are unique for the life of the process (several servers in one test
+/// process never share one).
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_conn_id() -> ConnId {
+    NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Frames from all connections waiting for the driver; when full, connection tasks stop
+/// reading their sockets until the driver catches up.
+const INBOUND_CAPACITY: usize = 4096;
+/// Replies that may wait for one slow client before it is disconnected.
+const OUTBOUND_CAPACITY: usize = 4096;
+/// Reply bytes that may wait for one slow client before it is disconnected.
+const OUTBOUND_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// A server that has recovered its state and is bound to its port, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Arc<ServerConfig>,
+    driver: Driver,
+}
+
+impl Server {
+    /// Recovers the data directory and binds the client port. Errors here mean the server
+    /// never served anything.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let addr = config.client_addr();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let config = Arc::new(config);
+        let driver = Driver::recover(config.clone(), local_addr.port())?;
+        Ok(Server {
+            listener,
+            local_addr,
+            config,
+            driver,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets the txn log flush,
+    /// answers what became durable, and returns. Returns early with an error if the txn log
+    /// fails.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            local_addr,
+            config,
+            driver,
+        } = self;
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut driver_task = tokio::spawn(driver.run(inbound_rx, stop_rx));
+        let ctx = Arc::new(ConnContext {
+            inbound: inbound_tx,
+            max_frame_bytes: config.jute_max_buffer_bytes,
+            whitelist: config.four_letter_whitelist.clone(),
+            outbound_capacity: OUTBOUND_CAPACITY,
+            outbound_max_bytes: OUTBOUND_MAX_BYTES,
+        });
+        let limiter = ConnLimiter::new(config.max_client_cnxns);
+        tracing::info!(addr = %local_addr, "serving clients");
+
+        tokio::pin!(shutdown);
+        let early_end = loop {
+            tokio::select! {
+                _ = &mut shutdown => break None,
+                ended = &mut driver_task => break Some(ended),
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Typically EMFILE: keep serving the connections we have.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let Some(permit) = limiter.try_acquire(peer.ip()) else {
+                        tracing::warn!(
+                            %peer,
+                            max = config.max_client_cnxns,
+                            "too many connections from this address; closing the new one"
+                        );
+                        drop(stream);
+                        continue;
+                    };
+                    let conn = next_conn_id();
+                    tokio::spawn(conn::serve(stream, conn, peer, ctx.clone(), permit));
+                }
+            }
+        };
+        drop(listener);
+        let result = match early_end {
+            Some(ended) => ended,
+            None => {
+                tracing::info!("shutting down");
+                let _ = stop_tx.send(true);
+                driver_task.await
+            }
+        };
+        match result {
+            Ok(r) => r,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Ok(()), // the runtime is shutting down under us
+        }
+    }
+}

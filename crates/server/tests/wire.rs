@@ -1,0 +1,322 @@
+//! Raw-bytes tests against a whole server on an ephemeral port: what a client sees on the
+//! wire when it behaves, misbehaves, or pipelines.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use corral_proto::records::{
+    ConnectRequest, ConnectResponse, CreateRequest, PathWatch, ReplyHeader, RequestHeader,
+};
+use corral_proto::request::encode_connect;
+use corral_proto::{Jute, OpCode, Writer};
+use corral_server::config::{FourLetterWhitelist, ServerConfig};
+use corral_server::testing::TestServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound on any single wait, so a broken server fails the test instead of hanging it.
+/// Not a timing assertion: healthy runs finish far below it.
+const GUARD: Duration = Duration::from_secs(20);
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+fn request(xid: i32, op: OpCode, record: &dyn Fn(&mut Writer)) -> Vec<u8> {
+    let mut w = Writer::new();
+    RequestHeader { xid, op: op.code() }.write(&mut w);
+    record(&mut w);
+    frame(&w.into_inner())
+}
+
+fn get_data(xid: i32, path: &str) -> Vec<u8> {
+    let pw = PathWatch {
+        path: path.into(),
+        watch: false,
+    };
+    request(xid, OpCode::GetData, &|w| pw.write(w))
+}
+
+fn create(xid: i32, path: &str, data: &'static [u8]) -> Vec<u8> {
+    let req = CreateRequest {
+        path: path.into(),
+        data: Some(Bytes::from_static(data)),
+        acl: vec![corral_proto::records::Acl {
+            perms: corral_proto::perms::ALL,
+            id: corral_proto::records::Id {
+                scheme: "world".into(),
+                id: "anyone".into(),
+            },
+        }],
+        flags: 0,
+    };
+    request(xid, OpCode::Create, &|w| req.write(w))
+}
+
+async fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    tokio::time::timeout(GUARD, s.read_exact(&mut len))
+        .await
+        .expect("server answered in time")
+        .ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    tokio::time::timeout(GUARD, s.read_exact(&mut body))
+        .await
+        .expect("server answered in time")
+        .ok()?;
+    Some(body)
+}
+
+async fn read_reply(s: &mut TcpStream) -> ReplyHeader {
+    let body = read_frame(s).await.expect("a reply frame");
+    ReplyHeader::read(&mut corral_proto::Reader::new(&body)).expect("a reply header")
+}
+
+/// True once the server has closed the connection (EOF or reset), draining anything before.
+async fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(GUARD, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Opens a connection and completes the session handshake.
+async fn session(server: &TestServer) -> TcpStream {
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    let req = ConnectRequest {
+        protocol_version: 0,
+        last_zxid_seen: 0,
+        timeout_ms: 10_000,
+        session_id: 0,
+        passwd: Some(Bytes::from(vec![0u8; 16])),
+    };
+    let mut w = Writer::new();
+    encode_connect(&req, false, &mut w);
+    s.write_all(&frame(&w.into_inner())).await.unwrap();
+    let body = read_frame(&mut s).await.expect("a connect response");
+    let resp = ConnectResponse::read(&mut corral_proto::Reader::new(&body)).unwrap();
+    assert_ne!(resp.session_id, 0, "server assigned a session");
+    s
+}
+
+async fn four_letter(server: &TestServer, word: &str) -> String {
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(word.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(GUARD, s.read_to_string(&mut out))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn malformed_packet_closes_only_that_connection() {
+    let server = TestServer::start().await;
+    let mut bad = session(&server).await;
+    let mut good = session(&server).await;
+
+    // getData whose path claims 100 bytes but carries 2.
+    let mut body = Vec::new();
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&OpCode::GetData.code().to_be_bytes());
+    body.extend_from_slice(&100i32.to_be_bytes());
+    body.extend_from_slice(b"/x");
+    bad.write_all(&frame(&body)).await.unwrap();
+    assert!(closed_by_server(&mut bad).await);
+
+    good.write_all(&get_data(1, "/zookeeper")).await.unwrap();
+    let reply = read_reply(&mut good).await;
+    assert_eq!((reply.xid, reply.err), (1, 0));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_the_connection() {
+    let server = TestServer::start_with(ServerConfig {
+        jute_max_buffer_bytes: 1024,
+        ..TestServer::default_config()
+    })
+    .await;
+    let mut s = session(&server).await;
+    // Announce 1025 bytes: refused from the length alone, before any body arrives.
+    s.write_all(&1025i32.to_be_bytes()).await.unwrap();
+    assert!(closed_by_server(&mut s).await);
+
+    // A negative length as the very first frame is refused too.
+    let mut raw = TcpStream::connect(server.addr()).await.unwrap();
+    raw.write_all(&(-5i32).to_be_bytes()).await.unwrap();
+    assert!(closed_by_server(&mut raw).await);
+
+    // The server itself is fine.
+    let mut other = session(&server).await;
+    other.write_all(&get_data(9, "/")).await.unwrap();
+    assert_eq!(read_reply(&mut other).await.err, 0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_opcode_is_answered_with_zunimplemented() {
+    let server = TestServer::start().await;
+    let mut s = session(&server).await;
+    let mut w = Writer::new();
+    RequestHeader { xid: 7, op: 999 }.write(&mut w);
+    s.write_all(&frame(&w.into_inner())).await.unwrap();
+    let reply = read_reply(&mut s).await;
+    assert_eq!((reply.xid, reply.err), (7, -6));
+    // ZooKeeper 3.8 closes the connection after ZUNIMPLEMENTED (checked against a real
+    // server); Corral does the same.
+    assert!(closed_by_server(&mut s).await);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn four_letter_words_respect_the_whitelist() {
+    let server = TestServer::start_with(ServerConfig {
+        four_letter_whitelist: FourLetterWhitelist::parse("ruok"),
+        ..TestServer::default_config()
+    })
+    .await;
+    assert_eq!(
+        four_letter(&server, "dump").await,
+        "dump is not executed because it is not in the whitelist.\n"
+    );
+    assert_eq!(four_letter(&server, "ruok").await, "imok");
+    // srvr is always allowed, as in ZooKeeper.
+    let srvr = four_letter(&server, "srvr").await;
+    assert!(srvr.starts_with("Zookeeper version: 3.8."), "{srvr}");
+    assert!(srvr.contains("\nMode: standalone\n"), "{srvr}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn four_letter_words_report_live_state() {
+    let server = TestServer::start().await;
+    let mut s = session(&server).await;
+    s.write_all(&create(1, "/flw", b"x")).await.unwrap();
+    assert_eq!(read_reply(&mut s).await.err, 0);
+
+    let cons = four_letter(&server, "cons").await;
+    assert!(cons.contains(",sid=0x"), "{cons}");
+    assert!(cons.contains("lop=CREA"), "{cons}");
+    let mntr = four_letter(&server, "mntr").await;
+    assert!(mntr.contains("zk_server_state\tstandalone\n"), "{mntr}");
+    assert!(mntr.contains("zk_global_sessions\t1\n"), "{mntr}");
+    let stat = four_letter(&server, "stat").await;
+    assert!(stat.contains("\nClients:\n"), "{stat}");
+    assert!(stat.contains("\nConnections: 2\n"), "{stat}");
+    let conf = four_letter(&server, "conf").await;
+    assert!(
+        conf.contains(&format!("clientPort={}\n", server.addr().port())),
+        "{conf}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let server = TestServer::start().await;
+    let mut s = session(&server).await;
+    // Writes and reads interleaved in one burst: each read must see the write before it,
+    // and every reply must come back in request order even though writes wait for fsync.
+    let mut burst = Vec::new();
+    let mut xid = 0;
+    for i in 0..40 {
+        xid += 1;
+        burst.extend_from_slice(&create(xid, &format!("/p{i}"), b"v"));
+        xid += 1;
+        burst.extend_from_slice(&get_data(xid, &format!("/p{i}")));
+    }
+    s.write_all(&burst).await.unwrap();
+    for expect in 1..=xid {
+        let reply = read_reply(&mut s).await;
+        assert_eq!(reply.xid, expect, "replies in request order");
+        assert_eq!(reply.err, 0, "xid {expect}");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn max_client_cnxns_is_enforced_per_ip() {
+    let server = TestServer::start_with(ServerConfig {
+        max_client_cnxns: 2,
+        ..TestServer::default_config()
+    })
+    .await;
+    let _a = session(&server).await;
+    let mut b = session(&server).await;
+    let mut c = TcpStream::connect(server.addr()).await.unwrap();
+    assert!(closed_by_server(&mut c).await, "third connection refused");
+    // The ones admitted keep working.
+    b.write_all(&get_data(1, "/")).await.unwrap();
+    assert_eq!(read_reply(&mut b).await.err, 0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn writes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(TestServer::default_config(), dir.path())
+        .await
+        .unwrap();
+    let mut s = session(&server).await;
+    s.write_all(&create(1, "/kept", b"hello")).await.unwrap();
+    assert_eq!(read_reply(&mut s).await.err, 0);
+    drop(s);
+    server.stop().await.unwrap();
+
+    let server = TestServer::start_in(TestServer::default_config(), dir.path())
+        .await
+        .unwrap();
+    let mut s = session(&server).await;
+    s.write_all(&get_data(1, "/kept")).await.unwrap();
+    let body = read_frame(&mut s).await.unwrap();
+    let mut r = corral_proto::Reader::new(&body);
+    let header = ReplyHeader::read(&mut r).unwrap();
+    assert_eq!(header.err, 0);
+    assert_eq!(r.read_buffer().unwrap().as_deref(), Some(&b"hello"[..]));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_disconnected() {
+    let server = TestServer::start().await;
+    let mut writer = session(&server).await;
+    static BIG: [u8; 512 * 1024] = [7u8; 512 * 1024];
+    writer.write_all(&create(1, "/big", &BIG)).await.unwrap();
+    assert_eq!(read_reply(&mut writer).await.err, 0);
+
+    // 200 reads of 512 KiB = 100 MiB of replies, never read: far beyond what the socket
+    // buffers plus the server's per-connection queue may hold.
+    let mut hog = session(&server).await;
+    let mut burst = Vec::new();
+    for xid in 1..=200 {
+        burst.extend_from_slice(&get_data(xid, "/big"));
+    }
+    hog.write_all(&burst).await.unwrap();
+
+    // Only the hog is dropped: wait (bounded by GUARD) until the server counts just the
+    // writer and the asking connection.
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        let mntr = four_letter(&server, "mntr").await;
+        if mntr.contains("zk_num_alive_connections\t2\n") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hog still connected:\n{mntr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writer.write_all(&get_data(2, "/zookeeper")).await.unwrap();
+    assert_eq!(read_reply(&mut writer).await.err, 0);
+    assert!(closed_by_server(&mut hog).await);
+    server.stop().await.unwrap();
+}
