@@ -144,8 +144,9 @@ pub struct WatchesByConn {
 struct Conn {
     peer: SocketAddr,
     session: Option<SessionId>,
-    /// Identities proven on this connection (`ip:<addr>` plus any `addauth`).
-    auth: Vec<Id>,
+    /// Identities proven on this connection (`ip:<addr>` plus any `addauth`). Shared so a
+    /// request can hold it while the core mutates other state.
+    auth: std::sync::Arc<Vec<Id>>,
     /// Pre-3.3 clients send no readOnly byte and expect none back.
     old_client: bool,
 }
@@ -191,10 +192,10 @@ impl Core {
 
     /// A TCP connection was accepted.
     pub fn connection_opened(&mut self, conn: ConnId, peer: SocketAddr, _now_ms: i64) {
-        let auth = vec![Id {
+        let auth = std::sync::Arc::new(vec![Id {
             scheme: "ip".into(),
             id: peer.ip().to_string(),
-        }];
+        }]);
         self.conns.insert(
             conn,
             Conn {
@@ -468,6 +469,14 @@ impl Core {
         self.send_connect_response(step, conn, timeout_ms, sid);
     }
 
+    /// The identities of a connection (empty for an unknown one).
+    fn auth_of(&self, conn: ConnId) -> std::sync::Arc<Vec<Id>> {
+        self.conns
+            .get(&conn)
+            .map(|c| c.auth.clone())
+            .unwrap_or_default()
+    }
+
     fn bind(&mut self, conn: ConnId, sid: SessionId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(sid);
@@ -575,9 +584,10 @@ impl Core {
         );
         match result {
             Ok(ids) => {
+                let auth = std::sync::Arc::make_mut(&mut c.auth);
                 for id in ids {
-                    if !c.auth.contains(&id) {
-                        c.auth.push(id);
+                    if !auth.contains(&id) {
+                        auth.push(id);
                     }
                 }
                 self.send_header(step, conn, xid, 0, 0);
@@ -675,11 +685,7 @@ impl Core {
         step: &mut Step,
     ) {
         let header = self.next_header(session, xid, now_ms);
-        let auth = self
-            .conns
-            .get(&conn)
-            .map(|c| c.auth.clone())
-            .unwrap_or_default();
+        let auth = self.auth_of(conn);
         let ctx = prepare::Ctx { auth: &auth };
         let (txn, pending_outcome) = match req {
             Request::Multi(ops) => self.prepare_multi(&ctx, &header, ops),
@@ -791,14 +797,19 @@ impl Core {
         if watchers.is_empty() {
             return;
         }
-        let frame = notification(t, path, zxid);
+        // One frame shared by every watcher.
+        let frame = Bytes::from(notification(t, path, zxid));
         for &w in watchers {
             let allowed = self
                 .conns
                 .get(&w)
                 .is_some_and(|c| acl::check(acl, corral_proto::perms::READ, &c.auth).is_ok());
             if allowed {
-                self.send(step, w, frame.clone());
+                self.packets_sent += 1;
+                step.effects.push(Effect::Send {
+                    conn: w,
+                    frame: frame.clone(),
+                });
             }
         }
     }

@@ -12,11 +12,7 @@ use super::{acl, ConnId, Core, Reply};
 
 impl Core {
     pub(super) fn read(&mut self, conn: ConnId, session: SessionId, req: Request) -> Reply {
-        let auth = self
-            .conns
-            .get(&conn)
-            .map(|c| c.auth.clone())
-            .unwrap_or_default();
+        let auth = self.auth_of(conn);
         match req {
             Request::Exists(r) => {
                 if r.path.contains('\0') {
