@@ -1,0 +1,43 @@
+//! Coordination recipes built on [`crate::Client`]:
+//!
+//! - [`NodeCache`] / [`ChildrenCache`]: the latest data of a node, or the latest children list,
+//!   kept current through a persistent watch (one-shot watches on servers without them), and
+//!   re-read after every reconnect so nothing changed in between is missed.
+//! - [`LeaderElection`]: ephemeral-sequential candidates, each watching only its predecessor;
+//!   leadership is published on a channel.
+//! - [`Mutex`] and [`RwLock`]: distributed locks on the same queue discipline.
+
+mod cache;
+mod election;
+mod lock;
+mod queue;
+
+pub use cache::{ChildrenCache, NodeCache, NodeData};
+pub use election::{LeaderElection, Leadership};
+pub use lock::{LockGuard, Mutex, RwLock};
+
+use crate::{Client, Error, SessionState};
+
+/// Waits until the client is connected again; `Err` if the session ended instead.
+pub(crate) async fn await_connected(client: &Client) -> Result<(), Error> {
+    let mut w = client.state_watcher();
+    let state = *w
+        .wait_for(|s| s.is_connected() || s.is_terminal())
+        .await
+        .map_err(|_| Error::Closed)?;
+    if state.is_terminal() {
+        Err(state.terminal_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Resolves when the session leaves the connected state (disconnect or end).
+pub(crate) async fn await_not_connected(client: &Client) -> SessionState {
+    let mut w = client.state_watcher();
+    let state = match w.wait_for(|s| !s.is_connected()).await {
+        Ok(s) => *s,
+        Err(_) => SessionState::Closed,
+    };
+    state
+}
