@@ -157,10 +157,14 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in [-1, -2, -3, -4, -5, -6, -7, -8, -12, -13, -14, -100, -101, -102, -103] {
+        for code in [
+            -1, -2, -3, -4, -5, -6, -7, -8, -12, -13, -14, -100, -101, -102, -103,
+        ] {
             assert_eq!(ZkError::from_code(code).unwrap().code(), code);
         }
-        for code in [-108, -110, -111, -112, -113, -114, -115, -118, -119, -120, -121, -122] {
+        for code in [
+            -108, -110, -111, -112, -113, -114, -115, -118, -119, -120, -121, -122,
+        ] {
             assert_eq!(ZkError::from_code(code).unwrap().code(), code);
         }
         for code in [-123, -124, -125, -127, -999] {

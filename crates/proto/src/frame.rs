@@ -83,7 +83,10 @@ mod tests {
             check(&[0, 0, 1, 0], 255),
             Err(FrameError::TooLarge { len: 256, max: 255 })
         );
-        assert_eq!(check(&[0xff, 0xff, 0xff, 0xfe], 255), Err(FrameError::Negative(-2)));
+        assert_eq!(
+            check(&[0xff, 0xff, 0xff, 0xfe], 255),
+            Err(FrameError::Negative(-2))
+        );
     }
 
     #[test]

@@ -353,7 +353,10 @@ mod tests {
     #[test]
     fn invalid_utf8_is_rejected() {
         let buf = [0, 0, 0, 2, 0xc3, 0x28];
-        assert!(matches!(String::decode(&buf), Err(DecodeError::BadUtf8 { .. })));
+        assert!(matches!(
+            String::decode(&buf),
+            Err(DecodeError::BadUtf8 { .. })
+        ));
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub mod records;
 pub mod request;
 pub mod response;
 
-pub use consts::{perms, xid, AddWatchMode, CreateMode, EventType, KeeperState, OpCode, WatcherType};
+pub use consts::{
+    perms, xid, AddWatchMode, CreateMode, EventType, KeeperState, OpCode, WatcherType,
+};
 pub use error::ZkError;
 pub use jute::{DecodeError, Jute, Reader, Writer};
 pub use request::{Connect, Request, RequestError};

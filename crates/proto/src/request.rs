@@ -11,7 +11,10 @@ use crate::records::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// create, create2 and createContainer share a layout; the opcode tells them apart.
-    Create { op: OpCode, req: CreateRequest },
+    Create {
+        op: OpCode,
+        req: CreateRequest,
+    },
     CreateTtl(CreateTtlRequest),
     Delete(DeleteRequest),
     DeleteContainer(PathRequest),
@@ -94,9 +97,11 @@ impl Request {
             Create { req, .. } => &req.path,
             CreateTtl(r) => &r.path,
             Delete(r) => &r.path,
-            DeleteContainer(r) | GetAcl(r) | Sync(r) | GetEphemerals(r) | GetAllChildrenNumber(r) => {
-                &r.path
-            }
+            DeleteContainer(r)
+            | GetAcl(r)
+            | Sync(r)
+            | GetEphemerals(r)
+            | GetAllChildrenNumber(r) => &r.path,
             Exists(r) | GetData(r) | GetChildren(r) | GetChildren2(r) => &r.path,
             SetData(r) => &r.path,
             SetAcl(r) => &r.path,
@@ -165,10 +170,9 @@ impl Request {
             OpCode::AddWatch => R::AddWatch(AddWatchRequest::read(r)?),
             OpCode::WhoAmI => R::WhoAmI,
             OpCode::CloseSession => R::CloseSession,
-            OpCode::Notification
-            | OpCode::Sasl
-            | OpCode::CreateSession
-            | OpCode::Error => return Err(RequestError::UnknownOpcode(op.code())),
+            OpCode::Notification | OpCode::Sasl | OpCode::CreateSession | OpCode::Error => {
+                return Err(RequestError::UnknownOpcode(op.code()))
+            }
         })
     }
 
@@ -179,9 +183,11 @@ impl Request {
             Create { req, .. } => req.write(w),
             CreateTtl(r) => r.write(w),
             Delete(r) => r.write(w),
-            DeleteContainer(r) | GetAcl(r) | Sync(r) | GetEphemerals(r) | GetAllChildrenNumber(r) => {
-                r.write(w)
-            }
+            DeleteContainer(r)
+            | GetAcl(r)
+            | Sync(r)
+            | GetEphemerals(r)
+            | GetAllChildrenNumber(r) => r.write(w),
             Exists(r) | GetData(r) | GetChildren(r) | GetChildren2(r) => r.write(w),
             SetData(r) => r.write(w),
             SetAcl(r) => r.write(w),
