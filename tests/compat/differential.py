@@ -245,6 +245,34 @@ def scenario(hosts):
         rec.op("checkWatches none", ks.watches_request, watcher, ks.OP_CHECK_WATCHES, f"{ROOT}/p", 3)
         rec.op("set p after remove", main.set, f"{ROOT}/p", b"quiet")
 
+        step("containers, TTL nodes and odd paths")
+        rec.op("container", ks.create_container, main, f"{ROOT}/box", b"c")
+        rec.op("child of container", main.create, f"{ROOT}/box/item")
+        rec.op("stat container", main.exists, f"{ROOT}/box")
+        rec.op("ttl", ks.create_ttl, main, f"{ROOT}/ttl", 60000)
+        rec.op("ttl sequential", ks.create_ttl, main, f"{ROOT}/ttl-", 60000, True)
+        rec.op("ttl zero", ks.create_ttl, main, f"{ROOT}/ttl0", 0)
+        rec.op("ttl negative", ks.create_ttl, main, f"{ROOT}/ttlneg", -5)
+        rec.op("stat ttl", main.exists, f"{ROOT}/ttl")
+        for label, bad in (
+            ("trailing slash", f"{ROOT}/a/"),
+            ("double slash", f"{ROOT}//x"),
+            ("dot", f"{ROOT}/."),
+            ("dotdot", f"{ROOT}/b/.."),
+            ("relative", "rel"),
+            ("root", "/"),
+        ):
+            # Raw requests: kazoo would normalise or refuse these paths before sending them.
+            payload = (
+                ks.write_string(bad) + ks.write_buffer(b"") + ks.enc_acl(ks.OPEN_ACL_UNSAFE)
+                + ks.int_struct.pack(0)
+            )
+            rec.op(f"create {label}", ks.raw_call, main, 1, payload, ks.read_string)
+        rec.op("delete /zookeeper", main.delete, "/zookeeper")
+        rec.op("delete /", main.delete, "/")
+        rec.op("empty multi", lambda: main.transaction().commit())
+        rec.op("getAllChildrenNumber box", ks.raw_call, main, ks.OP_GET_ALL_CHILDREN_NUMBER, ks.write_string(f"{ROOT}/box"), ks.dec_int)
+
         step("delete order and final stats")
         rec.op("watch get p/q", watcher.get, f"{ROOT}/p/q", watch=lambda e: None)
         rec.op("watch children p", lambda: sorted(watcher.get_children(f"{ROOT}/p", watch=lambda e: None)))
