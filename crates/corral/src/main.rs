@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+mod bench;
+mod cli;
 mod cmd;
 
 #[derive(Debug, Parser)]
@@ -20,19 +22,33 @@ struct Cli {
 enum Command {
     /// Run a standalone server.
     Server(cmd::server::Args),
+    /// Load a server with a benchmark workload and report throughput and latency.
+    Bench(cmd::bench::Args),
+    /// Inspect a data directory: list snapshots and log segments, verify CRCs, dump txns.
+    Datadir(cmd::datadir::Args),
+    /// A zkCli-compatible shell (`corral cli -server host:port [cmd args...]`).
+    Cli(cmd::cli::Args),
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The shell's own output is the point; client chatter would only garble it.
+    let default_filter = match cli.command {
+        Command::Cli(_) | Command::Bench(_) => "warn",
+        _ => "info",
+    };
     // Logs go to stderr so that subcommands printing data keep stdout clean.
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => cmd::server::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Datadir(args) => cmd::datadir::run(args),
+        Command::Cli(args) => cmd::cli::run(args),
     }
 }

@@ -10,12 +10,23 @@
 //! order they were produced, so a reply never reveals a write that a crash could still lose,
 //! and replies on a connection keep their order. Txns are submitted without waiting, so
 //! everything submitted while one fsync is running shares the next fsync (group commit).
+//!
+//! Snapshots: every `snapCount` txns (randomised a little) the driver takes an exact image of
+//! the core and hands the bytes to a background thread, which writes the file while writes go
+//! on; the log is rolled at the same point so older segments become purgeable.
+//!
+//! Log failures (disk full, I/O error): the core has already applied the failed txns, so its
+//! state can no longer be trusted. The driver drops the effects that were waiting for them,
+//! rebuilds the core from disk (snapshot + durable log), closes the client connections (their
+//! clients reconnect to their sessions and re-register watches) and keeps serving; writes
+//! succeed again once the disk accepts them. Nothing acknowledged is lost because nothing was
+//! acknowledged before it was durable.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use corral_proto::{OpCode, SessionId, Zxid};
@@ -25,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use crate::config::ServerConfig;
 use crate::core::{ConnId, Core, CoreConfig, Effect, Step};
 use crate::four_letter::{self as flw, ConnLine, ConnSessionLine, LatencyStats};
+use crate::persist::{self, Purger, SnapSchedule, SnapshotJob};
 
 /// Why the server could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -43,16 +55,28 @@ pub enum ServerError {
         #[source]
         source: corral_proto::DecodeError,
     },
-    /// A snapshot exists but the core cannot load snapshots yet.
-    #[error("found snapshot {0}, but loading snapshots is not supported yet")]
-    SnapshotUnsupported(std::path::PathBuf),
+    /// A snapshot whose checksum is fine but whose content cannot be loaded.
+    #[error("snapshot {} cannot be loaded{}: {source}", path.display(), offset.map(|o| format!(" (at offset {o})")).unwrap_or_default())]
+    Snapshot {
+        path: std::path::PathBuf,
+        offset: Option<u64>,
+        #[source]
+        source: corral_proto::DecodeError,
+    },
+    #[error("snapshot {} holds zxid {image_zxid:#x}, which does not match its file name", path.display())]
+    SnapshotZxid {
+        path: std::path::PathBuf,
+        image_zxid: Zxid,
+    },
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(&'static str, #[source] std::io::Error),
     #[error("session secret {}: {source}", path.display())]
     SessionSecret {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
-    /// The txn log failed: the server stops rather than acknowledge writes it cannot keep.
+    /// The txn log failed and the state could not be rebuilt from disk.
     #[error("txn log failed: {0}")]
     Storage(#[source] StorageError),
 }
@@ -242,62 +266,20 @@ fn be_i64(b: &[u8], at: usize) -> Option<i64> {
 /// Durability reports from the log thread.
 type DurableReport = Result<Zxid, StorageError>;
 
-pub(crate) struct Driver {
-    core: Core,
-    config: Arc<ServerConfig>,
-    /// The port actually bound (the configured one may be 0).
-    client_port: u16,
-    conns: HashMap<ConnId, ConnState>,
-    /// Effects waiting for their txn to become durable, with the zxid they wait for.
-    held: VecDeque<(Zxid, Effect)>,
-    durable_zxid: Zxid,
+/// The running txn log and the channel its thread reports on.
+struct Log {
     log: GroupCommitLog,
     durable_rx: mpsc::UnboundedReceiver<DurableReport>,
-    latency: LatencyStats,
-    started_ms: i64,
 }
 
-impl Driver {
-    /// Rebuilds the state from disk (log replay) and opens the txn log for appending.
-    pub(crate) fn recover(
-        config: Arc<ServerConfig>,
-        client_port: u16,
-    ) -> Result<Driver, ServerError> {
-        let started_ms = now_ms();
-        let rec = corral_storage::recover(&config.data_dir, config.data_log_dir())
-            .map_err(ServerError::Recovery)?;
-        if let Some(snap) = &rec.snapshot {
-            // TODO(core): needs Core::from_snapshot; until then no snapshot is ever written.
-            return Err(ServerError::SnapshotUnsupported(snap.path.clone()));
-        }
-        let core_config = CoreConfig {
-            session_secret: load_or_create_session_secret(&config.data_dir)?,
-            ..config.core_config()
-        };
-        let mut core = Core::new(core_config, started_ms);
-        let replayed = rec.txns.len();
-        for (zxid, record) in &rec.txns {
-            core.apply_logged(record)
-                .map_err(|source| ServerError::Replay {
-                    zxid: *zxid,
-                    source,
-                })?;
-        }
-        // Recovered sessions get their full timeout from now, not from before the restart.
-        core.restart_session_clocks(started_ms);
-        if core.last_zxid() != rec.last_zxid {
-            tracing::warn!(
-                core = core.last_zxid(),
-                log = rec.last_zxid,
-                "state after replay disagrees with the log's last zxid"
-            );
-        }
-        tracing::info!(
-            txns = replayed,
-            last_zxid = format_args!("{:#x}", rec.last_zxid),
-            data_dir = %config.data_dir.display(),
-            "recovered"
-        );
+impl Log {
+    /// Starts the group-commit thread on `writer`. `durable` mirrors the highest durable
+    /// zxid for the snapshot thread.
+    fn start(
+        writer: corral_storage::LogWriter,
+        config: &ServerConfig,
+        durable: Arc<AtomicI64>,
+    ) -> Result<Log, ServerError> {
         let (durable_tx, durable_rx) = mpsc::unbounded_channel();
         let options = LogOptions {
             force_sync: config.force_sync,
@@ -306,28 +288,104 @@ impl Driver {
         // The callback runs on the log thread; an unbounded channel never blocks it (reports
         // are bounded by the number of submitted batches).
         let log = GroupCommitLog::start(
-            rec.writer,
+            writer,
             options,
-            Box::new(move |report| {
+            Box::new(move |report: DurableReport| {
+                if let Ok(z) = report {
+                    durable.fetch_max(z, Ordering::AcqRel);
+                }
                 let _ = durable_tx.send(report);
             }),
         )
         .map_err(ServerError::Recovery)?;
+        Ok(Log { log, durable_rx })
+    }
+}
+
+/// The next report of the running log; never completes while there is none.
+async fn next_report(log: &mut Option<Log>) -> Option<DurableReport> {
+    match log {
+        Some(log) => log.durable_rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) struct Driver {
+    core: Core,
+    config: Arc<ServerConfig>,
+    core_config: CoreConfig,
+    /// The port actually bound (the configured one may be 0).
+    client_port: u16,
+    conns: HashMap<ConnId, ConnState>,
+    /// Effects waiting for their txn to become durable, with the zxid they wait for.
+    held: VecDeque<(Zxid, Effect)>,
+    durable_zxid: Zxid,
+    /// Same as `durable_zxid`, but updated by the log thread itself (the snapshot thread
+    /// waits on it).
+    durable_shared: Arc<AtomicI64>,
+    /// `None` only while the state is being rebuilt after a log failure.
+    log: Option<Log>,
+    /// A submission to the log failed; handled by the run loop after the current event.
+    log_failure: Option<StorageError>,
+    snap_schedule: SnapSchedule,
+    snapshot_job: Option<SnapshotJob>,
+    _purger: Option<Purger>,
+    latency: LatencyStats,
+    started_ms: i64,
+}
+
+impl Driver {
+    /// Rebuilds the state from disk (snapshot + log replay) and opens the txn log for
+    /// appending.
+    pub(crate) fn recover(
+        config: Arc<ServerConfig>,
+        client_port: u16,
+    ) -> Result<Driver, ServerError> {
+        let started_ms = now_ms();
+        if !config.force_sync {
+            tracing::warn!(
+                "forceSync=no: txns are acknowledged before they reach the disk; a machine \
+                 crash or power loss can lose acknowledged writes"
+            );
+        }
+        let core_config = CoreConfig {
+            session_secret: load_or_create_session_secret(&config.data_dir)?,
+            ..config.core_config()
+        };
+        let loaded = persist::load(&config, core_config.clone(), started_ms)?;
+        let core = loaded.core;
+        tracing::info!(
+            snapshot = ?loaded.snapshot.as_ref().map(|p| p.display().to_string()),
+            txns = loaded.replayed,
+            last_zxid = format_args!("{:#x}", core.last_zxid()),
+            elapsed_ms = now_ms() - started_ms,
+            data_dir = %config.data_dir.display(),
+            "recovered"
+        );
+        let durable_shared = Arc::new(AtomicI64::new(core.last_zxid()));
+        let log = Log::start(loaded.writer, &config, durable_shared.clone())?;
+        let purger = Purger::start(&config)?;
         Ok(Driver {
             durable_zxid: core.last_zxid(),
             core,
+            snap_schedule: SnapSchedule::new(config.snap_count),
             config,
+            core_config,
             client_port,
             conns: HashMap::new(),
             held: VecDeque::new(),
-            log,
-            durable_rx,
+            durable_shared,
+            log: Some(log),
+            log_failure: None,
+            snapshot_job: None,
+            _purger: purger,
             latency: LatencyStats::default(),
             started_ms,
         })
     }
 
-    /// Serves until `shutdown` turns true (then drains and returns `Ok`) or the log fails.
+    /// Serves until `shutdown` turns true (then drains and returns `Ok`), or until the state
+    /// cannot be rebuilt after a log failure.
     pub(crate) async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
@@ -340,11 +398,7 @@ impl Driver {
             tokio::select! {
                 // Durability first: it releases held replies and frees queue space.
                 biased;
-                Some(report) = self.durable_rx.recv() => {
-                    if let Err(e) = self.on_durable(report) {
-                        break Err(e);
-                    }
-                }
+                Some(report) = next_report(&mut self.log) => self.on_durable(report),
                 _ = shutdown.changed() => break Ok(()),
                 event = inbound.recv() => match event {
                     Some(event) => self.on_inbound(event),
@@ -355,42 +409,86 @@ impl Driver {
                     self.apply(step);
                 }
             }
+            if let Some(e) = self.log_failure.take() {
+                if let Err(fatal) = self.rebuild_after_log_failure(e) {
+                    break Err(fatal);
+                }
+            }
         };
         // No more requests; connection tasks blocked on sending to us give up.
         drop(inbound);
         match result {
             Ok(()) => self.drain().await,
             Err(e) => {
-                tracing::error!(error = %e, "stopping: the txn log failed");
+                tracing::error!(error = %e, "stopping: the state could not be rebuilt after a txn log failure");
                 self.conns.clear();
+                if let Some(job) = self.snapshot_job.take() {
+                    job.abort();
+                }
                 Err(e)
             }
         }
     }
 
     /// Clean shutdown: wait until every submitted txn is durable, send the replies that were
-    /// waiting for it, close the connections, close the log.
+    /// waiting for it, close the connections, close the log, let a snapshot in progress end.
     async fn drain(mut self) -> Result<(), ServerError> {
-        while self.durable_zxid < self.core.last_zxid() {
-            match self.durable_rx.recv().await {
-                Some(report) => self.on_durable(report)?,
+        while self.durable_zxid < self.core.last_zxid() && self.log_failure.is_none() {
+            match next_report(&mut self.log).await {
+                Some(report) => self.on_durable(report),
                 None => break,
             }
+        }
+        if let Some(e) = self.log_failure.take() {
+            tracing::error!(error = %e, dropped = self.held.len(), "txn log failed during shutdown; writes not yet durable are not answered");
+            self.held.clear();
         }
         for conn in self.conns.values() {
             let _ = conn.handle.tx.try_send(Outbound::Close);
         }
         self.conns.clear();
-        let Driver { log, .. } = self;
-        // Joining the log thread blocks; keep it off the async workers.
-        let _ = tokio::task::spawn_blocking(move || log.shutdown()).await;
+        let Driver {
+            log,
+            snapshot_job,
+            durable_shared,
+            _purger,
+            ..
+        } = self;
+        // Joining threads blocks; keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(log) = log {
+                log.log.shutdown();
+            }
+            if let Some(job) = snapshot_job {
+                // A snapshot whose zxid the log never made durable must not be published.
+                if durable_shared.load(Ordering::Acquire) >= job.zxid() {
+                    job.join();
+                } else {
+                    job.abort();
+                }
+            }
+            drop(_purger);
+        })
+        .await;
         tracing::info!("txn log flushed and closed");
         Ok(())
     }
 
-    fn on_durable(&mut self, report: DurableReport) -> Result<(), ServerError> {
-        let zxid = report.map_err(ServerError::Storage)?;
+    fn on_durable(&mut self, report: DurableReport) {
+        let zxid = match report {
+            Ok(z) => z,
+            Err(e) => {
+                // Keep the first error; later ones are consequences of it.
+                self.log_failure.get_or_insert(e);
+                return;
+            }
+        };
         self.durable_zxid = self.durable_zxid.max(zxid);
+        self.release_durable();
+    }
+
+    /// Dispatches held effects, oldest first, up to the durable zxid.
+    fn release_durable(&mut self) {
         while let Some((tag, _)) = self.held.front() {
             if *tag > self.durable_zxid {
                 break;
@@ -398,7 +496,130 @@ impl Driver {
             let (_, effect) = self.held.pop_front().expect("front exists");
             self.dispatch(effect);
         }
+    }
+
+    /// The log could not make some txns durable (disk full, I/O error, writer gone). The core
+    /// applied them already, so it is rebuilt from what is on disk.
+    ///
+    /// Connections: every connection is closed. The rebuilt core knows nothing about the old
+    /// connections (their sessions, auth and watches), and a connection whose held replies are
+    /// dropped must not carry on as if nothing happened; its client sees a connection loss,
+    /// reconnects to its session (sessions are durable) and re-registers its watches.
+    /// Keeping untouched connections would need the core to hand their state over.
+    fn rebuild_after_log_failure(&mut self, error: StorageError) -> Result<(), ServerError> {
+        let started = Instant::now();
+        tracing::error!(
+            error = %error,
+            durable_zxid = format_args!("{:#x}", self.durable_zxid),
+            applied_zxid = format_args!("{:#x}", self.core.last_zxid()),
+            "txn log write failed; failing the writes that are not durable and reloading the state from disk"
+        );
+        // Stop the log thread: what it still holds is rejected (out of sequence after the
+        // failed batch), and its reports say exactly how far the log is durable.
+        let Log {
+            log,
+            mut durable_rx,
+        } = self
+            .log
+            .take()
+            .expect("the log runs while the driver serves");
+        log.shutdown();
+        while let Ok(report) = durable_rx.try_recv() {
+            if let Ok(z) = report {
+                self.durable_zxid = self.durable_zxid.max(z);
+            }
+        }
+        self.release_durable();
+        let lost = self.held.len();
+        self.held.clear();
+        if let Some(job) = self.snapshot_job.take() {
+            // Its image may hold the failed txns; it is published only if durable, so an
+            // abort is always safe. Recovery below also removes its temp file.
+            if self.durable_shared.load(Ordering::Acquire) >= job.zxid() {
+                job.join();
+            } else {
+                job.abort();
+            }
+        }
+        let closed = self.conns.len();
+        for (_, state) in self.conns.drain() {
+            if state.handle.tx.try_send(Outbound::Close).is_err() {
+                state.handle.kill.notify_one();
+            }
+        }
+        let now = now_ms();
+        let loaded = persist::load(&self.config, self.core_config.clone(), now)?;
+        if loaded.core.last_zxid() != self.durable_zxid {
+            tracing::warn!(
+                reloaded = format_args!("{:#x}", loaded.core.last_zxid()),
+                durable = format_args!("{:#x}", self.durable_zxid),
+                "reloaded state ends at a different zxid than the log reported durable"
+            );
+        }
+        self.core = loaded.core;
+        self.durable_zxid = self.core.last_zxid();
+        self.durable_shared
+            .store(self.durable_zxid, Ordering::Release);
+        self.log = Some(Log::start(
+            loaded.writer,
+            &self.config,
+            self.durable_shared.clone(),
+        )?);
+        self.snap_schedule.reset();
+        tracing::warn!(
+            lost_effects = lost,
+            closed_connections = closed,
+            last_zxid = format_args!("{:#x}", self.durable_zxid),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "state reloaded from disk after the txn log failure; serving again"
+        );
         Ok(())
+    }
+
+    fn log(&self) -> &GroupCommitLog {
+        &self
+            .log
+            .as_ref()
+            .expect("the log runs while the driver serves")
+            .log
+    }
+
+    /// Takes a snapshot if one is due and none is being written.
+    fn maybe_snapshot(&mut self) {
+        if let Some(job) = &self.snapshot_job {
+            if !job.is_finished() {
+                // Tried again after the next txn: a snapshot is delayed, never skipped, so
+                // the log after the last one stays bounded by about snapCount.
+                tracing::debug!("previous snapshot still being written; delaying this one");
+                return;
+            }
+            self.snapshot_job.take().expect("checked").join();
+        }
+        self.snap_schedule.reset();
+        let started = Instant::now();
+        // Exact: no txn is applied while the driver is here.
+        let (zxid, image) = self.core.snapshot();
+        let took_ms = started.elapsed().as_millis() as u64;
+        // Txns after the snapshot start a new segment, so older ones can be purged later.
+        if let Err(e) = self.log().roll() {
+            self.log_failure.get_or_insert(e);
+            return;
+        }
+        tracing::info!(
+            zxid = format_args!("{:#x}", zxid),
+            bytes = image.len(),
+            blocked_ms = took_ms,
+            "taking snapshot"
+        );
+        match SnapshotJob::start(
+            &self.config.data_dir,
+            zxid,
+            image,
+            self.durable_shared.clone(),
+        ) {
+            Ok(job) => self.snapshot_job = Some(job),
+            Err(e) => tracing::error!(error = %e, "cannot write a snapshot"),
+        }
     }
 
     fn on_inbound(&mut self, event: Inbound) {
@@ -461,13 +682,17 @@ impl Driver {
 
     /// Submits a step's txns and queues its effects behind them.
     fn apply(&mut self, step: Step) {
+        let logged = step.txns.len();
         for txn in step.txns {
+            if self.log_failure.is_some() {
+                // The core is about to be rebuilt; this txn's effects are dropped with it.
+                break;
+            }
             // `submit` blocks only when the log's (large) queue is full, which is the
             // backpressure we want: the disk is the bottleneck.
-            if let Err(e) = self.log.submit(txn.zxid, txn.record) {
-                // The log thread reports the failure through the durable channel too; the
-                // effects of this txn stay held and the run loop stops on that report.
+            if let Err(e) = self.log().submit(txn.zxid, txn.record) {
                 tracing::error!(zxid = format_args!("{:#x}", txn.zxid), error = %e, "txn not submitted");
+                self.log_failure.get_or_insert(e);
             }
         }
         let tag = self.core.last_zxid();
@@ -482,6 +707,9 @@ impl Driver {
             } else {
                 self.held.push_back((tag, effect));
             }
+        }
+        if logged > 0 && self.log_failure.is_none() && self.snap_schedule.count(logged) {
+            self.maybe_snapshot();
         }
     }
 
@@ -635,7 +863,7 @@ impl Driver {
                         uptime_ms: now - self.started_ms,
                         open_fds,
                         max_fds,
-                        fsync_count: self.log.stats().syncs,
+                        fsync_count: self.log.as_ref().map_or(0, |l| l.log.stats().syncs),
                     },
                 )
             }

@@ -5,4 +5,5 @@ pub mod core;
 pub mod driver;
 pub mod four_letter;
 pub mod net;
+mod persist;
 pub mod testing;

@@ -186,6 +186,13 @@ impl LogWriter {
     /// Syncs and trims the active segment (its preallocated tail). Called on clean shutdown;
     /// not required for correctness.
     pub fn close(mut self) -> Result<(), StorageError> {
+        if let (Some(off), Some(seg)) = (self.dirty_from.take(), self.current.as_mut()) {
+            // A failed batch may have left bytes after the last durable record; cut them now
+            // rather than leave them for recovery to report as a torn tail.
+            seg.file.set_len(off).at(&seg.path)?;
+            seg.write_offset = off;
+            seg.allocated = off;
+        }
         if let Some(seg) = self.current.take() {
             self.finish_segment(seg)?;
         }

@@ -1,0 +1,99 @@
+//! The result of one bench run: an ordered set of named figures, printed as a table or as one
+//! JSON object.
+
+use serde_json::{json, Map, Value};
+
+use super::stats::Latency;
+use super::Options;
+
+pub struct Report {
+    head: Map<String, Value>,
+    figures: Map<String, Value>,
+}
+
+impl Report {
+    pub fn new(opts: &Options) -> Report {
+        let mut head = Map::new();
+        head.insert("workload".into(), json!(opts.workload.name()));
+        if let Some(label) = &opts.label {
+            head.insert("label".into(), json!(label));
+        }
+        head.insert("server".into(), json!(opts.server));
+        head.insert("clients".into(), json!(opts.clients));
+        head.insert("depth".into(), json!(opts.depth));
+        head.insert("value_size".into(), json!(opts.value_size_bytes));
+        Report {
+            head,
+            figures: Map::new(),
+        }
+    }
+
+    /// Adds (or replaces) a figure.
+    pub fn set(&mut self, name: &str, value: impl Into<Value>) {
+        self.figures.insert(name.to_string(), value.into());
+    }
+
+    pub fn latency(&mut self, name: &str, l: &Latency) {
+        self.set(name, l.to_json());
+    }
+
+    /// Merges figures computed elsewhere (CPU usage).
+    pub fn extend(&mut self, more: Map<String, Value>) {
+        self.figures.extend(more);
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut all = self.head.clone();
+        all.extend(self.figures.clone());
+        Value::Object(all)
+    }
+
+    /// A two-column table: one row per figure, a latency summary on one row.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        for (k, v) in &self.head {
+            rows.push((k.clone(), plain(v)));
+        }
+        for (k, v) in &self.figures {
+            let text = match v {
+                Value::Object(o) if o.contains_key("p50_us") => format!(
+                    "n={} mean={} p50={} p99={} p99.9={} max={} µs",
+                    plain(&o["count"]),
+                    plain(&o["mean_us"]),
+                    plain(&o["p50_us"]),
+                    plain(&o["p99_us"]),
+                    plain(&o["p999_us"]),
+                    plain(&o["max_us"]),
+                ),
+                other => plain(other),
+            };
+            rows.push((k.clone(), text));
+        }
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (k, v) in rows {
+            out.push_str(&format!("{k:<width$}  {v}\n"));
+        }
+        out
+    }
+}
+
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => {
+                if f.abs() >= 100.0 {
+                    format!("{f:.0}")
+                } else {
+                    format!("{f:.3}")
+                        .trim_end_matches('0')
+                        .trim_end_matches('.')
+                        .to_string()
+                }
+            }
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
