@@ -102,6 +102,25 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A buffer borrowed from the input (no copy); `None` for the null buffer.
+    pub fn read_buffer_ref(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        match self.read_len(1)? {
+            None => Ok(None),
+            Some(n) => Ok(Some(self.take(n)?)),
+        }
+    }
+
+    /// A string borrowed from the input (no copy); the null string reads as "".
+    pub fn read_str(&mut self) -> Result<&'a str, DecodeError> {
+        match self.read_len(1)? {
+            None => Ok(""),
+            Some(n) => {
+                let offset = self.pos;
+                std::str::from_utf8(self.take(n)?).map_err(|_| DecodeError::BadUtf8 { offset })
+            }
+        }
+    }
+
     pub fn read_string(&mut self) -> Result<String, DecodeError> {
         match self.read_len(1)? {
             None => Ok(String::new()),

@@ -2,6 +2,13 @@
 //! session, consistent as of one zxid. Written by the core's owner while no txn is applied, so
 //! the image is exact (not "fuzzy" as ZooKeeper's): recovery loads it and replays only later
 //! txns.
+//!
+//! Layout (jute encoding): magic `CRLSNAP2`, last zxid, sessions (id, timeout), the distinct
+//! ACL lists once each, then the nodes parents-first (path, data, ACL index, stored stat), so a
+//! loader links each node into its already-loaded parent and decodes no ACL twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use corral_proto::records::{Acl, Stat};
@@ -10,12 +17,14 @@ use corral_proto::{DecodeError, Jute, Reader, Writer, Zxid};
 use super::tree::{DataTree, Node};
 use super::{Core, CoreConfig};
 
-const MAGIC: &[u8; 8] = b"CRLSNAP1";
+const MAGIC: &[u8; 8] = b"CRLSNAP2";
 
 impl Core {
     /// Serializes the tree and sessions; the image holds every txn up to [`Core::last_zxid`].
     pub fn snapshot(&self) -> (Zxid, Vec<u8>) {
-        let mut w = Writer::with_capacity(64 + self.tree.approximate_data_size() as usize * 2);
+        let nodes = self.tree.node_count();
+        let mut w =
+            Writer::with_capacity(64 + nodes * 96 + self.tree.approximate_data_size() as usize);
         w.as_mut_vec().extend_from_slice(MAGIC);
         w.write_i64(self.last_zxid);
         let sessions: Vec<_> = self.sessions.iter().map(|s| (s.id, s.timeout_ms)).collect();
@@ -24,14 +33,27 @@ impl Core {
             w.write_i64(id);
             w.write_i32(timeout_ms);
         }
-        w.write_i64(self.tree.node_count() as i64);
-        for (path, node) in self.tree.nodes() {
+        let mut acl_index: HashMap<*const Vec<Acl>, i32> = HashMap::new();
+        let lists: Vec<&Arc<Vec<Acl>>> = self.tree.acl_lists().collect();
+        w.write_i32(lists.len() as i32);
+        for (i, list) in lists.iter().enumerate() {
+            acl_index.insert(Arc::as_ptr(list), i as i32);
+            w.write_vec(&list[..]);
+        }
+        w.write_i64(nodes as i64);
+        self.tree.walk_parents_first(|path, node| {
             w.write_string(path);
             w.write_buffer(node.data.as_deref());
-            w.write_vec(&node.acl[..]);
+            // Every node's ACL list is interned, so it is in the table.
+            w.write_i32(
+                acl_index
+                    .get(&Arc::as_ptr(&node.acl))
+                    .copied()
+                    .unwrap_or(-1),
+            );
             // The stored stat (cversion counts creations), not the client view.
             node.stat.write(&mut w);
-        }
+        });
         (self.last_zxid, w.into_inner())
     }
 
@@ -59,25 +81,45 @@ impl Core {
             core.sessions.add(id, timeout, now_ms);
         }
         let mut tree = DataTree::empty(core.config.extended_types_enabled);
+        let n_acls = r.read_i32()?;
+        let mut acls = Vec::with_capacity(n_acls.clamp(0, 1 << 16) as usize);
+        for _ in 0..n_acls.max(0) {
+            let list: Vec<Acl> = r.read_vec()?;
+            acls.push(tree.intern_acl(list));
+        }
         let n_nodes = r.read_i64()?;
+        // Bounded by the image size so a damaged count cannot reserve absurd memory.
+        tree.reserve((n_nodes.max(0) as usize).min(image.len() / 80));
         for _ in 0..n_nodes.max(0) {
-            let path = r.read_string()?;
-            let data = r.read_buffer()?;
-            let acl: Vec<Acl> = r.read_vec()?;
+            let offset = r.position();
+            let path = r.read_str()?;
+            let data = r.read_buffer_ref()?.map(Bytes::copy_from_slice);
+            let acl_at = r.position();
+            let acl = r.read_i32()?;
+            let acl = acls
+                .get(acl as usize)
+                .cloned()
+                .ok_or(DecodeError::UnknownValue {
+                    what: "snapshot ACL index",
+                    value: acl,
+                })
+                .inspect_err(|_| tracing::error!(offset = acl_at, "bad ACL index in snapshot"))?;
             let stat = Stat::read(&mut r)?;
-            let acl = tree.intern_acl(acl);
-            tree.restore_node(
-                &path,
-                Node {
-                    data: data.map(|d| Bytes::copy_from_slice(&d)),
-                    acl,
-                    stat,
-                    children: Default::default(),
-                },
-            );
+            let node = Node {
+                data,
+                acl,
+                stat,
+                children: Default::default(),
+            };
+            if !tree.restore_node(path, node) {
+                tracing::error!(offset, path, "snapshot lists a node before its parent");
+                return Err(DecodeError::UnknownValue {
+                    what: "snapshot node order at offset",
+                    value: offset as i32,
+                });
+            }
         }
         r.finish()?;
-        tree.link_children();
         core.tree = tree;
         Ok(core)
     }
@@ -108,9 +150,18 @@ mod tests {
             }),
             &mut step,
         );
-        for (p, mode) in [
-            ("/a", CreateMode::Persistent),
-            ("/a/e", CreateMode::Ephemeral),
+        let digest = vec![Acl {
+            perms: 1,
+            id: corral_proto::records::Id {
+                scheme: "digest".into(),
+                id: "u:x".into(),
+            },
+        }];
+        for (p, mode, acl) in [
+            ("/a", CreateMode::Persistent, super::super::acl::open_acl()),
+            ("/a/e", CreateMode::Ephemeral, super::super::acl::open_acl()),
+            ("/a/z", CreateMode::Persistent, digest.clone()),
+            ("/a/z/deep", CreateMode::Persistent, digest),
         ] {
             let hdr = h(&core, 77);
             core.commit(
@@ -120,7 +171,7 @@ mod tests {
                     txn: corral_proto::records::CreateTxn {
                         path: p.into(),
                         data: Some(Bytes::from_static(b"d")),
-                        acl: super::super::acl::open_acl(),
+                        acl,
                         ephemeral: mode.is_ephemeral(),
                         parent_cversion: -1,
                     },
@@ -133,9 +184,19 @@ mod tests {
         assert_eq!(back.last_zxid(), zxid);
         assert_eq!(back.sessions().len(), 1);
         assert_eq!(back.sessions()[0].ephemerals, vec!["/a/e".to_string()]);
-        let a = back.tree.get("/a").unwrap();
-        assert_eq!(a.stat(), core.tree.get("/a").unwrap().stat());
-        assert_eq!(back.tree.node_count(), core.tree.node_count());
+        let mut paths: Vec<&str> = back.tree.nodes().map(|(p, _)| p).collect();
+        paths.sort();
+        let mut want: Vec<&str> = core.tree.nodes().map(|(p, _)| p).collect();
+        want.sort();
+        assert_eq!(paths, want);
+        for p in want {
+            let (a, b) = (back.tree.get(p).unwrap(), core.tree.get(p).unwrap());
+            assert_eq!(
+                (a.stat(), &a.data, &a.acl, &a.children),
+                (b.stat(), &b.data, &b.acl, &b.children),
+                "{p}"
+            );
+        }
         assert_eq!(
             back.tree.approximate_data_size(),
             core.tree.approximate_data_size()

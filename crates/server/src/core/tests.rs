@@ -857,16 +857,38 @@ fn events_reach_only_watchers_that_may_read_the_node() {
     let mut h = H::new();
     h.connect(1);
     h.connect(2);
-    h.req(1, Request::Auth(AuthPacket {
-        auth_type: 0,
-        scheme: "digest".into(),
-        auth: Some(Bytes::from_static(b"owner:pw")),
-    }));
+    h.req(
+        1,
+        Request::Auth(AuthPacket {
+            auth_type: 0,
+            scheme: "digest".into(),
+            auth: Some(Bytes::from_static(b"owner:pw")),
+        }),
+    );
     h.create(1, "/guarded", "", CreateMode::Persistent);
-    h.req(2, Request::GetData(PathWatch { path: "/guarded".into(), watch: true }));
+    h.req(
+        2,
+        Request::GetData(PathWatch {
+            path: "/guarded".into(),
+            watch: true,
+        }),
+    );
     // Now only the owner may read it; watcher 2's pending watch must not leak the change.
-    let owner_only = vec![Acl { perms: corral_proto::perms::ALL, id: Id { scheme: "auth".into(), id: "".into() } }];
-    let (err, _, _) = h.req(1, Request::SetAcl(SetAclRequest { path: "/guarded".into(), acl: owner_only, version: -1 }));
+    let owner_only = vec![Acl {
+        perms: corral_proto::perms::ALL,
+        id: Id {
+            scheme: "auth".into(),
+            id: "".into(),
+        },
+    }];
+    let (err, _, _) = h.req(
+        1,
+        Request::SetAcl(SetAclRequest {
+            path: "/guarded".into(),
+            acl: owner_only,
+            version: -1,
+        }),
+    );
     assert_eq!(err, 0);
     let (_, got) = h.set(1, "/guarded", "secret", -1);
     assert!(events(&got, 2).is_empty());
@@ -878,13 +900,34 @@ fn hard_quota_fails_writes_and_soft_quota_only_counts() {
     h.connect(1);
     h.create(1, "/q", "", CreateMode::Persistent);
     h.create(1, "/zookeeper/quota/q", "", CreateMode::Persistent);
-    h.create(1, "/zookeeper/quota/q/zookeeper_limits", "count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=3", CreateMode::Persistent);
-    h.create(1, "/zookeeper/quota/q/zookeeper_stats", "count=0,bytes=0", CreateMode::Persistent);
+    h.create(
+        1,
+        "/zookeeper/quota/q/zookeeper_limits",
+        "count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=3",
+        CreateMode::Persistent,
+    );
+    h.create(
+        1,
+        "/zookeeper/quota/q/zookeeper_stats",
+        "count=0,bytes=0",
+        CreateMode::Persistent,
+    );
     assert_eq!(h.create(1, "/q/a", "", CreateMode::Persistent).0, 0);
     assert_eq!(h.create(1, "/q/b", "", CreateMode::Persistent).0, 0);
-    assert_eq!(h.create(1, "/q/c", "", CreateMode::Persistent).0, ZkError::QuotaExceeded.code());
-    let (_, resp, _) = h.req(1, Request::GetData(PathWatch { path: "/zookeeper/quota/q/zookeeper_stats".into(), watch: false }));
-    let Some(Response::GetData(d)) = resp else { panic!() };
+    assert_eq!(
+        h.create(1, "/q/c", "", CreateMode::Persistent).0,
+        ZkError::QuotaExceeded.code()
+    );
+    let (_, resp, _) = h.req(
+        1,
+        Request::GetData(PathWatch {
+            path: "/zookeeper/quota/q/zookeeper_stats".into(),
+            watch: false,
+        }),
+    );
+    let Some(Response::GetData(d)) = resp else {
+        panic!()
+    };
     assert_eq!(d.data.as_deref(), Some(&b"count=3,bytes=0"[..]));
 }
 
@@ -897,16 +940,40 @@ fn ephemerals_counts_and_multi_read() {
     h.create(1, "/app/y", "", CreateMode::Persistent);
     h.create(1, "/app/y/z", "", CreateMode::Persistent);
     h.create(1, "/other", "", CreateMode::Ephemeral);
-    let (_, resp, _) = h.req(1, Request::GetEphemerals(PathRequest { path: "/app".into() }));
+    let (_, resp, _) = h.req(
+        1,
+        Request::GetEphemerals(PathRequest {
+            path: "/app".into(),
+        }),
+    );
     assert_eq!(resp, Some(Response::Ephemerals(vec!["/app/x".into()])));
-    let (_, resp, _) = h.req(1, Request::GetAllChildrenNumber(PathRequest { path: "/app".into() }));
+    let (_, resp, _) = h.req(
+        1,
+        Request::GetAllChildrenNumber(PathRequest {
+            path: "/app".into(),
+        }),
+    );
     assert_eq!(resp, Some(Response::AllChildrenNumber(3)));
-    let (_, resp, _) = h.req(1, Request::MultiRead(vec![
-        Request::GetData(PathWatch { path: "/app/x".into(), watch: false }),
-        Request::GetChildren(PathWatch { path: "/nope".into(), watch: false }),
-        Request::GetChildren(PathWatch { path: "/app".into(), watch: false }),
-    ]));
-    let Some(Response::Multi(r)) = resp else { panic!() };
+    let (_, resp, _) = h.req(
+        1,
+        Request::MultiRead(vec![
+            Request::GetData(PathWatch {
+                path: "/app/x".into(),
+                watch: false,
+            }),
+            Request::GetChildren(PathWatch {
+                path: "/nope".into(),
+                watch: false,
+            }),
+            Request::GetChildren(PathWatch {
+                path: "/app".into(),
+                watch: false,
+            }),
+        ]),
+    );
+    let Some(Response::Multi(r)) = resp else {
+        panic!()
+    };
     assert!(matches!(&r[0], OpResult::GetData(d) if d.data.as_deref() == Some(&b"1"[..])));
     assert_eq!(r[1], OpResult::Error(ZkError::NoNode.code()));
     assert_eq!(r[2], OpResult::GetChildren(vec!["x".into(), "y".into()]));

@@ -82,7 +82,9 @@ impl Node {
 
 #[derive(Debug, Default)]
 pub struct DataTree {
-    nodes: HashMap<Box<str>, Node>,
+    /// aHash: several times faster than SipHash on paths, and still keyed randomly per
+    /// process, so clients cannot choose colliding paths.
+    nodes: HashMap<Box<str>, Node, ahash::RandomState>,
     ephemerals: HashMap<SessionId, BTreeSet<String>>,
     containers: BTreeSet<String>,
     ttls: BTreeSet<String>,
@@ -126,24 +128,59 @@ impl DataTree {
         }
     }
 
-    /// Inserts a node read from a snapshot (children are linked by [`DataTree::link_children`]).
-    pub fn restore_node(&mut self, path: &str, node: Node) {
-        self.insert(path, node);
+    pub fn reserve(&mut self, nodes: usize) {
+        self.nodes.reserve(nodes);
     }
 
-    /// Rebuilds every node's child list from the paths present.
-    pub fn link_children(&mut self) {
-        let pairs: Vec<(String, String)> = self
-            .nodes
-            .keys()
-            .filter_map(|p| path::split(p).filter(|(_, c)| !c.is_empty()))
-            .map(|(parent, child)| (parent.to_string(), child.to_string()))
-            .collect();
-        for (parent, child) in pairs {
-            if let Some(n) = self.nodes.get_mut(parent.as_str()) {
-                n.children.insert(child.into_boxed_str());
+    /// Inserts a node read from a snapshot and links it into its parent, which must have been
+    /// restored before it (snapshots list parents first). False if the parent is missing.
+    pub fn restore_node(&mut self, path: &str, node: Node) -> bool {
+        if let Some((parent, name)) = path::split(path).filter(|(_, n)| !n.is_empty()) {
+            match self.nodes.get_mut(parent) {
+                Some(p) => {
+                    p.children.insert(Box::from(name));
+                }
+                None => return false,
             }
         }
+        self.insert(path, node);
+        true
+    }
+
+    /// Every node, parents before their children (the order snapshots need). One path buffer
+    /// is reused for the whole walk, and the stack is explicit: trees can be deeper than the
+    /// thread stack.
+    pub fn walk_parents_first(&self, mut visit: impl FnMut(&str, &Node)) {
+        let Some(root) = self.nodes.get("/") else {
+            return;
+        };
+        visit("/", root);
+        let mut path = String::from("/");
+        // (children still to visit, length of `path` for their parent)
+        let mut stack = vec![(root.children.iter(), 1usize)];
+        while let Some((children, parent_len)) = stack.last_mut() {
+            let parent_len = *parent_len;
+            let Some(child) = children.next() else {
+                stack.pop();
+                continue;
+            };
+            path.truncate(parent_len);
+            if parent_len > 1 {
+                path.push('/');
+            }
+            path.push_str(child);
+            if let Some(node) = self.nodes.get(path.as_str()) {
+                visit(&path, node);
+                if !node.children.is_empty() {
+                    stack.push((node.children.iter(), path.len()));
+                }
+            }
+        }
+    }
+
+    /// The distinct ACL lists in use, each once.
+    pub fn acl_lists(&self) -> impl Iterator<Item = &Arc<Vec<Acl>>> {
+        self.acl_cache.values()
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
