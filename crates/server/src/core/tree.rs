@@ -219,6 +219,7 @@ impl DataTree {
         self.extended_types
     }
 
+    #[cfg(test)]
     pub fn nodes(&self) -> impl Iterator<Item = (&str, &Node)> {
         self.nodes.iter().map(|(k, v)| (&**k, v))
     }
