@@ -160,6 +160,11 @@ async fn expired_session_is_final(target: Target) {
     proxy.block(false);
 
     wait_state(&c, "Expired", |s| *s == SessionState::Expired).await;
+    // Final: the state channel closes on Expired, so no later transition can come.
+    let mut states = c.state_watcher();
+    states.borrow_and_update();
+    assert!(within("state channel end", states.changed()).await.is_err());
+    assert_eq!(c.state(), SessionState::Expired);
     assert_eq!(c.exists("/").await, Err(Error::SessionExpired));
     assert_eq!(
         within("oneshot", pending_watch).await,

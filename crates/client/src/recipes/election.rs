@@ -1,7 +1,12 @@
 //! Leader election: candidates queue as ephemeral-sequential nodes; the first is the leader;
 //! each other candidate watches only its predecessor.
+//!
+//! A [`Leadership`] behaves as a leader latch: it stays in the election until resigned or
+//! dropped, says whether it leads now ([`Leadership::is_leader`]), lets its owner wait for
+//! leadership, and reports every gain and loss, in order, as [`LeadershipEvent`]s.
 
-use tokio::sync::watch;
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::queue::{self, Entry};
@@ -31,6 +36,11 @@ impl LeaderElection {
     pub async fn campaign(&self, payload: &[u8]) -> Result<Leadership, Error> {
         let entry = queue::enter(&self.client, &self.dir, PREFIX, payload).await?;
         let (tx, rx) = watch::channel(false);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let status = Status {
+            now: tx,
+            events: events_tx,
+        };
         let task = tokio::spawn(follow(
             self.client.clone(),
             self.dir.clone(),
@@ -38,12 +48,13 @@ impl LeaderElection {
                 name: entry.name.clone(),
                 path: entry.path.clone(),
             },
-            tx,
+            status,
         ));
         Ok(Leadership {
             client: self.client.clone(),
             path: entry.path,
             rx,
+            events,
             task,
         })
     }
@@ -61,9 +72,38 @@ impl LeaderElection {
     }
 }
 
+/// A change of a candidate's leadership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadershipEvent {
+    /// The candidate became the leader.
+    Elected,
+    /// The candidate stopped leading: the connection dropped (the session may be expiring, so
+    /// it must not act as leader), or its node or session is gone.
+    Revoked,
+}
+
+/// Where a candidate's leadership is published: the current value, and each transition.
+struct Status {
+    now: watch::Sender<bool>,
+    events: mpsc::UnboundedSender<LeadershipEvent>,
+}
+
+impl Status {
+    fn send_replace(&self, leading: bool) {
+        let was = self.now.send_replace(leading);
+        if was != leading {
+            let _ = self.events.send(if leading {
+                LeadershipEvent::Elected
+            } else {
+                LeadershipEvent::Revoked
+            });
+        }
+    }
+}
+
 /// Publishes whether this candidate leads. While disconnected a candidate does not claim
 /// leadership (its session may be expiring); it ends as `false` when its node is gone.
-async fn follow(client: Client, dir: String, me: Entry, tx: watch::Sender<bool>) {
+async fn follow(client: Client, dir: String, me: Entry, tx: Status) {
     loop {
         match queue::wait_turn(&client, &dir, &me, |ahead| ahead.last().cloned()).await {
             Ok(()) => {}
@@ -105,6 +145,7 @@ pub struct Leadership {
     client: Client,
     path: String,
     rx: watch::Receiver<bool>,
+    events: mpsc::UnboundedReceiver<LeadershipEvent>,
     task: JoinHandle<()>,
 }
 
@@ -129,9 +170,21 @@ impl Leadership {
         let _ = self.rx.wait_for(|l| !*l).await;
     }
 
-    /// A receiver of leadership changes (`true` while leading).
+    /// A receiver of the current leadership (`true` while leading); quick successive changes
+    /// may be seen as the last one only. [`Leadership::next_event`] sees each.
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.rx.clone()
+    }
+
+    /// The next gain or loss of leadership; `None` once the candidacy is over and every event
+    /// was taken.
+    pub async fn next_event(&mut self) -> Option<LeadershipEvent> {
+        self.events.recv().await
+    }
+
+    /// The gains and losses of leadership as a stream.
+    pub fn events(&mut self) -> impl Stream<Item = LeadershipEvent> + '_ {
+        futures::stream::poll_fn(move |cx| self.events.poll_recv(cx))
     }
 
     /// Leaves the election, giving up leadership if held.

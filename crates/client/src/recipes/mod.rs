@@ -6,15 +6,29 @@
 //! - [`LeaderElection`]: ephemeral-sequential candidates, each watching only its predecessor;
 //!   leadership is published on a channel.
 //! - [`Mutex`] and [`RwLock`]: distributed locks on the same queue discipline.
+//! - [`ServiceRegistry`] and [`ServiceDiscovery`]: instances register as ephemeral nodes with
+//!   an address and metadata; a discovery handle keeps the live list and picks from it.
+//! - [`Barrier`] and [`DoubleBarrier`]: hold processes until a barrier is lifted, or until a
+//!   set number of them has arrived (and again until all of them are done).
+//! - [`ConfigWatcher`]: a node's content decoded into a typed value, always current.
+//! - [`TreeCache`]: a local mirror of a whole subtree, kept current by a recursive watch.
 
+mod barrier;
 mod cache;
+mod config;
+mod discovery;
 mod election;
 mod lock;
 mod queue;
+mod tree;
 
+pub use barrier::{Barrier, DoubleBarrier, DoubleBarrierMember};
 pub use cache::{ChildrenCache, NodeCache, NodeData};
-pub use election::{LeaderElection, Leadership};
+pub use config::{ConfigValue, ConfigWatcher};
+pub use discovery::{Registration, ServiceDiscovery, ServiceInstance, ServiceRegistry};
+pub use election::{LeaderElection, Leadership, LeadershipEvent};
 pub use lock::{LockGuard, Mutex, RwLock};
+pub use tree::{TreeCache, TreeCacheMode, TreeEvent};
 
 use crate::{Client, Error, SessionState};
 

@@ -13,7 +13,7 @@ pub(crate) struct Entry {
     pub path: String,
 }
 
-fn sequence(name: &str) -> Option<u64> {
+pub(crate) fn sequence(name: &str) -> Option<u64> {
     name.rsplit('-').next()?.parse().ok()
 }
 

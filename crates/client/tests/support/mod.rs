@@ -217,6 +217,16 @@ impl Proxy {
         }
     }
 
+    /// How many connections through the proxy are open.
+    pub fn active(&self) -> usize {
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| !c.is_finished())
+            .count()
+    }
+
     pub fn block(&self, blocked: bool) {
         self.blocked.store(blocked, Ordering::SeqCst);
     }
