@@ -22,15 +22,14 @@ type Acked = (i64, EventType, String);
 
 /// The full guarantee: every change made while the client moved is delivered too. It needs
 /// the server to replay, on setWatches2, the persistent-watch events after the client's last
-/// zxid; neither ZooKeeper (3.8, 3.9) nor Corral does yet, so this runs on request only.
+/// zxid: Corral does (ZooKeeper 3.8 and 3.9 do not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs servers that replay missed persistent-watch events on setWatches2"]
 async fn failover_delivers_every_change_exactly_once() {
     failover(true).await
 }
 
-/// What holds today: no event is repeated or reordered across the move, every change outside
-/// the disconnected window arrives, and a tree cache on the same client ends up exact.
+/// What holds on any server: no event is repeated or reordered across the move, every change
+/// outside the disconnected window arrives, and a tree cache on the same client ends up exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_repeats_no_event_and_caches_stay_exact() {
     failover(false).await

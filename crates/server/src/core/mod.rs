@@ -11,6 +11,7 @@ pub mod path;
 mod prepare;
 mod quota;
 mod read;
+mod recent;
 mod session;
 mod snapshot;
 mod tree;
@@ -160,6 +161,8 @@ pub struct Core {
     child_watches: WatchManager,
     conns: HashMap<ConnId, Conn>,
     last_zxid: Zxid,
+    /// Recent changes, replayed to persistent watches re-registered after a reconnect.
+    recent: recent::RecentChanges,
     packets_received: u64,
     packets_sent: u64,
     next_container_check_ms: i64,
@@ -183,6 +186,7 @@ impl Core {
             child_watches: WatchManager::default(),
             conns: HashMap::new(),
             last_zxid: 0,
+            recent: recent::RecentChanges::new(recent::DEFAULT_CAPACITY),
             packets_received: 0,
             packets_sent: 0,
             next_container_check_ms: now_ms + config.container_check_interval_ms,
@@ -636,17 +640,39 @@ impl Core {
                 }
             }
         }
-        for p in w.persistent_watches {
-            self.data_watches.add(&p, conn, WatchMode::Persistent);
-            self.child_watches.add(&p, conn, WatchMode::Persistent);
+        for p in &w.persistent_watches {
+            self.data_watches.add(p, conn, WatchMode::Persistent);
+            self.child_watches.add(p, conn, WatchMode::Persistent);
         }
-        for p in w.persistent_recursive_watches {
+        for p in &w.persistent_recursive_watches {
             self.data_watches
-                .add(&p, conn, WatchMode::PersistentRecursive);
+                .add(p, conn, WatchMode::PersistentRecursive);
         }
         for (t, p) in events {
             let frame = notification(t, &p, -1);
             self.send(step, conn, frame);
+        }
+        // Beyond ZooKeeper: persistent watches also get the changes made while the client was
+        // away, with their own zxids (clients that track zxids drop what they already have).
+        let replay = self
+            .recent
+            .since(rel, &w.persistent_watches, &w.persistent_recursive_watches);
+        if !replay.complete {
+            tracing::info!(
+                conn,
+                relative_zxid = rel,
+                "changes older than the replay window were not replayed"
+            );
+        }
+        for c in replay.changes {
+            let allowed = self
+                .conns
+                .get(&conn)
+                .is_some_and(|cn| acl::check(&c.acl, corral_proto::perms::READ, &cn.auth).is_ok());
+            if allowed {
+                let frame = notification(c.event, &c.path, c.zxid);
+                self.send(step, conn, frame);
+            }
         }
     }
 
@@ -760,6 +786,7 @@ impl Core {
 
     fn fire(&mut self, triggers: &[Trigger], zxid: Zxid, step: &mut Step) {
         for t in triggers {
+            self.recent.record(zxid, t);
             match t {
                 Trigger::Created(p, acl) => {
                     let ws = self.data_watches.trigger(p, &[]);

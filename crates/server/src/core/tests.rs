@@ -978,3 +978,51 @@ fn ephemerals_counts_and_multi_read() {
     assert_eq!(r[1], OpResult::Error(ZkError::NoNode.code()));
     assert_eq!(r[2], OpResult::GetChildren(vec!["x".into(), "y".into()]));
 }
+
+#[test]
+fn persistent_watches_get_missed_changes_replayed_after_reconnect() {
+    let mut h = H::new();
+    h.connect(1);
+    let c = h.connect(2);
+    h.create(1, "/pw", "", CreateMode::Persistent);
+    h.req(
+        2,
+        Request::AddWatch(AddWatchRequest {
+            path: "/pw".into(),
+            mode: 1,
+        }),
+    );
+    let seen = h.core.last_zxid();
+    h.core.connection_closed(2, h.now);
+    h.create(1, "/pw/a", "", CreateMode::Persistent);
+    h.set(1, "/pw/a", "x", -1);
+    h.set(1, "/elsewhere-not-watched", "x", -1);
+    let changed_at = h.core.last_zxid() - 1;
+    h.connect_with(3, c.session_id, c.passwd.clone().unwrap().to_vec(), seen)
+        .unwrap();
+    let (_, _, got) = h.req(
+        3,
+        Request::SetWatches2(SetWatches2 {
+            relative_zxid: seen,
+            data_watches: vec![],
+            exist_watches: vec![],
+            child_watches: vec![],
+            persistent_watches: vec![],
+            persistent_recursive_watches: vec!["/pw".into()],
+        }),
+    );
+    let replayed: Vec<(EventType, String, Zxid)> = got
+        .iter()
+        .filter_map(|(conn, g)| match g {
+            Got::Event { t, path, zxid } if *conn == 3 => Some((*t, path.clone(), *zxid)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        replayed,
+        vec![
+            (EventType::NodeCreated, "/pw/a".to_string(), changed_at - 1),
+            (EventType::NodeDataChanged, "/pw/a".to_string(), changed_at),
+        ]
+    );
+}
