@@ -249,12 +249,12 @@ impl Client {
     pub(crate) fn build_create(
         &self,
         path: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
         options: &CreateOptions,
     ) -> Result<Request, Error> {
         options.validate()?;
         let server_path = self.server_path(path, options.mode.is_sequential())?;
-        let data = Some(Bytes::copy_from_slice(data));
+        let data = data.map(Bytes::copy_from_slice);
         let flags = options.mode.code();
         Ok(if options.mode.is_ttl() {
             Request::CreateTtl(CreateTtlRequest {
@@ -289,6 +289,17 @@ impl Client {
         &self,
         path: &str,
         data: &[u8],
+        options: impl Into<CreateOptions>,
+    ) -> Result<(String, Stat), Error> {
+        self.create_opt(path, Some(data), options).await
+    }
+
+    /// Like [`Client::create`], but `None` stores no data at all (ZooKeeper's null data, which
+    /// zkCli shows as `null`) rather than empty data.
+    pub async fn create_opt(
+        &self,
+        path: &str,
+        data: Option<&[u8]>,
         options: impl Into<CreateOptions>,
     ) -> Result<(String, Stat), Error> {
         let req = self.build_create(path, data, &options.into())?;
@@ -365,6 +376,64 @@ impl Client {
 
     pub async fn get_data(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
         self.get_data_inner(path, None).await
+    }
+
+    /// Like [`Client::get_data`], telling null data (`None`) apart from empty data.
+    pub async fn get_data_opt(&self, path: &str) -> Result<(Option<Vec<u8>>, Stat), Error> {
+        let path = self.server_path(path, false)?;
+        let req = Request::GetData(PathWatch { path, watch: false });
+        match self.request(req, None).await? {
+            Response::GetData(r) => Ok((r.data.map(|b| b.to_vec()), r.stat)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Removes this client's one-shot watches on `path` (data and exist watches, child watches,
+    /// or both), on the server too unless `local`. Pending [`OneshotWatch`]es resolve with a
+    /// `DataWatchRemoved` / `ChildWatchRemoved` event. `NoWatcher` if there was none.
+    pub async fn remove_watches(
+        &self,
+        path: &str,
+        kind: corral_proto::WatcherType,
+        local: bool,
+    ) -> Result<(), Error> {
+        use corral_proto::WatcherType as T;
+        let server_path = self.server_path(path, false)?;
+        let (data, child) = match kind {
+            T::Data => (true, false),
+            T::Children => (false, true),
+            T::Any => (true, true),
+            T::Persistent | T::PersistentRecursive => {
+                return Err(Error::BadArguments(
+                    "persistent watches are removed by dropping their stream".into(),
+                ))
+            }
+        };
+        if !local {
+            let req = Request::RemoveWatches(corral_proto::records::WatchesRequest {
+                path: server_path.clone(),
+                watcher_type: kind.code(),
+            });
+            self.request(req, None).await?;
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .tx
+            .send(crate::session::Command::DropOneshots {
+                server_path,
+                client_path: path.to_string(),
+                data,
+                child,
+                reply,
+            })
+            .map_err(|_| self.terminal())?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            // The server removed a watch this client had forgotten: still a success.
+            Ok(false) if !local => Ok(()),
+            Ok(false) => Err(Error::Zk(ZkError::NoWatcher)),
+            Err(_) => Err(Error::Closed),
+        }
     }
 
     /// Reads a node and leaves a one-shot watch for its next change or deletion.

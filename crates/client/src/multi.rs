@@ -46,7 +46,7 @@ impl Transaction {
     }
 
     pub fn create(self, path: &str, data: &[u8], options: impl Into<CreateOptions>) -> Self {
-        let op = self.client.build_create(path, data, &options.into());
+        let op = self.client.build_create(path, Some(data), &options.into());
         self.push(op)
     }
 

@@ -66,6 +66,16 @@ pub(crate) enum Command {
     Unwatch {
         id: u64,
     },
+    /// Forget the one-shot watches on a path (after removeWatches, or locally only); each is
+    /// resolved with a `DataWatchRemoved`/`ChildWatchRemoved` event. Replies whether any was
+    /// there.
+    DropOneshots {
+        server_path: String,
+        client_path: String,
+        data: bool,
+        child: bool,
+        reply: oneshot::Sender<bool>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -152,6 +162,26 @@ impl Watches {
             }
             _ => {}
         }
+    }
+
+    /// Removes the one-shot watches on `path` of the given kinds; returns them by kind.
+    fn drop_oneshots(
+        &mut self,
+        path: &str,
+        data: bool,
+        child: bool,
+    ) -> (Vec<OneshotTx>, Vec<OneshotTx>) {
+        let mut data_txs = Vec::new();
+        if data {
+            data_txs.extend(self.data.remove(path).unwrap_or_default());
+            data_txs.extend(self.exist.remove(path).unwrap_or_default());
+        }
+        let child_txs = if child {
+            self.child.remove(path).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        (data_txs, child_txs)
     }
 
     fn persistent_map(&mut self, mode: WatchMode) -> &mut HashMap<String, Vec<PersistentEntry>> {
@@ -875,6 +905,29 @@ impl SessionTask {
                     self.remove_server_watch(path, mode, wtx, pending);
                 }
             }
+            Command::DropOneshots {
+                server_path,
+                client_path,
+                data,
+                child,
+                reply,
+            } => {
+                let (data_txs, child_txs) = self.watches.drop_oneshots(&server_path, data, child);
+                let any = !data_txs.is_empty() || !child_txs.is_empty();
+                for (txs, event_type) in [
+                    (data_txs, EventType::DataWatchRemoved),
+                    (child_txs, EventType::ChildWatchRemoved),
+                ] {
+                    for tx in txs {
+                        let _ = tx.send(Ok(NodeEvent {
+                            event_type,
+                            path: client_path.clone(),
+                            zxid: None,
+                        }));
+                    }
+                }
+                let _ = reply.send(any);
+            }
             Command::Close { reply } => {
                 self.close_waiters.push(reply);
                 if !self.closing {
@@ -1097,6 +1150,9 @@ fn fail_command(cmd: Command, err: Error) {
             let _ = reply.send(());
         }
         Command::Unwatch { .. } => {}
+        Command::DropOneshots { reply, .. } => {
+            let _ = reply.send(false);
+        }
     }
 }
 

@@ -208,7 +208,56 @@ async fn watch_stream_ends_with_the_session(target: Target) {
     );
 }
 
+async fn removed_oneshot_watches_resolve_and_stop_on_the_server(target: Target) {
+    let server = Server::start(target).await;
+    let c = server.client().await;
+    let w2 = server.client().await;
+    c.create("/rw", b"", CreateMode::Persistent).await.unwrap();
+    let (_, _, data_w) = c.get_data_w("/rw").await.unwrap();
+    let (_, _, child_w) = c.children_w("/rw").await.unwrap();
+    c.remove_watches("/rw", corral_proto::WatcherType::Data, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        key(&within("data watch removed", data_w).await.unwrap()),
+        ev(EventType::DataWatchRemoved, "/rw")
+    );
+    // Nothing left of the data watch on the server: a second removal is NoWatcher.
+    assert_eq!(
+        c.remove_watches("/rw", corral_proto::WatcherType::Data, false)
+            .await
+            .err(),
+        Some(corral_client::Error::Zk(corral_proto::ZkError::NoWatcher))
+    );
+    // The child watch is untouched and still fires.
+    w2.create("/rw/k", b"", CreateMode::Persistent).await.unwrap();
+    assert_eq!(
+        key(&within("child watch", child_w).await.unwrap()),
+        ev(EventType::NodeChildrenChanged, "/rw")
+    );
+    // Local removal: no watcher held locally is NoWatcher without asking the server.
+    assert_eq!(
+        c.remove_watches("/rw", corral_proto::WatcherType::Any, true)
+            .await
+            .err(),
+        Some(corral_client::Error::Zk(corral_proto::ZkError::NoWatcher))
+    );
+}
+
+async fn null_data_is_not_empty_data(target: Target) {
+    let server = Server::start(target).await;
+    let c = server.client().await;
+    c.create_opt("/null", None, CreateMode::Persistent)
+        .await
+        .unwrap();
+    c.create("/empty", b"", CreateMode::Persistent).await.unwrap();
+    assert_eq!(c.get_data_opt("/null").await.unwrap().0, None);
+    assert_eq!(c.get_data_opt("/empty").await.unwrap().0, Some(vec![]));
+}
+
 per_target!(
+    removed_oneshot_watches_resolve_and_stop_on_the_server,
+    null_data_is_not_empty_data,
     oneshot_watches_fire_once,
     persistent_watch_sees_node_and_children,
     recursive_watch_sees_descendants,
