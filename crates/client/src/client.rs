@@ -131,10 +131,6 @@ fn version(v: Option<i32>) -> i32 {
     v.unwrap_or(-1)
 }
 
-fn data_of(d: Option<Bytes>) -> Vec<u8> {
-    d.map(|b| b.to_vec()).unwrap_or_default()
-}
-
 fn unexpected(r: Response) -> Error {
     Error::Protocol(format!("unexpected reply {r:?}"))
 }
@@ -362,30 +358,26 @@ impl Client {
         &self,
         path: &str,
         watch: Option<WatchReg>,
-    ) -> Result<(Vec<u8>, Stat), Error> {
+    ) -> Result<(Option<Vec<u8>>, Stat), Error> {
         let path = self.server_path(path, false)?;
         let req = Request::GetData(PathWatch {
             path,
             watch: watch.is_some(),
         });
         match self.request(req, watch).await? {
-            Response::GetData(r) => Ok((data_of(r.data), r.stat)),
+            Response::GetData(r) => Ok((r.data.map(|b| b.to_vec()), r.stat)),
             r => Err(unexpected(r)),
         }
     }
 
     pub async fn get_data(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
-        self.get_data_inner(path, None).await
+        let (data, stat) = self.get_data_inner(path, None).await?;
+        Ok((data.unwrap_or_default(), stat))
     }
 
     /// Like [`Client::get_data`], telling null data (`None`) apart from empty data.
     pub async fn get_data_opt(&self, path: &str) -> Result<(Option<Vec<u8>>, Stat), Error> {
-        let path = self.server_path(path, false)?;
-        let req = Request::GetData(PathWatch { path, watch: false });
-        match self.request(req, None).await? {
-            Response::GetData(r) => Ok((r.data.map(|b| b.to_vec()), r.stat)),
-            r => Err(unexpected(r)),
-        }
+        self.get_data_inner(path, None).await
     }
 
     /// Removes this client's one-shot watches on `path` (data and exist watches, child watches,
@@ -438,6 +430,15 @@ impl Client {
 
     /// Reads a node and leaves a one-shot watch for its next change or deletion.
     pub async fn get_data_w(&self, path: &str) -> Result<(Vec<u8>, Stat, OneshotWatch), Error> {
+        let (data, stat, w) = self.get_data_opt_w(path).await?;
+        Ok((data.unwrap_or_default(), stat, w))
+    }
+
+    /// Like [`Client::get_data_w`], telling null data (`None`) apart from empty data.
+    pub async fn get_data_opt_w(
+        &self,
+        path: &str,
+    ) -> Result<(Option<Vec<u8>>, Stat, OneshotWatch), Error> {
         let (tx, w) = self.new_oneshot();
         let (data, stat) = self.get_data_inner(path, Some(WatchReg::Data(tx))).await?;
         Ok((data, stat, w))

@@ -230,7 +230,9 @@ async fn removed_oneshot_watches_resolve_and_stop_on_the_server(target: Target) 
         Some(corral_client::Error::Zk(corral_proto::ZkError::NoWatcher))
     );
     // The child watch is untouched and still fires.
-    w2.create("/rw/k", b"", CreateMode::Persistent).await.unwrap();
+    w2.create("/rw/k", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
     assert_eq!(
         key(&within("child watch", child_w).await.unwrap()),
         ev(EventType::NodeChildrenChanged, "/rw")
@@ -250,7 +252,9 @@ async fn null_data_is_not_empty_data(target: Target) {
     c.create_opt("/null", None, CreateMode::Persistent)
         .await
         .unwrap();
-    c.create("/empty", b"", CreateMode::Persistent).await.unwrap();
+    c.create("/empty", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
     assert_eq!(c.get_data_opt("/null").await.unwrap().0, None);
     assert_eq!(c.get_data_opt("/empty").await.unwrap().0, Some(vec![]));
 }

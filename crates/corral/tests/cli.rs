@@ -9,8 +9,7 @@ use cli_support::{cli, cli_script, have_zkcli, normalize, zkcli_script};
 use support::{Server, Target};
 
 /// A script touching every zkCli command and every watch event type, including the 3.4
-/// `path watch` forms. Avoids reading nodes created without data: zkCli stores those as null
-/// (printed `null`), which the Rust client cannot express.
+/// `path watch` forms, and nodes created without data (stored as null, printed `null`).
 fn script(addr: &str) -> String {
     format!(
         "create /t
@@ -18,6 +17,7 @@ create /t/a hello
 create /t/a/b ''
 create -e /t/eph x
 create -s /t/seq- d
+get /t
 get /t/a
 get -s /t/a
 stat /t/a

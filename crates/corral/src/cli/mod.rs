@@ -690,14 +690,18 @@ impl Shell {
         let events = self.events.clone();
         let (data, stat) = self.rt.block_on(async {
             if watch {
-                let (d, s, w) = client.get_data_w(&path).await.map_err(failed(&path))?;
+                let (d, s, w) = client.get_data_opt_w(&path).await.map_err(failed(&path))?;
                 events.add_oneshot(&path, WatchKind::Data, w);
                 Ok((d, s))
             } else {
-                client.get_data(&path).await.map_err(failed(&path))
+                client.get_data_opt(&path).await.map_err(failed(&path))
             }
         })?;
-        let text = String::from_utf8_lossy(&data);
+        // Null data prints as `null`, as zkCli does.
+        let text = match &data {
+            Some(d) => String::from_utf8_lossy(d),
+            None => "null".into(),
+        };
         if self.opts.json {
             let mut v = json!({"path": path, "data": text});
             if p.has('s') {
@@ -788,7 +792,8 @@ impl Shell {
             (false, false, false, false) => CreateMode::Persistent,
         };
         let path = p.positional[1].clone();
-        let data = p.arg(2).unwrap_or("").as_bytes().to_vec();
+        // Without a data argument zkCli stores null data (`get` then prints `null`).
+        let data = p.arg(2).map(|d| d.as_bytes().to_vec());
         let mut options = CreateOptions::new(mode);
         if let Some(acl_text) = p.arg(3) {
             let mut warnings = Vec::new();
@@ -807,7 +812,7 @@ impl Shell {
         let client = self.client(&path)?;
         let (created, _) = self
             .rt
-            .block_on(client.create(&path, &data, options))
+            .block_on(client.create_opt(&path, data.as_deref(), options))
             .map_err(failed(&path))?;
         if self.opts.json {
             json_out(&json!({"created": created}));
@@ -940,7 +945,27 @@ impl Shell {
         } else {
             |_| true
         };
-        if self.events.remove(&path, wanted) {
+        // The shell's own watchers first (it prints their removal events), then the client's
+        // registrations and, unless -l, the server's watches. Persistent watches go with
+        // their streams.
+        let removed_here = self.events.remove(&path, wanted);
+        let one_shot_kind = if p.has('c') {
+            Some(corral_proto::WatcherType::Children)
+        } else if p.has('d') {
+            Some(corral_proto::WatcherType::Data)
+        } else if p.has('p') || p.has('r') {
+            None
+        } else {
+            Some(corral_proto::WatcherType::Any)
+        };
+        let removed_there = match (one_shot_kind, self.client(&path)) {
+            (Some(kind), Ok(client)) => self
+                .rt
+                .block_on(client.remove_watches(&path, kind, p.has('l')))
+                .is_ok(),
+            _ => false,
+        };
+        if removed_here || removed_there {
             Ok(())
         } else {
             Err(CmdError::Failed(format!(
