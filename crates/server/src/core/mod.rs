@@ -390,7 +390,7 @@ impl Core {
             .chain(self.child_watches.by_path())
         {
             let e = map.entry(p.to_string()).or_default();
-            e.extend(conns.iter().map(|c| self.session_of(*c).unwrap_or(0)));
+            e.extend(conns.iter().map(|c| self.session_of(c).unwrap_or(0)));
         }
         map.into_iter()
             .map(|(p, mut v)| {

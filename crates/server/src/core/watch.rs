@@ -8,6 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use ahash::RandomState;
+
 use super::path;
 use super::ConnId;
 
@@ -32,10 +34,65 @@ impl WatchMode {
     }
 }
 
+/// The watchers of one path. Most paths have one or two, so they live in a short vector (one
+/// small allocation, no hasher state); a crowded path (a fan-out) switches to a hash set so a
+/// closing connection still leaves it in constant time.
+#[derive(Debug)]
+pub enum WatcherSet {
+    Few(Vec<ConnId>),
+    Many(HashSet<ConnId, RandomState>),
+}
+
+const FEW_MAX: usize = 8;
+
+impl WatcherSet {
+    fn one(w: ConnId) -> WatcherSet {
+        WatcherSet::Few(vec![w])
+    }
+
+    fn insert(&mut self, w: ConnId) {
+        match self {
+            WatcherSet::Few(v) if v.contains(&w) => {}
+            WatcherSet::Few(v) if v.len() < FEW_MAX => v.push(w),
+            WatcherSet::Few(v) => {
+                let mut set: HashSet<ConnId, RandomState> = v.drain(..).collect();
+                set.insert(w);
+                *self = WatcherSet::Many(set);
+            }
+            WatcherSet::Many(set) => {
+                set.insert(w);
+            }
+        }
+    }
+
+    fn remove(&mut self, w: ConnId) {
+        match self {
+            WatcherSet::Few(v) => v.retain(|x| *x != w),
+            WatcherSet::Many(set) => {
+                set.remove(&w);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            WatcherSet::Few(v) => v.is_empty(),
+            WatcherSet::Many(set) => set.is_empty(),
+        }
+    }
+
+    pub fn iter(&self) -> Box<dyn Iterator<Item = ConnId> + '_> {
+        match self {
+            WatcherSet::Few(v) => Box::new(v.iter().copied()),
+            WatcherSet::Many(set) => Box::new(set.iter().copied()),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct WatchManager {
-    by_path: HashMap<Arc<str>, HashSet<ConnId>>,
-    by_watcher: HashMap<ConnId, HashMap<Arc<str>, u8>>,
+    by_path: HashMap<Arc<str>, WatcherSet, RandomState>,
+    by_watcher: HashMap<ConnId, HashMap<Arc<str>, u8, RandomState>, RandomState>,
     /// Number of (watcher, path) pairs with a recursive mode; when zero, triggers need not
     /// look at ancestors.
     recursive_count: usize,
@@ -60,7 +117,12 @@ impl WatchManager {
         if mode == WatchMode::PersistentRecursive {
             self.recursive_count += 1;
         }
-        self.by_path.entry(key).or_default().insert(watcher);
+        match self.by_path.get_mut(&key) {
+            Some(set) => set.insert(watcher),
+            None => {
+                self.by_path.insert(key, WatcherSet::one(watcher));
+            }
+        }
         true
     }
 
@@ -74,7 +136,7 @@ impl WatchManager {
                 self.recursive_count -= 1;
             }
             if let Some(set) = self.by_path.get_mut(&p) {
-                set.remove(&watcher);
+                set.remove(watcher);
                 if set.is_empty() {
                     self.by_path.remove(&p);
                 }
@@ -97,7 +159,7 @@ impl WatchManager {
                 continue;
             };
             let mut emptied = Vec::new();
-            for &w in watchers.iter() {
+            for w in watchers.iter() {
                 let Some(bits) = self.by_watcher.get_mut(&w).and_then(|m| m.get_mut(p)) else {
                     continue;
                 };
@@ -112,7 +174,7 @@ impl WatchManager {
                 }
             }
             for w in emptied {
-                watchers.remove(&w);
+                watchers.remove(w);
                 if let Some(m) = self.by_watcher.get_mut(&w) {
                     m.remove(p);
                     if m.is_empty() {
@@ -167,7 +229,7 @@ impl WatchManager {
                 self.by_watcher.remove(&watcher);
             }
             if let Some(set) = self.by_path.get_mut(path) {
-                set.remove(&watcher);
+                set.remove(watcher);
                 if set.is_empty() {
                     self.by_path.remove(path);
                 }
@@ -196,7 +258,7 @@ impl WatchManager {
         self.by_watcher.keys().copied()
     }
 
-    pub fn by_path(&self) -> impl Iterator<Item = (&str, &HashSet<ConnId>)> {
+    pub fn by_path(&self) -> impl Iterator<Item = (&str, &WatcherSet)> {
         self.by_path.iter().map(|(k, v)| (&**k, v))
     }
 }
