@@ -64,6 +64,11 @@ impl ClientBuilder {
     /// Starts the session and waits until it is connected.
     pub async fn connect(self) -> Result<Client, Error> {
         let cs = ConnectString::parse(&self.connect_string)?;
+        // What a rebuilt session reuses: everything but the session itself.
+        let settings = ClientBuilder {
+            session: None,
+            ..self.clone()
+        };
         let timeout_ms = self.session_timeout.as_millis().min(i32::MAX as u128) as i32;
         let (tx, rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(SessionState::Connecting);
@@ -88,6 +93,7 @@ impl ClientBuilder {
                 state: state_rx,
                 chroot: cs.chroot,
                 info,
+                settings,
             }),
         };
         let mut state = client.state_watcher();
@@ -108,6 +114,7 @@ struct Inner {
     state: watch::Receiver<SessionState>,
     chroot: Chroot,
     info: Arc<Mutex<SessionInfo>>,
+    settings: ClientBuilder,
 }
 
 /// A ZooKeeper session. Cheap to clone; all clones share the session, which is closed when
@@ -136,6 +143,13 @@ fn unexpected(r: Response) -> Error {
 }
 
 impl Client {
+    /// A new session with this client's settings (connect string, chroot, timeouts, the
+    /// builder's auth identities) — for after [`SessionState::Expired`], which is final for a
+    /// session: its ephemerals and watches are gone, so callers re-create what they need.
+    pub async fn rebuild(&self) -> Result<Client, Error> {
+        self.inner.settings.clone().connect().await
+    }
+
     pub fn builder(connect_string: &str) -> ClientBuilder {
         ClientBuilder {
             connect_string: connect_string.to_string(),

@@ -178,18 +178,27 @@ async fn expired_session_is_final(target: Target) {
         items.last(),
         Some(&WatchEvent::Session(SessionState::Expired))
     );
+    // The helper builds a fresh session with the same settings.
+    let fresh = c.rebuild().await.unwrap();
+    assert_ne!(fresh.session_id(), c.session_id());
+    assert_eq!(fresh.state(), SessionState::Connected);
+    fresh
+        .create("/e", b"", CreateMode::Ephemeral)
+        .await
+        .unwrap();
 }
 
 async fn session_can_be_resumed_by_id(target: Target) {
     let server = Server::start(target).await;
     let proxy = Proxy::start(server.addr()).await;
-    let c = client_via(&proxy, Duration::from_secs(4)).await;
+    // Generous timeout: the session must outlive JVM pauses on a busy machine.
+    let c = client_via(&proxy, Duration::from_secs(10)).await;
     c.create("/held", b"", CreateMode::Ephemeral).await.unwrap();
     // Keep the original client away, or the two would take the session from each other.
     proxy.block(true);
     proxy.cut();
     let again = Client::builder(&server.connect_string())
-        .session_timeout(Duration::from_secs(4))
+        .session_timeout(Duration::from_secs(10))
         .session(c.session_id(), c.session_password())
         .connect()
         .await
