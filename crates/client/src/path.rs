@@ -9,43 +9,15 @@ fn bad(path: &str, why: &str) -> Error {
 /// Checks a node path the way ZooKeeper servers do. `sequential` allows a trailing `/`, since
 /// the server appends the sequence number.
 pub fn validate_path(path: &str, sequential: bool) -> Result<(), Error> {
-    if path.is_empty() {
-        return Err(bad(path, "empty"));
-    }
-    if !path.starts_with('/') {
-        return Err(bad(path, "must start with /"));
-    }
-    if path.len() == 1 {
-        return Ok(());
-    }
-    let checked = if sequential && path.ends_with('/') {
+    let checked = if sequential && path.len() > 1 && path.ends_with('/') {
         &path[..path.len() - 1]
     } else {
         path
     };
-    if checked.ends_with('/') {
-        return Err(bad(path, "must not end with /"));
+    match corral_proto::path::invalid_reason(checked) {
+        None => Ok(()),
+        Some(why) => Err(bad(path, why)),
     }
-    for segment in checked[1..].split('/') {
-        if segment.is_empty() {
-            return Err(bad(path, "empty segment"));
-        }
-        if segment == "." || segment == ".." {
-            return Err(bad(path, "relative segment"));
-        }
-    }
-    for c in checked.chars() {
-        let u = c as u32;
-        if u == 0
-            || (0x01..=0x1f).contains(&u)
-            || (0x7f..=0x9f).contains(&u)
-            || (0xd800..=0xf8ff).contains(&u)
-            || (0xfff0..=0xffff).contains(&u)
-        {
-            return Err(bad(path, "invalid character"));
-        }
-    }
-    Ok(())
 }
 
 /// A chroot prefix (validated, without a trailing slash); `None` means the root.
@@ -97,14 +69,7 @@ pub fn parent(path: &str) -> &str {
     }
 }
 
-/// Joins a parent path and a child name.
-pub fn join(parent: &str, child: &str) -> String {
-    if parent == "/" {
-        format!("/{child}")
-    } else {
-        format!("{parent}/{child}")
-    }
-}
+pub use corral_proto::path::join;
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ pub mod consts;
 pub mod error;
 pub mod frame;
 pub mod jute;
+pub mod path;
 pub mod records;
 pub mod request;
 pub mod response;

@@ -7,7 +7,7 @@
 
 mod acl;
 mod apply;
-pub mod path;
+pub use corral_proto::path;
 mod prepare;
 mod quota;
 mod read;

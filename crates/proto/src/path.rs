@@ -1,4 +1,5 @@
-//! Znode path rules (as ZooKeeper's `PathUtils.validatePath` enforces them).
+//! Znode paths: ZooKeeper's validity rules (`PathUtils.validatePath`) and the small path
+//! arithmetic server and client share.
 
 /// Why a path is not a valid znode path.
 pub fn invalid_reason(path: &str) -> Option<&'static str> {
