@@ -23,18 +23,7 @@ from kazoo.security import make_digest_acl
 CLI_MT = os.environ.get("CLI_MT", "/usr/lib/zookeeper/bin/cli_mt")
 WAIT_S = 10.0
 
-PASSED = 0
-FAILED = 0
-
-
-def check(name, ok, detail=""):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print(f"PASS {name}", flush=True)
-    else:
-        FAILED += 1
-        print(f"FAIL {name}: {detail}", flush=True)
+from checks import check, finish  # noqa: E402  (shared by every suite)
 
 
 class CliMt:
@@ -192,8 +181,7 @@ def main():
     check("cli_mt exited cleanly", cli.proc.returncode == 0, f"exit code {cli.proc.returncode}")
     other.stop()
     other.close()
-    print(f"{PASSED} passed, {FAILED} failed", flush=True)
-    return 1 if FAILED else 0
+    return finish()
 
 
 if __name__ == "__main__":

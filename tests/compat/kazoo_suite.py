@@ -45,18 +45,7 @@ from kazoo.security import ACL, Id, make_digest_acl, make_digest_acl_credential,
 WAIT_S = 10.0  # upper bound for anything awaited; never a sleep
 EVENT_NAMES = {1: "NodeCreated", 2: "NodeDeleted", 3: "NodeDataChanged", 4: "NodeChildrenChanged"}
 
-PASSED = 0
-FAILED = 0
-
-
-def check(name, ok, detail=""):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print(f"PASS {name}", flush=True)
-    else:
-        FAILED += 1
-        print(f"FAIL {name}: {detail}", flush=True)
+from checks import check, finish  # noqa: E402  (shared by every suite)
 
 
 def check_eq(name, actual, expected):
@@ -868,8 +857,7 @@ def main():
             check(f"section {name} completed", False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
     zk.stop()
     zk.close()
-    print(f"{PASSED} passed, {FAILED} failed", flush=True)
-    return 1 if FAILED else 0
+    return finish()
 
 
 if __name__ == "__main__":

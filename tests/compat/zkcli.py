@@ -24,18 +24,7 @@ EXTRA_JARS = [
 ]
 TIMEOUT_S = 60
 
-PASSED = 0
-FAILED = 0
-
-
-def check(name, ok, detail=""):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print(f"PASS {name}", flush=True)
-    else:
-        FAILED += 1
-        print(f"FAIL {name}: {detail}", flush=True)
+from checks import check, finish  # noqa: E402  (shared by every suite)
 
 
 class Batch:
@@ -201,8 +190,7 @@ def main():
         b.has("get -s sequential node", r"^dataVersion = 0$")
         b.has_line("container children removed", "[]")
         b.has_line("TTL node data is null", "null")
-    print(f"{PASSED} passed, {FAILED} failed", flush=True)
-    return 1 if FAILED else 0
+    return finish()
 
 
 if __name__ == "__main__":
