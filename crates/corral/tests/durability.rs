@@ -696,11 +696,22 @@ async fn write_errors_fail_writes_keep_reads_and_recover_when_space_returns() {
         acked.push(p);
     }
 
+    // A bystander session with nothing in flight when the disk fills.
+    let reader = Client::connect(&addr, SESSION_TIMEOUT_MS).await.unwrap();
+
     // "Disk full": every further write to a file fails (EFBIG, like ENOSPC).
     set_file_size_limit(server.pid(), "1:unlimited");
     let err = first.create("/failed1", b"x", false).await.unwrap_err();
     println!("write under the limit failed with {err:?}");
     drop(first);
+
+    // The bystander lost nothing, so it keeps its connection and reads on it.
+    assert_eq!(
+        reader.get_data("/ok3").await.unwrap().map(|(d, _)| d),
+        Some(b"/ok3".to_vec()),
+        "an untouched connection survives the log failure; server log:\n{}",
+        server.log()
+    );
 
     // The session survives; reads work; writes keep failing.
     for attempt in 0..2 {

@@ -501,11 +501,12 @@ impl Driver {
     /// The log could not make some txns durable (disk full, I/O error, writer gone). The core
     /// applied them already, so it is rebuilt from what is on disk.
     ///
-    /// Connections: every connection is closed. The rebuilt core knows nothing about the old
-    /// connections (their sessions, auth and watches), and a connection whose held replies are
-    /// dropped must not carry on as if nothing happened; its client sees a connection loss,
-    /// reconnects to its session (sessions are durable) and re-registers its watches.
-    /// Keeping untouched connections would need the core to hand their state over.
+    /// Connections: one whose held replies or events are dropped must not carry on as if
+    /// nothing happened, so it is closed; its client sees a connection loss, reconnects to its
+    /// session (sessions are durable) and re-registers its watches. Every other connection is
+    /// handed to the rebuilt core with its session, identities and watches
+    /// (`Core::export_connections` / `import_connections`) and keeps going: readers are not
+    /// disturbed by a full disk.
     fn rebuild_after_log_failure(&mut self, error: StorageError) -> Result<(), ServerError> {
         let started = Instant::now();
         tracing::error!(
@@ -531,7 +532,22 @@ impl Driver {
         }
         self.release_durable();
         let lost = self.held.len();
-        self.held.clear();
+        // A connection with a reply or event still held lost something: it is closed (its
+        // client sees ConnectionLoss and resumes its session). The others keep going.
+        let affected: std::collections::HashSet<ConnId> = self
+            .held
+            .drain(..)
+            .map(|(_, effect)| match effect {
+                Effect::Send { conn, .. } | Effect::Close { conn, .. } => conn,
+            })
+            .collect();
+        let keep: Vec<ConnId> = self
+            .conns
+            .keys()
+            .copied()
+            .filter(|c| !affected.contains(c))
+            .collect();
+        let transfer = self.core.export_connections(&keep);
         if let Some(job) = self.snapshot_job.take() {
             // Its image may hold the failed txns; it is published only if durable, so an
             // abort is always safe. Recovery below also removes its temp file.
@@ -539,12 +555,6 @@ impl Driver {
                 job.join();
             } else {
                 job.abort();
-            }
-        }
-        let closed = self.conns.len();
-        for (_, state) in self.conns.drain() {
-            if state.handle.tx.try_send(Outbound::Close).is_err() {
-                state.handle.kill.notify_one();
             }
         }
         let now = now_ms();
@@ -557,6 +567,17 @@ impl Driver {
             );
         }
         self.core = loaded.core;
+        let mut refused = self.core.import_connections(transfer, now);
+        refused.extend(affected);
+        let mut closed = 0;
+        for conn in refused {
+            if let Some(state) = self.conns.remove(&conn) {
+                closed += 1;
+                if state.handle.tx.try_send(Outbound::Close).is_err() {
+                    state.handle.kill.notify_one();
+                }
+            }
+        }
         self.durable_zxid = self.core.last_zxid();
         self.durable_shared
             .store(self.durable_zxid, Ordering::Release);

@@ -140,8 +140,24 @@ pub struct WatchesByConn {
     pub paths: Vec<String>,
 }
 
-/// Per-connection state the core keeps.
+/// Connections taken out of one core to be adopted by another (see
+/// [`Core::export_connections`]).
 #[derive(Debug)]
+pub struct ConnTransfer {
+    conns: Vec<ExportedConn>,
+}
+
+#[derive(Debug)]
+struct ExportedConn {
+    id: ConnId,
+    conn: Conn,
+    /// (path, mode bits) in the data and child watch managers.
+    data_watches: Vec<(String, u8)>,
+    child_watches: Vec<(String, u8)>,
+}
+
+/// Per-connection state the core keeps.
+#[derive(Debug, Clone)]
 struct Conn {
     peer: SocketAddr,
     session: Option<SessionId>,
@@ -307,6 +323,53 @@ impl Core {
     /// After recovery, every recovered session gets its full timeout from now (as ZooKeeper).
     pub fn restart_session_clocks(&mut self, now_ms: i64) {
         self.sessions.restart_all_clocks(now_ms);
+    }
+
+    /// Copies the state of live connections (session binding, identities, watches) so that a
+    /// core rebuilt from disk can adopt them with [`Core::import_connections`]. The driver uses
+    /// it after a txn-log failure for the connections that lost nothing.
+    pub fn export_connections(&self, conns: &[ConnId]) -> ConnTransfer {
+        ConnTransfer {
+            conns: conns
+                .iter()
+                .filter_map(|id| {
+                    let c = self.conns.get(id)?;
+                    Some(ExportedConn {
+                        id: *id,
+                        conn: c.clone(),
+                        data_watches: self.data_watches.export(*id),
+                        child_watches: self.child_watches.export(*id),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Adopts exported connections. Returns those that cannot be adopted because their
+    /// session is not in this core (its creation was not durable): close them.
+    pub fn import_connections(&mut self, transfer: ConnTransfer, now_ms: i64) -> Vec<ConnId> {
+        let mut refused = Vec::new();
+        for ExportedConn {
+            id,
+            conn,
+            data_watches,
+            child_watches,
+        } in transfer.conns
+        {
+            if let Some(sid) = conn.session {
+                if !self.sessions.touch(sid, now_ms) {
+                    refused.push(id);
+                    continue;
+                }
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    s.conn = Some(id);
+                }
+            }
+            self.data_watches.import(id, &data_watches);
+            self.child_watches.import(id, &child_watches);
+            self.conns.insert(id, conn);
+        }
+        refused
     }
 
     /// The zxid of the last applied txn.

@@ -238,6 +238,30 @@ impl WatchManager {
         true
     }
 
+    /// Every watch of a watcher, as (path, mode bits), to move it to another manager.
+    pub fn export(&self, watcher: ConnId) -> Vec<(String, u8)> {
+        self.by_watcher
+            .get(&watcher)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(p, bits)| (p.to_string(), *bits)))
+            .collect()
+    }
+
+    /// Re-creates watches exported by [`WatchManager::export`].
+    pub fn import(&mut self, watcher: ConnId, watches: &[(String, u8)]) {
+        for (path, bits) in watches {
+            for mode in [
+                WatchMode::Standard,
+                WatchMode::Persistent,
+                WatchMode::PersistentRecursive,
+            ] {
+                if bits & mode.bit() != 0 {
+                    self.add(path, watcher, mode);
+                }
+            }
+        }
+    }
+
     /// Number of (watcher, path) pairs.
     pub fn watch_count(&self) -> usize {
         self.by_watcher.values().map(|m| m.len()).sum()
@@ -325,6 +349,20 @@ mod tests {
         assert_eq!(m.watch_count(), 1);
         assert_eq!(m.path_count(), 1);
         assert_eq!(m.trigger("/b/c", &[]), Vec::<ConnId>::new());
+    }
+
+    #[test]
+    fn export_and_import_move_every_mode() {
+        let mut a = WatchManager::default();
+        a.add("/a", 1, WatchMode::Standard);
+        a.add("/a", 1, WatchMode::PersistentRecursive);
+        a.add("/b", 1, WatchMode::Persistent);
+        let mut b = WatchManager::default();
+        b.import(1, &a.export(1));
+        assert!(b.contains("/a", 1, Some(WatchMode::Standard)));
+        assert!(b.contains("/a", 1, Some(WatchMode::PersistentRecursive)));
+        assert!(b.contains("/b", 1, Some(WatchMode::Persistent)));
+        assert_eq!(b.trigger("/a/x", &[]), vec![1]);
     }
 
     #[test]
