@@ -34,30 +34,35 @@ impl WatchMode {
     }
 }
 
-/// The watchers of one path. Most paths have one or two, so they live in a short vector (one
-/// small allocation, no hasher state); a crowded path (a fan-out) switches to a hash set so a
-/// closing connection still leaves it in constant time.
+/// The watchers of one path. Most paths have exactly one (no allocation at all), some a few (a
+/// short vector); a crowded path (a fan-out) switches to a hash set so a closing connection
+/// still leaves it in constant time. The set is boxed to keep every map entry small.
 #[derive(Debug)]
 pub enum WatcherSet {
+    One(ConnId),
     Few(Vec<ConnId>),
-    Many(HashSet<ConnId, RandomState>),
+    // Boxed on purpose: an inline set with its hasher state would make every entry 72 bytes.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashSet<ConnId, RandomState>>),
 }
 
 const FEW_MAX: usize = 8;
 
 impl WatcherSet {
     fn one(w: ConnId) -> WatcherSet {
-        WatcherSet::Few(vec![w])
+        WatcherSet::One(w)
     }
 
     fn insert(&mut self, w: ConnId) {
         match self {
+            WatcherSet::One(x) if *x == w => {}
+            WatcherSet::One(x) => *self = WatcherSet::Few(vec![*x, w]),
             WatcherSet::Few(v) if v.contains(&w) => {}
             WatcherSet::Few(v) if v.len() < FEW_MAX => v.push(w),
             WatcherSet::Few(v) => {
                 let mut set: HashSet<ConnId, RandomState> = v.drain(..).collect();
                 set.insert(w);
-                *self = WatcherSet::Many(set);
+                *self = WatcherSet::Many(Box::new(set));
             }
             WatcherSet::Many(set) => {
                 set.insert(w);
@@ -65,24 +70,24 @@ impl WatcherSet {
         }
     }
 
-    fn remove(&mut self, w: ConnId) {
+    /// Removes `w`; true if the set is now empty.
+    fn remove(&mut self, w: ConnId) -> bool {
         match self {
-            WatcherSet::Few(v) => v.retain(|x| *x != w),
+            WatcherSet::One(x) => *x == w,
+            WatcherSet::Few(v) => {
+                v.retain(|x| *x != w);
+                v.is_empty()
+            }
             WatcherSet::Many(set) => {
                 set.remove(&w);
+                set.is_empty()
             }
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        match self {
-            WatcherSet::Few(v) => v.is_empty(),
-            WatcherSet::Many(set) => set.is_empty(),
         }
     }
 
     pub fn iter(&self) -> Box<dyn Iterator<Item = ConnId> + '_> {
         match self {
+            WatcherSet::One(x) => Box::new(std::iter::once(*x)),
             WatcherSet::Few(v) => Box::new(v.iter().copied()),
             WatcherSet::Many(set) => Box::new(set.iter().copied()),
         }
@@ -136,8 +141,7 @@ impl WatchManager {
                 self.recursive_count -= 1;
             }
             if let Some(set) = self.by_path.get_mut(&p) {
-                set.remove(watcher);
-                if set.is_empty() {
+                if set.remove(watcher) {
                     self.by_path.remove(&p);
                 }
             }
@@ -173,8 +177,9 @@ impl WatchManager {
                     fired.push(w);
                 }
             }
+            let mut now_empty = false;
             for w in emptied {
-                watchers.remove(w);
+                now_empty = watchers.remove(w);
                 if let Some(m) = self.by_watcher.get_mut(&w) {
                     m.remove(p);
                     if m.is_empty() {
@@ -182,7 +187,7 @@ impl WatchManager {
                     }
                 }
             }
-            if watchers.is_empty() {
+            if now_empty {
                 self.by_path.remove(p);
             }
         }
@@ -229,8 +234,7 @@ impl WatchManager {
                 self.by_watcher.remove(&watcher);
             }
             if let Some(set) = self.by_path.get_mut(path) {
-                set.remove(watcher);
-                if set.is_empty() {
+                if set.remove(watcher) {
                     self.by_path.remove(path);
                 }
             }
@@ -349,6 +353,24 @@ mod tests {
         assert_eq!(m.watch_count(), 1);
         assert_eq!(m.path_count(), 1);
         assert_eq!(m.trigger("/b/c", &[]), Vec::<ConnId>::new());
+    }
+
+    #[test]
+    fn watcher_sets_grow_and_shrink_through_every_shape() {
+        let mut m = WatchManager::default();
+        for w in 1..=20 {
+            m.add("/hot", w, WatchMode::Standard);
+        }
+        m.remove_watcher(3);
+        assert_eq!(m.trigger("/hot", &[]).len(), 19);
+        assert_eq!(m.path_count(), 0);
+        m.add("/x", 1, WatchMode::Standard);
+        m.add("/x", 2, WatchMode::Standard);
+        m.remove_watcher(1);
+        m.remove_watcher(2);
+        assert_eq!(m.path_count(), 0);
+        // Map entries stay small: no inline hash set state.
+        assert!(std::mem::size_of::<WatcherSet>() <= 24);
     }
 
     #[test]
