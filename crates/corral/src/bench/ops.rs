@@ -187,10 +187,7 @@ pub async fn keyed(opts: &Options, control: &Client, report: &mut Report) -> any
         report.latency("read_latency", reads);
         report.latency("write_latency", writes);
     }
-    report.set("errors", slots.errors);
-    if let Some(e) = &slots.first_error {
-        report.set("first_error", e.as_str());
-    }
+    report.errors(slots.errors, slots.first_error.as_deref());
     report.extend(cpu);
 
     for c in clients {
@@ -253,10 +250,7 @@ pub async fn create_delete(
     report.set("ops_per_s", round3(ops as f64 / window.as_secs_f64()));
     report.latency("create_latency", &slots.lat[0]);
     report.latency("delete_latency", &slots.lat[1]);
-    report.set("errors", slots.errors);
-    if let Some(e) = &slots.first_error {
-        report.set("first_error", e.as_str());
-    }
+    report.errors(slots.errors, slots.first_error.as_deref());
     report.extend(cpu);
     for c in clients {
         c.close().await;
@@ -349,18 +343,13 @@ pub async fn znodes_memory(
     report.set("seconds", round3(wall.as_secs_f64()));
     report.set("creates_per_s", round3(created as f64 / wall.as_secs_f64()));
     report.latency("create_latency", &slots.lat[0]);
-    report.set("errors", slots.errors);
-    if let Some(e) = &slots.first_error {
-        report.set("first_error", e.as_str());
-    }
-    report.set("rss_before_bytes", rss_before);
-    report.set("rss_after_bytes", rss_after);
-    let per =
-        |after: u64, before: u64| round3((after as f64 - before as f64) / created.max(1) as f64);
-    report.set("rss_bytes_per_znode", per(rss_after, rss_before));
-    if let (Some(a), Some(b)) = (raw_after, raw_before) {
-        report.set("raw_rss_bytes_per_znode", per(a, b));
-    }
+    report.errors(slots.errors, slots.first_error.as_deref());
+    report.rss_per(
+        "znode",
+        created,
+        (rss_before, raw_before),
+        (rss_after, raw_after),
+    );
     report.extend(cpu);
 
     if !opts.skip_cleanup {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::stats::Latency;
+use super::stats::{round3, Latency};
 use super::Options;
 
 pub struct Report {
@@ -35,6 +35,33 @@ impl Report {
 
     pub fn latency(&mut self, name: &str, l: &Latency) {
         self.set(name, l.to_json());
+    }
+
+    /// `errors` and, if any request failed, the first failure.
+    pub fn errors(&mut self, count: u64, first: Option<&str>) {
+        self.set("errors", count);
+        if let Some(e) = first {
+            self.set("first_error", e);
+        }
+    }
+
+    /// Server memory before and after, and the growth per `unit` for `count` units (also from
+    /// the hook-less raw samples when there are some). Samples are `(rss, raw rss)` as
+    /// `sample_rss` returns them.
+    pub fn rss_per(
+        &mut self,
+        unit: &str,
+        count: u64,
+        before: (u64, Option<u64>),
+        after: (u64, Option<u64>),
+    ) {
+        let per = |a: u64, b: u64| round3((a as f64 - b as f64) / count.max(1) as f64);
+        self.set("rss_before_bytes", before.0);
+        self.set("rss_after_bytes", after.0);
+        self.set(&format!("rss_bytes_per_{unit}"), per(after.0, before.0));
+        if let (Some(a), Some(b)) = (after.1, before.1) {
+            self.set(&format!("raw_rss_bytes_per_{unit}"), per(a, b));
+        }
     }
 
     /// Merges figures computed elsewhere (CPU usage).

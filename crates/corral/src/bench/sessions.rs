@@ -103,10 +103,7 @@ pub async fn run(opts: &Options, control: &Client, report: &mut Report) -> anyho
     report.latency("create_latency", &slots.lat[CREATE]);
     report.latency("close_latency", &slots.lat[CLOSE]);
     report.set("ephemerals_left", left.len());
-    report.set("errors", slots.errors);
-    if let Some(e) = &slots.first_error {
-        report.set("first_error", e.as_str());
-    }
+    report.errors(slots.errors, slots.first_error.as_deref());
     report.extend(cpu_figures);
     if !opts.skip_cleanup {
         delete_all(

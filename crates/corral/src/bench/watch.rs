@@ -236,18 +236,13 @@ pub async fn many(opts: &Options, _control: &Client, report: &mut Report) -> any
     report.set("seconds", round3(wall.as_secs_f64()));
     report.set("watches_per_s", round3(watches as f64 / wall.as_secs_f64()));
     report.latency("register_latency", &slots.lat[0]);
-    report.set("errors", slots.errors);
-    if let Some(e) = &slots.first_error {
-        report.set("first_error", e.as_str());
-    }
-    report.set("rss_before_bytes", rss_before);
-    report.set("rss_after_bytes", rss_after);
-    let per =
-        |after: u64, before: u64| round3((after as f64 - before as f64) / watches.max(1) as f64);
-    report.set("rss_bytes_per_watch", per(rss_after, rss_before));
-    if let (Some(a), Some(b)) = (raw_after, raw_before) {
-        report.set("raw_rss_bytes_per_watch", per(a, b));
-    }
+    report.errors(slots.errors, slots.first_error.as_deref());
+    report.rss_per(
+        "watch",
+        watches,
+        (rss_before, raw_before),
+        (rss_after, raw_after),
+    );
     report.extend(cpu_figures);
     for c in clients {
         c.close().await;
@@ -403,10 +398,7 @@ pub async fn persistent(
     report.latency("event_after_send", &latency);
     report.set("p99_event_after_send_us", latency.p99_us());
     report.latency("write_latency", &slots.lat[0]);
-    report.set("errors", slots.errors);
-    if let Some(e) = &slots.first_error {
-        report.set("first_error", e.as_str());
-    }
+    report.errors(slots.errors, slots.first_error.as_deref());
     report.extend(cpu_figures);
     for c in clients {
         c.close().await;
