@@ -618,8 +618,10 @@ impl Driver {
         }
         self.snap_schedule.reset();
         let started = Instant::now();
-        // Exact: no txn is applied while the driver is here.
-        let (zxid, image) = self.core.snapshot();
+        // Exact: no txn is applied while the driver is here. Only the node map's pointers are
+        // copied here; encoding happens on the snapshot thread.
+        let view = self.core.snapshot_view();
+        let zxid = view.zxid();
         let took_ms = started.elapsed().as_millis() as u64;
         // Txns after the snapshot start a new segment, so older ones can be purged later.
         if let Err(e) = self.log().roll() {
@@ -628,16 +630,10 @@ impl Driver {
         }
         tracing::info!(
             zxid = format_args!("{:#x}", zxid),
-            bytes = image.len(),
             blocked_ms = took_ms,
             "taking snapshot"
         );
-        match SnapshotJob::start(
-            &self.config.data_dir,
-            zxid,
-            image,
-            self.durable_shared.clone(),
-        ) {
+        match SnapshotJob::start(&self.config.data_dir, view, self.durable_shared.clone()) {
             Ok(job) => self.snapshot_job = Some(job),
             Err(e) => tracing::error!(error = %e, "cannot write a snapshot"),
         }

@@ -14,6 +14,7 @@ mod read;
 mod recent;
 mod session;
 mod snapshot;
+pub use snapshot::SnapshotView;
 mod tree;
 pub mod txn;
 mod watch;

@@ -14,47 +14,78 @@ use bytes::Bytes;
 use corral_proto::records::{Acl, Stat};
 use corral_proto::{DecodeError, Jute, Reader, Writer, Zxid};
 
-use super::tree::{DataTree, Node};
+use super::tree::{walk_parents_first, DataTree, Node, NodeMap};
 use super::{Core, CoreConfig};
 
 const MAGIC: &[u8; 8] = b"CRLSNAP2";
 
-impl Core {
-    /// Serializes the tree and sessions; the image holds every txn up to [`Core::last_zxid`].
-    pub fn snapshot(&self) -> (Zxid, Vec<u8>) {
-        let nodes = self.tree.node_count();
-        let mut w =
-            Writer::with_capacity(64 + nodes * 96 + self.tree.approximate_data_size() as usize);
+/// Everything a snapshot holds, taken from the core in one cheap step: the node map is shared
+/// (pointer copies), and the core copies a node only if it changes while the view still holds
+/// it. So the driver pauses for the copy of the map, and [`SnapshotView::encode`] runs on
+/// another thread while the core keeps serving.
+pub struct SnapshotView {
+    zxid: Zxid,
+    sessions: Vec<(i64, i32)>,
+    nodes: NodeMap,
+    data_size: usize,
+}
+
+impl SnapshotView {
+    /// The zxid the view is exact at: every txn up to it, none after.
+    pub fn zxid(&self) -> Zxid {
+        self.zxid
+    }
+
+    /// The snapshot image (see the module documentation for the layout).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(64 + self.nodes.len() * 96 + self.data_size);
         w.as_mut_vec().extend_from_slice(MAGIC);
-        w.write_i64(self.last_zxid);
-        let sessions: Vec<_> = self.sessions.iter().map(|s| (s.id, s.timeout_ms)).collect();
-        w.write_i32(sessions.len() as i32);
-        for (id, timeout_ms) in sessions {
-            w.write_i64(id);
-            w.write_i32(timeout_ms);
+        w.write_i64(self.zxid);
+        w.write_i32(self.sessions.len() as i32);
+        for (id, timeout_ms) in &self.sessions {
+            w.write_i64(*id);
+            w.write_i32(*timeout_ms);
         }
+        // The distinct ACL lists, in the order nodes first use them.
         let mut acl_index: HashMap<*const Vec<Acl>, i32> = HashMap::new();
-        let lists: Vec<&Arc<Vec<Acl>>> = self.tree.acl_lists().collect();
+        let mut lists: Vec<&Arc<Vec<Acl>>> = Vec::new();
+        for node in self.nodes.values() {
+            acl_index.entry(Arc::as_ptr(&node.acl)).or_insert_with(|| {
+                lists.push(&node.acl);
+                lists.len() as i32 - 1
+            });
+        }
         w.write_i32(lists.len() as i32);
-        for (i, list) in lists.iter().enumerate() {
-            acl_index.insert(Arc::as_ptr(list), i as i32);
+        for list in &lists {
             w.write_vec(&list[..]);
         }
-        w.write_i64(nodes as i64);
-        self.tree.walk_parents_first(|path, node| {
+        w.write_i64(self.nodes.len() as i64);
+        walk_parents_first(&self.nodes, |path, node| {
             w.write_string(path);
             w.write_buffer(node.data.as_deref());
-            // Every node's ACL list is interned, so it is in the table.
-            w.write_i32(
-                acl_index
-                    .get(&Arc::as_ptr(&node.acl))
-                    .copied()
-                    .unwrap_or(-1),
-            );
+            w.write_i32(acl_index[&Arc::as_ptr(&node.acl)]);
             // The stored stat (cversion counts creations), not the client view.
             node.stat.write(&mut w);
         });
-        (self.last_zxid, w.into_inner())
+        w.into_inner()
+    }
+}
+
+impl Core {
+    /// A consistent view of the tree and sessions at [`Core::last_zxid`], cheap to take.
+    pub fn snapshot_view(&self) -> SnapshotView {
+        SnapshotView {
+            zxid: self.last_zxid,
+            sessions: self.sessions.iter().map(|s| (s.id, s.timeout_ms)).collect(),
+            nodes: self.tree.share_nodes(),
+            data_size: self.tree.approximate_data_size() as usize,
+        }
+    }
+
+    /// Serializes the tree and sessions; the image holds every txn up to [`Core::last_zxid`].
+    pub fn snapshot(&self) -> (Zxid, Vec<u8>) {
+        let view = self.snapshot_view();
+        (view.zxid, view.encode())
     }
 
     /// Rebuilds a core from [`Core::snapshot`] output. Sessions get their full timeout from
@@ -202,5 +233,70 @@ mod tests {
             core.tree.approximate_data_size()
         );
         assert!(Core::from_snapshot(CoreConfig::default(), &image[..image.len() - 1], 0).is_err());
+    }
+
+    #[test]
+    fn a_view_is_unchanged_by_later_writes() {
+        let cfg = CoreConfig::default();
+        let mut core = Core::new(cfg.clone(), 1_000);
+        let mut step = super::super::Step::default();
+        let mut apply = |core: &mut Core, txn| {
+            let hdr = corral_proto::records::TxnHeader {
+                client_id: 0,
+                cxid: 0,
+                zxid: core.last_zxid() + 1,
+                time_ms: 5,
+                txn_type: 0,
+            };
+            core.commit(hdr, txn, &mut step);
+        };
+        let create = |p: &str, d: &'static [u8]| super::super::txn::Txn::Create {
+            op: corral_proto::OpCode::Create,
+            txn: corral_proto::records::CreateTxn {
+                path: p.into(),
+                data: Some(Bytes::from_static(d)),
+                acl: super::super::acl::open_acl(),
+                ephemeral: false,
+                parent_cversion: -1,
+            },
+        };
+        apply(&mut core, create("/a", b"before"));
+        apply(&mut core, create("/a/b", b"child"));
+        let (_, expected) = core.snapshot();
+        let view = core.snapshot_view();
+        // Writes after the view: change, add, delete.
+        apply(
+            &mut core,
+            super::super::txn::Txn::SetData(corral_proto::records::SetDataTxn {
+                path: "/a".into(),
+                data: Some(Bytes::from_static(b"after")),
+                version: 1,
+            }),
+        );
+        apply(&mut core, create("/c", b"new"));
+        apply(
+            &mut core,
+            super::super::txn::Txn::Delete {
+                op: corral_proto::OpCode::Delete,
+                txn: corral_proto::records::DeleteTxn {
+                    path: "/a/b".into(),
+                },
+            },
+        );
+        let back = Core::from_snapshot(cfg, &view.encode(), 0).unwrap();
+        assert_eq!(
+            back.tree.get("/a").unwrap().data.as_deref(),
+            Some(&b"before"[..])
+        );
+        assert!(back.tree.contains("/a/b"));
+        assert!(!back.tree.contains("/c"));
+        assert_eq!(back.last_zxid(), 2);
+        assert_eq!(view.encode().len(), expected.len());
+        // And the live tree has the later writes.
+        assert_eq!(
+            core.tree.get("/a").unwrap().data.as_deref(),
+            Some(&b"after"[..])
+        );
+        assert!(!core.tree.contains("/a/b"));
     }
 }

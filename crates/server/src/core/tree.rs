@@ -47,6 +47,9 @@ pub fn owner_kind(owner: i64, extended_types: bool) -> OwnerKind {
     }
 }
 
+/// Path → node, shared with snapshots in progress (see [`DataTree::share_nodes`]).
+pub type NodeMap = HashMap<Arc<str>, Arc<Node>, ahash::RandomState>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub data: Data,
@@ -83,9 +86,11 @@ impl Node {
 #[derive(Debug, Default)]
 pub struct DataTree {
     /// aHash: several times faster than SipHash on paths, and still keyed randomly per
-    /// process, so clients cannot choose colliding paths. Nodes are boxed so the table's
-    /// buckets (a quarter to half of them empty) cost 24 bytes each, not a whole node.
-    nodes: HashMap<Box<str>, Box<Node>, ahash::RandomState>,
+    /// process, so clients cannot choose colliding paths. Nodes sit behind pointers so the
+    /// table's buckets (a quarter to half of them empty) cost 24 bytes each, not a whole node;
+    /// shared pointers, so a snapshot can take the whole map in one cheap clone and the tree
+    /// copies a node only when it changes while a snapshot still holds it.
+    nodes: NodeMap,
     ephemerals: HashMap<SessionId, BTreeSet<String>>,
     containers: BTreeSet<String>,
     ttls: BTreeSet<String>,
@@ -139,7 +144,7 @@ impl DataTree {
         if let Some((parent, name)) = path::split(path).filter(|(_, n)| !n.is_empty()) {
             match self.nodes.get_mut(parent) {
                 Some(p) => {
-                    p.children.insert(Box::from(name));
+                    Arc::make_mut(p).children.insert(Box::from(name));
                 }
                 None => return false,
             }
@@ -148,40 +153,10 @@ impl DataTree {
         true
     }
 
-    /// Every node, parents before their children (the order snapshots need). One path buffer
-    /// is reused for the whole walk, and the stack is explicit: trees can be deeper than the
-    /// thread stack.
-    pub fn walk_parents_first(&self, mut visit: impl FnMut(&str, &Node)) {
-        let Some(root) = self.nodes.get("/") else {
-            return;
-        };
-        visit("/", root);
-        let mut path = String::from("/");
-        // (children still to visit, length of `path` for their parent)
-        let mut stack = vec![(root.children.iter(), 1usize)];
-        while let Some((children, parent_len)) = stack.last_mut() {
-            let parent_len = *parent_len;
-            let Some(child) = children.next() else {
-                stack.pop();
-                continue;
-            };
-            path.truncate(parent_len);
-            if parent_len > 1 {
-                path.push('/');
-            }
-            path.push_str(child);
-            if let Some(node) = self.nodes.get(path.as_str()) {
-                visit(&path, node);
-                if !node.children.is_empty() {
-                    stack.push((node.children.iter(), path.len()));
-                }
-            }
-        }
-    }
-
-    /// The distinct ACL lists in use, each once.
-    pub fn acl_lists(&self) -> impl Iterator<Item = &Arc<Vec<Acl>>> {
-        self.acl_cache.values()
+    /// The node map, shared: O(n) pointer copies, no node is copied. Later changes to the tree
+    /// copy the nodes they touch, so the returned map stays as it is now.
+    pub fn share_nodes(&self) -> NodeMap {
+        self.nodes.clone()
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
@@ -310,11 +285,13 @@ impl DataTree {
                 }
             }
         }
-        self.nodes.insert(Box::from(path), Box::new(node));
+        self.nodes.insert(Arc::from(path), Arc::new(node));
     }
 
     fn remove(&mut self, path: &str) -> Option<Node> {
-        let node = *self.nodes.remove(path)?;
+        let node = self.nodes.remove(path)?;
+        // Still shared with a snapshot being written: that one keeps its copy.
+        let node = Arc::try_unwrap(node).unwrap_or_else(|shared| (*shared).clone());
         self.data_size -= path.len() as u64 + node.data_len();
         match owner_kind(node.stat.ephemeral_owner, self.extended_types) {
             OwnerKind::Ephemeral(s) => {
@@ -367,7 +344,7 @@ impl DataTree {
         }
         self.record(parent_path);
         self.record(path);
-        let parent = self.nodes.get_mut(parent_path).expect("checked above");
+        let parent = Arc::make_mut(self.nodes.get_mut(parent_path).expect("checked above"));
         let cversion = if parent_cversion == -1 {
             parent.stat.cversion + 1
         } else {
@@ -418,7 +395,7 @@ impl DataTree {
         }
         self.record(parent_path);
         self.record(path);
-        let parent = self.nodes.get_mut(parent_path).expect("checked above");
+        let parent = Arc::make_mut(self.nodes.get_mut(parent_path).expect("checked above"));
         parent.children.remove(name);
         if zxid > parent.stat.pzxid {
             parent.stat.pzxid = zxid;
@@ -440,7 +417,7 @@ impl DataTree {
             return Err(ZkError::NoNode);
         }
         self.record(path);
-        let node = self.nodes.get_mut(path).expect("checked above");
+        let node = Arc::make_mut(self.nodes.get_mut(path).expect("checked above"));
         let old_len = node.data_len() as i64;
         let new_len = data.as_ref().map_or(0, |d| d.len() as i64);
         node.data = data;
@@ -459,7 +436,7 @@ impl DataTree {
         }
         self.record(path);
         let acl = self.intern_acl(acl);
-        let node = self.nodes.get_mut(path).expect("checked above");
+        let node = Arc::make_mut(self.nodes.get_mut(path).expect("checked above"));
         node.acl = acl;
         node.stat.aversion = aversion;
         Ok(node.stat())
@@ -498,10 +475,11 @@ impl DataTree {
             return;
         }
         self.record(&stat_path);
-        let node = self
-            .nodes
-            .get_mut(stat_path.as_str())
-            .expect("checked above");
+        let node = Arc::make_mut(
+            self.nodes
+                .get_mut(stat_path.as_str())
+                .expect("checked above"),
+        );
         let mut usage = StatsTrack::parse(node.data.as_deref().unwrap_or_default());
         usage.set("count", usage.count() + count_diff);
         usage.set("bytes", usage.bytes() + bytes_diff);
@@ -523,13 +501,43 @@ impl DataTree {
             }
         }
         let stat_path = quota::stat_path(target);
-        if let Some(node) = self.nodes.get_mut(stat_path.as_str()) {
+        if let Some(node) = self.nodes.get_mut(stat_path.as_str()).map(Arc::make_mut) {
             let mut usage = StatsTrack::default();
             usage.set("count", count);
             usage.set("bytes", bytes);
             let old_len = node.data_len();
             node.data = Some(Bytes::from(usage.render()));
             self.data_size = self.data_size + node.data_len() - old_len;
+        }
+    }
+}
+
+/// Every node of `nodes`, parents before their children. One path buffer is reused for the
+/// whole walk, and the stack is explicit: trees can be deeper than the thread stack.
+pub fn walk_parents_first(nodes: &NodeMap, mut visit: impl FnMut(&str, &Node)) {
+    let Some(root) = nodes.get("/") else {
+        return;
+    };
+    visit("/", root);
+    let mut path = String::from("/");
+    // (children still to visit, length of `path` for their parent)
+    let mut stack = vec![(root.children.iter(), 1usize)];
+    while let Some((children, parent_len)) = stack.last_mut() {
+        let parent_len = *parent_len;
+        let Some(child) = children.next() else {
+            stack.pop();
+            continue;
+        };
+        path.truncate(parent_len);
+        if parent_len > 1 {
+            path.push('/');
+        }
+        path.push_str(child);
+        if let Some(node) = nodes.get(path.as_str()) {
+            visit(&path, node);
+            if !node.children.is_empty() {
+                stack.push((node.children.iter(), path.len()));
+            }
         }
     }
 }
