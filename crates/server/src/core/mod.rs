@@ -756,13 +756,19 @@ impl Core {
     fn commit(&mut self, header: TxnHeader, txn: Txn, step: &mut Step) -> apply::Outcome {
         let mut triggers = Vec::new();
         let outcome = self.apply(&header, &txn, &mut triggers);
+        self.log_applied(header, txn, &triggers, step);
+        outcome
+    }
+
+    /// The second half of a write, once the tree has the txn: advance the zxid, notify the
+    /// watches it triggered, queue it for the log.
+    fn log_applied(&mut self, header: TxnHeader, txn: Txn, triggers: &[Trigger], step: &mut Step) {
         self.last_zxid = header.zxid;
-        self.fire(&triggers, header.zxid, step);
+        self.fire(triggers, header.zxid, step);
         step.txns.push(LoggedTxn {
             zxid: header.zxid,
             record: TxnRecord { header, txn }.encode(),
         });
-        outcome
     }
 
     fn write(
@@ -787,12 +793,7 @@ impl Core {
         let outcome = match pending_outcome {
             // A multi was applied while it was prepared; log it and fire its watches now.
             Some((outcome, triggers)) => {
-                self.last_zxid = header.zxid;
-                self.fire(&triggers, header.zxid, step);
-                step.txns.push(LoggedTxn {
-                    zxid: header.zxid,
-                    record: TxnRecord { header, txn }.encode(),
-                });
+                self.log_applied(header, txn, &triggers, step);
                 outcome
             }
             None => self.commit(header, txn, step),
