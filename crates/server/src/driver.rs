@@ -358,6 +358,8 @@ impl Driver {
             snapshot = ?loaded.snapshot.as_ref().map(|p| p.display().to_string()),
             txns = loaded.replayed,
             last_zxid = format_args!("{:#x}", core.last_zxid()),
+            snapshot_ms = loaded.snapshot_ms,
+            replay_ms = loaded.replay_ms,
             elapsed_ms = now_ms() - started_ms,
             data_dir = %config.data_dir.display(),
             "recovered"

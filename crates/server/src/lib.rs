@@ -7,3 +7,9 @@ pub mod four_letter;
 pub mod net;
 mod persist;
 pub mod testing;
+
+/// The `corral` binary's allocator, so in-crate measurements (the ignored 1M-znode test) see
+/// what the server sees.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -245,6 +245,12 @@ impl SnapshotFile {
         SnapshotReader::open(&self.path)
     }
 
+    /// What a read error of this snapshot's [`SnapshotReader`] means (a checksum mismatch is
+    /// [`StorageError::Corrupt`] naming the file and offset).
+    pub fn read_error(&self, e: io::Error) -> StorageError {
+        read_error(&self.path, e)
+    }
+
     pub fn read_payload(&self) -> Result<Vec<u8>, StorageError> {
         read_snapshot(&self.path).map(|(_, p)| p)
     }

@@ -218,7 +218,7 @@ impl Core {
     fn acl_of(&self, path: &str) -> Arc<Vec<Acl>> {
         self.tree
             .get(path)
-            .map(|n| n.acl.clone())
+            .map(|n| self.tree.acl(n).clone())
             .unwrap_or_default()
     }
 }

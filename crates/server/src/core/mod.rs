@@ -14,7 +14,8 @@ mod read;
 mod recent;
 mod session;
 mod snapshot;
-pub use snapshot::SnapshotView;
+pub use snapshot::{SnapshotError, SnapshotView};
+mod node;
 mod tree;
 pub mod txn;
 mod watch;
@@ -682,7 +683,7 @@ impl Core {
         for p in w.data_watches {
             match self.tree.get(&p) {
                 None => events.push((EventType::NodeDeleted, p)),
-                Some(n) if n.stat.mzxid > rel => events.push((EventType::NodeDataChanged, p)),
+                Some(n) if n.mzxid() > rel => events.push((EventType::NodeDataChanged, p)),
                 Some(_) => {
                     self.data_watches.add(&p, conn, WatchMode::Standard);
                 }
@@ -698,11 +699,14 @@ impl Core {
         for p in w.child_watches {
             match self.tree.get(&p) {
                 None => events.push((EventType::NodeDeleted, p)),
-                Some(n) if n.stat.pzxid > rel => events.push((EventType::NodeChildrenChanged, p)),
+                Some(n) if n.pzxid() > rel => events.push((EventType::NodeChildrenChanged, p)),
                 Some(_) => {
                     self.child_watches.add(&p, conn, WatchMode::Standard);
                 }
             }
+        }
+        if !w.persistent_watches.is_empty() || !w.persistent_recursive_watches.is_empty() {
+            self.recent.arm();
         }
         for p in &w.persistent_watches {
             self.data_watches.add(p, conn, WatchMode::Persistent);
@@ -821,7 +825,7 @@ impl Core {
         let mut doomed = Vec::new();
         for p in self.tree.containers() {
             if let Some(n) = self.tree.get(p) {
-                if n.children.is_empty() && n.stat.cversion > 0 {
+                if !n.has_children() && n.cversion() > 0 {
                     doomed.push(p.clone());
                 }
             }
@@ -829,9 +833,9 @@ impl Core {
         for p in self.tree.ttls() {
             if let Some(n) = self.tree.get(p) {
                 if let tree::OwnerKind::Ttl(ttl) =
-                    tree::owner_kind(n.stat.ephemeral_owner, self.tree.extended_types())
+                    tree::owner_kind(n.ephemeral_owner(), self.tree.extended_types())
                 {
-                    if n.children.is_empty() && now_ms > n.stat.mtime + ttl {
+                    if !n.has_children() && now_ms > n.mtime_ms() + ttl {
                         doomed.push(p.clone());
                     }
                 }

@@ -56,10 +56,10 @@ impl Core {
             Request::Delete(r) => {
                 let parent = self.parent_for_delete(&r.path)?;
                 let pnode = self.tree.get(parent).ok_or(ZkError::NoNode)?;
-                acl::check(&pnode.acl, perms::DELETE, ctx.auth)?;
+                acl::check(self.tree.acl(pnode), perms::DELETE, ctx.auth)?;
                 let node = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
-                check_and_inc_version(node.stat.version, r.version)?;
-                if !node.children.is_empty() {
+                check_and_inc_version(node.version(), r.version)?;
+                if node.has_children() {
                     return Err(ZkError::NotEmpty);
                 }
                 Ok(Txn::Delete {
@@ -72,11 +72,11 @@ impl Core {
             Request::DeleteContainer(r) => {
                 let parent = self.parent_for_delete(&r.path)?;
                 let node = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
-                if !node.children.is_empty() {
+                if node.has_children() {
                     return Err(ZkError::NotEmpty);
                 }
                 if let OwnerKind::Ephemeral(_) =
-                    owner_kind(node.stat.ephemeral_owner, self.tree.extended_types())
+                    owner_kind(node.ephemeral_owner(), self.tree.extended_types())
                 {
                     return Err(ZkError::BadVersion);
                 }
@@ -91,11 +91,11 @@ impl Core {
             Request::SetData(r) => {
                 validate(&r.path)?;
                 let node = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
-                acl::check(&node.acl, perms::WRITE, ctx.auth)?;
-                let old = node.data.as_ref().map_or(0, |d| d.len() as i64);
+                acl::check(self.tree.acl(node), perms::WRITE, ctx.auth)?;
+                let old = node.data_len() as i64;
                 let new = r.data.as_ref().map_or(0, |d| d.len() as i64);
                 self.check_quota(&r.path, new - old, 0)?;
-                let version = check_and_inc_version(node.stat.version, r.version)?;
+                let version = check_and_inc_version(node.version(), r.version)?;
                 Ok(Txn::SetData(SetDataTxn {
                     path: r.path.clone(),
                     data: r.data.clone(),
@@ -106,8 +106,8 @@ impl Core {
                 validate(&r.path)?;
                 let fixed = acl::fixup(&r.acl, ctx.auth)?;
                 let node = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
-                acl::check(&node.acl, perms::ADMIN, ctx.auth)?;
-                let version = check_and_inc_version(node.stat.aversion, r.version)?;
+                acl::check(self.tree.acl(node), perms::ADMIN, ctx.auth)?;
+                let version = check_and_inc_version(node.aversion(), r.version)?;
                 Ok(Txn::SetAcl(SetAclTxn {
                     path: r.path.clone(),
                     acl: fixed,
@@ -117,8 +117,8 @@ impl Core {
             Request::Check(r) => {
                 validate(&r.path)?;
                 let node = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
-                acl::check(&node.acl, perms::READ, ctx.auth)?;
-                let version = check_and_inc_version(node.stat.version, r.version)?;
+                acl::check(self.tree.acl(node), perms::READ, ctx.auth)?;
+                let version = check_and_inc_version(node.version(), r.version)?;
                 Ok(Txn::Check(CheckVersionTxn {
                     path: r.path.clone(),
                     version,
@@ -159,22 +159,22 @@ impl Core {
         let (parent_path, _) = path::split(path).ok_or(ZkError::BadArguments)?;
         let fixed = acl::fixup(acls, ctx.auth)?;
         let parent = self.tree.get(parent_path).ok_or(ZkError::NoNode)?;
-        acl::check(&parent.acl, perms::CREATE, ctx.auth)?;
+        acl::check(self.tree.acl(parent), perms::CREATE, ctx.auth)?;
         let mut path = path.to_string();
         if mode.is_sequential() {
-            path.push_str(&format!("{:010}", parent.stat.cversion));
+            path.push_str(&format!("{:010}", parent.cversion()));
         }
         validate(&path)?;
         if self.tree.contains(&path) {
             return Err(ZkError::NodeExists);
         }
         if let OwnerKind::Ephemeral(_) =
-            owner_kind(parent.stat.ephemeral_owner, self.tree.extended_types())
+            owner_kind(parent.ephemeral_owner(), self.tree.extended_types())
         {
             return Err(ZkError::NoChildrenForEphemerals);
         }
         self.check_quota(&path, data.as_ref().map_or(0, |d| d.len() as i64), 1)?;
-        let parent_cversion = parent.stat.cversion + 1;
+        let parent_cversion = parent.cversion() + 1;
         let data = data.clone();
         Ok(match op {
             OpCode::CreateContainer => Txn::CreateContainer(CreateContainerTxn {

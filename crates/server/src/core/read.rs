@@ -19,7 +19,7 @@ impl Core {
                     return Err(ZkError::BadArguments);
                 }
                 if let Some(n) = self.tree.get(&r.path) {
-                    acl::check(&n.acl, perms::READ, &auth)?;
+                    acl::check(self.tree.acl(n), perms::READ, &auth)?;
                 }
                 // An exists watch is set whether or not the node exists.
                 if r.watch {
@@ -39,9 +39,9 @@ impl Core {
             }
             Request::GetAcl(r) => {
                 let n = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
-                acl::check(&n.acl, perms::READ | perms::ADMIN, &auth)?;
-                let mut list: Vec<Acl> = n.acl.as_ref().clone();
-                if acl::check(&n.acl, perms::ADMIN, &auth).is_err() {
+                acl::check(self.tree.acl(n), perms::READ | perms::ADMIN, &auth)?;
+                let mut list: Vec<Acl> = self.tree.acl(n).as_ref().clone();
+                if acl::check(self.tree.acl(n), perms::ADMIN, &auth).is_err() {
                     // Without ADMIN, digest hashes are hidden (they can be brute-forced).
                     for a in list.iter_mut().filter(|a| a.id.scheme == "digest") {
                         let user = a.id.id.split(':').next().unwrap_or_default();
@@ -55,7 +55,7 @@ impl Core {
             }
             Request::GetAllChildrenNumber(r) => {
                 let n = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
-                acl::check(&n.acl, perms::READ, &auth)?;
+                acl::check(self.tree.acl(n), perms::READ, &auth)?;
                 Ok(Response::AllChildrenNumber(
                     self.tree.descendant_count(&r.path) as i32,
                 ))
@@ -89,6 +89,9 @@ impl Core {
                 }
             }
             Request::AddWatch(r) => {
+                if r.mode == 0 || r.mode == 1 {
+                    self.recent.arm();
+                }
                 match r.mode {
                     0 => {
                         self.data_watches.add(&r.path, conn, WatchMode::Persistent);
@@ -144,9 +147,9 @@ impl Core {
         r: &PathWatch,
     ) -> Result<GetDataResponse, ZkError> {
         let n = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
-        acl::check(&n.acl, perms::READ, auth)?;
+        acl::check(self.tree.acl(n), perms::READ, auth)?;
         let resp = GetDataResponse {
-            data: n.data.clone(),
+            data: n.data_owned(),
             stat: n.stat(),
         };
         if r.watch {
@@ -162,8 +165,8 @@ impl Core {
         r: &PathWatch,
     ) -> Result<(Vec<String>, corral_proto::records::Stat), ZkError> {
         let n = self.tree.get(&r.path).ok_or(ZkError::NoNode)?;
-        acl::check(&n.acl, perms::READ, auth)?;
-        let children = n.children.iter().map(|c| c.to_string()).collect();
+        acl::check(self.tree.acl(n), perms::READ, auth)?;
+        let children = n.children().map(str::to_string).collect();
         let stat = n.stat();
         if r.watch {
             self.child_watches.add(&r.path, conn, WatchMode::Standard);

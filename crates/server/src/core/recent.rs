@@ -36,6 +36,10 @@ pub struct Replay {
 pub struct RecentChanges {
     changes: VecDeque<Change>,
     capacity: usize,
+    /// Nothing is kept until the first persistent watch is added: until then no client can
+    /// ask for a replay, and a server holding a million nodes and no such watch spends no
+    /// memory on the window.
+    armed: bool,
     /// The newest zxid whose changes were dropped from the window (0: nothing dropped).
     dropped_through: Zxid,
 }
@@ -44,9 +48,15 @@ impl RecentChanges {
     pub fn new(capacity: usize) -> RecentChanges {
         RecentChanges {
             changes: VecDeque::new(),
+            armed: false,
             capacity,
             dropped_through: 0,
         }
+    }
+
+    /// Starts keeping changes (a persistent watch exists now, or existed before a reconnect).
+    pub fn arm(&mut self) {
+        self.armed = true;
     }
 
     pub fn record(&mut self, zxid: Zxid, t: &Trigger) {
@@ -56,7 +66,8 @@ impl RecentChanges {
             Trigger::DataChanged(p, a) => (EventType::NodeDataChanged, p, a),
             Trigger::Children(p, a) => (EventType::NodeChildrenChanged, p, a),
         };
-        if self.capacity == 0 {
+        if !self.armed || self.capacity == 0 {
+            self.dropped_through = zxid;
             return;
         }
         while self.changes.len() >= self.capacity {
@@ -115,6 +126,7 @@ mod tests {
     #[test]
     fn replays_matching_changes_after_the_zxid() {
         let mut r = RecentChanges::new(10);
+        r.arm();
         r.record(5, &Trigger::Created("/a/x".into(), acl()));
         r.record(5, &Trigger::Children("/a".into(), acl()));
         r.record(6, &Trigger::DataChanged("/a".into(), acl()));
@@ -148,6 +160,7 @@ mod tests {
     #[test]
     fn a_window_that_lost_changes_says_so() {
         let mut r = RecentChanges::new(2);
+        r.arm();
         for z in 1..=4 {
             r.record(z, &Trigger::DataChanged("/a".into(), acl()));
         }
@@ -155,5 +168,19 @@ mod tests {
         let got = r.since(2, &["/a".into()], &[]);
         assert!(got.complete);
         assert_eq!(got.changes.len(), 2);
+    }
+
+    #[test]
+    fn nothing_is_kept_before_the_first_persistent_watch() {
+        let mut r = RecentChanges::new(10);
+        r.record(1, &Trigger::DataChanged("/a".into(), acl()));
+        assert_eq!(r.changes.len(), 0);
+        r.arm();
+        r.record(2, &Trigger::DataChanged("/a".into(), acl()));
+        // A client back from zxid 0 missed change 1, which was never kept.
+        assert!(!r.since(0, &["/a".into()], &[]).complete);
+        let got = r.since(1, &["/a".into()], &[]);
+        assert!(got.complete);
+        assert_eq!(got.changes.len(), 1);
     }
 }

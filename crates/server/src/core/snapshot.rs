@@ -7,14 +7,14 @@
 //! ACL lists once each, then the nodes parents-first (path, data, ACL index, stored stat), so a
 //! loader links each node into its already-loaded parent and decodes no ACL twice.
 
-use std::collections::HashMap;
+use std::io::Read;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use corral_proto::records::{Acl, Stat};
+
 use corral_proto::{DecodeError, Jute, Reader, Writer, Zxid};
 
-use super::tree::{walk_parents_first, DataTree, Node, NodeMap};
+use super::tree::{AclId, DataTree, Node};
 use super::{Core, CoreConfig};
 
 const MAGIC: &[u8; 8] = b"CRLSNAP2";
@@ -26,7 +26,8 @@ const MAGIC: &[u8; 8] = b"CRLSNAP2";
 pub struct SnapshotView {
     zxid: Zxid,
     sessions: Vec<(i64, i32)>,
-    nodes: NodeMap,
+    nodes: Vec<Node>,
+    acls: Vec<Arc<Vec<Acl>>>,
     data_size: usize,
 }
 
@@ -36,9 +37,19 @@ impl SnapshotView {
         self.zxid
     }
 
-    /// The snapshot image (see the module documentation for the layout).
+    /// The snapshot image (see the module documentation for the layout), in memory.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(64 + self.nodes.len() * 96 + self.data_size);
+        let mut image = Vec::with_capacity(64 + self.nodes.len() * 96 + self.data_size);
+        self.encode_into(&mut image)
+            .expect("writing to a Vec cannot fail");
+        image
+    }
+
+    /// The snapshot image, written to `out` in chunks of about a megabyte: a large tree is
+    /// never held twice in memory (a 1M-znode image is ~200 MB). Stops at the first error.
+    pub fn encode_into(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
+        const CHUNK_BYTES: usize = 1 << 20;
+        let mut w = Writer::with_capacity(CHUNK_BYTES + 64 * 1024);
         w.as_mut_vec().extend_from_slice(MAGIC);
         w.write_i64(self.zxid);
         w.write_i32(self.sessions.len() as i32);
@@ -46,28 +57,158 @@ impl SnapshotView {
             w.write_i64(*id);
             w.write_i32(*timeout_ms);
         }
-        // The distinct ACL lists, in the order nodes first use them.
-        let mut acl_index: HashMap<*const Vec<Acl>, i32> = HashMap::new();
-        let mut lists: Vec<&Arc<Vec<Acl>>> = Vec::new();
-        for node in self.nodes.values() {
-            acl_index.entry(Arc::as_ptr(&node.acl)).or_insert_with(|| {
-                lists.push(&node.acl);
-                lists.len() as i32 - 1
-            });
-        }
-        w.write_i32(lists.len() as i32);
-        for list in &lists {
+        // The distinct ACL lists; a node refers to one by its index.
+        w.write_i32(self.acls.len() as i32);
+        for list in &self.acls {
             w.write_vec(&list[..]);
         }
         w.write_i64(self.nodes.len() as i64);
-        walk_parents_first(&self.nodes, |path, node| {
-            w.write_string(path);
-            w.write_buffer(node.data.as_deref());
-            w.write_i32(acl_index[&Arc::as_ptr(&node.acl)]);
+        for node in parents_first(&self.nodes) {
+            w.write_string(node.path());
+            w.write_buffer(node.data());
+            w.write_i32(node.acl_id() as i32);
             // The stored stat (cversion counts creations), not the client view.
-            node.stat.write(&mut w);
-        });
-        w.into_inner()
+            node.stored_stat().write(&mut w);
+            if w.len() >= CHUNK_BYTES {
+                out.write_all(w.as_mut_vec())?;
+                w.as_mut_vec().clear();
+            }
+        }
+        out.write_all(w.as_mut_vec())
+    }
+}
+
+/// `nodes` ordered by depth, so every parent comes before its children (what a loader needs to
+/// link each node into its parent as it goes), and within a depth grouped by parent, so a
+/// loader finds each parent once per group rather than once per node. Sibling order is not
+/// kept (ZooKeeper promises none).
+fn parents_first(nodes: &[Node]) -> impl Iterator<Item = &Node> {
+    let hasher = ahash::RandomState::new();
+    // (depth, hash of the parent's path, index): 12 bytes a node, sorted as integers.
+    let mut keys: Vec<(u32, u32, u32)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let path = n.path_bytes();
+            let depth = path.iter().filter(|&&b| b == b'/').count() - usize::from(path == b"/");
+            let parent_end = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
+            let parent_hash = hasher.hash_one(&path[..parent_end]) as u32;
+            (depth as u32, parent_hash, i as u32)
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter().map(move |(_, _, i)| &nodes[i as usize])
+}
+
+/// One node record: path, data, ACL index, stored stat.
+fn decode_node(r: &mut Reader<'_>, acls: &[AclId]) -> Result<Node, DecodeError> {
+    let path = r.read_str()?;
+    let data = r.read_buffer_ref()?;
+    let acl = r.read_i32()?;
+    let acl = acls
+        .get(acl as usize)
+        .copied()
+        .ok_or(DecodeError::UnknownValue {
+            what: "snapshot ACL index",
+            value: acl,
+        })?;
+    let stat = Stat::read(r)?;
+    Ok(Node::new(path, data, acl, &stat))
+}
+
+/// Why a snapshot image could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The bytes are not a valid image; `offset` counts from the start of the image.
+    #[error("at offset {offset}: {source}")]
+    Decode { offset: u64, source: DecodeError },
+    /// The image could not be read (for a file: an I/O error or a checksum mismatch).
+    #[error("reading the image: {0}")]
+    Read(#[source] std::io::Error),
+}
+
+/// The image as it is read: a window of about a megabyte that decoders run over and that is
+/// refilled when a record runs past its end.
+struct Stream<R> {
+    source: R,
+    window: Vec<u8>,
+    /// Next unread byte of `window`.
+    at: usize,
+    /// Image offset of `window[0]`.
+    window_offset: u64,
+    ended: bool,
+}
+
+impl<R: Read> Stream<R> {
+    const WINDOW_BYTES: usize = 1 << 20;
+
+    fn new(source: R) -> Stream<R> {
+        Stream {
+            source,
+            window: Vec::with_capacity(Self::WINDOW_BYTES),
+            at: 0,
+            window_offset: 0,
+            ended: false,
+        }
+    }
+
+    /// Image offset of the next unread byte.
+    fn offset(&self) -> u64 {
+        self.window_offset + self.at as u64
+    }
+
+    /// Runs `decode` over the unread bytes; when it runs out of them and the image has more,
+    /// reads more and runs it again.
+    fn decode<T>(
+        &mut self,
+        mut decode: impl FnMut(&mut Reader<'_>) -> Result<T, DecodeError>,
+    ) -> Result<T, SnapshotError> {
+        loop {
+            let mut r = Reader::new(&self.window[self.at..]);
+            match decode(&mut r) {
+                Ok(value) => {
+                    self.at += r.position();
+                    return Ok(value);
+                }
+                Err(DecodeError::Truncated { needed, .. }) if !self.ended => self.fill(needed)?,
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+    }
+
+    /// Moves the unread bytes to the front and reads at least `needed` more (or to the end).
+    fn fill(&mut self, needed: usize) -> Result<(), SnapshotError> {
+        self.window.drain(..self.at);
+        self.window_offset += self.at as u64;
+        self.at = 0;
+        let want = needed.max(Self::WINDOW_BYTES / 2);
+        let got = (&mut self.source)
+            .take(want as u64)
+            .read_to_end(&mut self.window)
+            .map_err(SnapshotError::Read)?;
+        if got < want {
+            self.ended = true;
+        }
+        Ok(())
+    }
+
+    /// Fails unless the image ends here (reading to its end, where a file's checksum is
+    /// checked).
+    fn finish(&mut self) -> Result<(), SnapshotError> {
+        while !self.ended {
+            self.fill(Self::WINDOW_BYTES / 2)?;
+        }
+        match self.window.len() - self.at {
+            0 => Ok(()),
+            n => Err(self.error(DecodeError::TrailingBytes(n))),
+        }
+    }
+
+    fn error(&self, source: DecodeError) -> SnapshotError {
+        SnapshotError::Decode {
+            offset: self.offset(),
+            source,
+        }
     }
 }
 
@@ -78,6 +219,7 @@ impl Core {
             zxid: self.last_zxid,
             sessions: self.sessions.iter().map(|s| (s.id, s.timeout_ms)).collect(),
             nodes: self.tree.share_nodes(),
+            acls: self.tree.acl_table().lists(),
             data_size: self.tree.approximate_data_size() as usize,
         }
     }
@@ -88,69 +230,86 @@ impl Core {
         (view.zxid, view.encode())
     }
 
-    /// Rebuilds a core from [`Core::snapshot`] output. Sessions get their full timeout from
-    /// `now_ms`.
+    /// Rebuilds a core from [`Core::snapshot`] output, read from `image` as it is decoded (a
+    /// file's image is never held whole in memory). `image_bytes` is its length, which bounds
+    /// what a damaged node count can make the loader reserve. Sessions get their full timeout
+    /// from `now_ms`.
     pub fn from_snapshot(
         config: CoreConfig,
-        image: &[u8],
+        image: impl Read + Send,
+        image_bytes: u64,
         now_ms: i64,
-    ) -> Result<Core, DecodeError> {
-        let mut r = Reader::new(image);
-        let magic = r.read_i64()?;
+    ) -> Result<Core, SnapshotError> {
+        let mut s = Stream::new(image);
+        let magic = s.decode(|r| r.read_i64())?;
         if magic.to_be_bytes() != *MAGIC {
-            return Err(DecodeError::UnknownValue {
+            return Err(s.error(DecodeError::UnknownValue {
                 what: "snapshot magic",
                 value: (magic >> 32) as i32,
-            });
+            }));
         }
         let mut core = Core::new(config, now_ms);
-        core.last_zxid = r.read_i64()?;
-        let n_sessions = r.read_i32()?;
+        core.last_zxid = s.decode(|r| r.read_i64())?;
+        let n_sessions = s.decode(|r| r.read_i32())?;
         for _ in 0..n_sessions.max(0) {
-            let id = r.read_i64()?;
-            let timeout = r.read_i32()?;
+            let (id, timeout) = s.decode(|r| Ok((r.read_i64()?, r.read_i32()?)))?;
             core.sessions.add(id, timeout, now_ms);
         }
         let mut tree = DataTree::empty(core.config.extended_types_enabled);
-        let n_acls = r.read_i32()?;
+        let n_acls = s.decode(|r| r.read_i32())?;
         let mut acls = Vec::with_capacity(n_acls.clamp(0, 1 << 16) as usize);
         for _ in 0..n_acls.max(0) {
-            let list: Vec<Acl> = r.read_vec()?;
+            let list: Vec<Acl> = s.decode(|r| r.read_vec())?;
             acls.push(tree.intern_acl(list));
         }
-        let n_nodes = r.read_i64()?;
-        // Bounded by the image size so a damaged count cannot reserve absurd memory.
-        tree.reserve((n_nodes.max(0) as usize).min(image.len() / 80));
-        for _ in 0..n_nodes.max(0) {
-            let offset = r.position();
-            let path = r.read_str()?;
-            let data = r.read_buffer_ref()?.map(Bytes::copy_from_slice);
-            let acl_at = r.position();
-            let acl = r.read_i32()?;
-            let acl = acls
-                .get(acl as usize)
-                .cloned()
-                .ok_or(DecodeError::UnknownValue {
-                    what: "snapshot ACL index",
-                    value: acl,
-                })
-                .inspect_err(|_| tracing::error!(offset = acl_at, "bad ACL index in snapshot"))?;
-            let stat = Stat::read(&mut r)?;
-            let node = Node {
-                data,
-                acl,
-                stat,
-                children: Default::default(),
-            };
-            if !tree.restore_node(path, node) {
-                tracing::error!(offset, path, "snapshot lists a node before its parent");
-                return Err(DecodeError::UnknownValue {
-                    what: "snapshot node order at offset",
-                    value: offset as i32,
-                });
+        let n_nodes = s.decode(|r| r.read_i64())?;
+        tree.reserve((n_nodes.max(0) as u64).min(image_bytes / 80) as usize);
+        // Two stages on two threads: reading and decoding the image into nodes (allocating
+        // them) here, linking them into the tree on the caller's thread. Each does about half
+        // of the work, so a large tree loads in little more than half the time.
+        type Batch = Result<Vec<(u64, Node)>, SnapshotError>;
+        let (batches, decoded) = std::sync::mpsc::sync_channel::<Batch>(8);
+        let acls = &acls;
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut left = n_nodes.max(0);
+                while left > 0 {
+                    let batch_len = left.min(4096);
+                    left -= batch_len;
+                    let mut batch = Vec::with_capacity(batch_len as usize);
+                    for _ in 0..batch_len {
+                        let offset = s.offset();
+                        match s.decode(|r| decode_node(r, acls)) {
+                            Ok(node) => batch.push((offset, node)),
+                            Err(e) => {
+                                let _ = batches.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    if batches.send(Ok(batch)).is_err() {
+                        return; // the linking stage failed and stopped listening
+                    }
+                }
+                if let Err(e) = s.finish() {
+                    let _ = batches.send(Err(e));
+                }
+            });
+            for batch in decoded {
+                for (offset, node) in batch? {
+                    if !tree.restore_node(node) {
+                        return Err(SnapshotError::Decode {
+                            offset,
+                            source: DecodeError::UnknownValue {
+                                what: "snapshot node order (a node before its parent, or twice)",
+                                value: 0,
+                            },
+                        });
+                    }
+                }
             }
-        }
-        r.finish()?;
+            Ok(())
+        })?;
         core.tree = tree;
         Ok(core)
     }
@@ -159,6 +318,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use corral_proto::CreateMode;
 
     #[test]
@@ -211,28 +371,117 @@ mod tests {
             );
         }
         let (zxid, image) = core.snapshot();
-        let back = Core::from_snapshot(cfg, &image, 2_000).unwrap();
+        let back = Core::from_snapshot(cfg, &image[..], image.len() as u64, 2_000).unwrap();
         assert_eq!(back.last_zxid(), zxid);
         assert_eq!(back.sessions().len(), 1);
         assert_eq!(back.sessions()[0].ephemerals, vec!["/a/e".to_string()]);
-        let mut paths: Vec<&str> = back.tree.nodes().map(|(p, _)| p).collect();
+        let mut paths: Vec<&str> = back.tree.nodes().map(|n| n.path()).collect();
         paths.sort();
-        let mut want: Vec<&str> = core.tree.nodes().map(|(p, _)| p).collect();
+        let mut want: Vec<&str> = core.tree.nodes().map(|n| n.path()).collect();
         want.sort();
         assert_eq!(paths, want);
         for p in want {
             let (a, b) = (back.tree.get(p).unwrap(), core.tree.get(p).unwrap());
-            assert_eq!(
-                (a.stat(), &a.data, &a.acl, &a.children),
-                (b.stat(), &b.data, &b.acl, &b.children),
-                "{p}"
-            );
+            assert_eq!(a, b, "{p}");
         }
         assert_eq!(
             back.tree.approximate_data_size(),
             core.tree.approximate_data_size()
         );
-        assert!(Core::from_snapshot(CoreConfig::default(), &image[..image.len() - 1], 0).is_err());
+        assert!(
+            Core::from_snapshot(CoreConfig::default(), &image[..image.len() - 1], 0, 0).is_err()
+        );
+    }
+
+    /// A source that hands out a few bytes per read, so records straddle every refill.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1 = self.1 % 7 + 1;
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn an_image_loads_from_a_stream_of_any_chunking() {
+        let mut tree = DataTree::new(false);
+        // A node larger than the decoder's window, among small ones.
+        let big = vec![7u8; 3 << 20];
+        tree.create(
+            "/big",
+            Some(Bytes::from(big.clone())),
+            super::super::acl::open_acl(),
+            0,
+            -1,
+            1,
+            0,
+        )
+        .unwrap();
+        for i in 0..300 {
+            tree.create(
+                &format!("/big/n{i}"),
+                Some(Bytes::from(vec![i as u8; i])),
+                super::super::acl::open_acl(),
+                0,
+                -1,
+                i as i64 + 2,
+                0,
+            )
+            .unwrap();
+        }
+        let mut core = Core::new(CoreConfig::default(), 0);
+        core.tree = tree;
+        let (_, image) = core.snapshot();
+        let back = Core::from_snapshot(CoreConfig::default(), Trickle(&image, 0), 0, 0).unwrap();
+        assert_eq!(back.tree.get("/big").unwrap().data(), Some(&big[..]));
+        assert_eq!(back.tree.get("/big").unwrap().child_count(), 300);
+        assert_eq!(back.tree.get("/big/n299").unwrap().data_len(), 299);
+        // Cut anywhere, it fails with the offset of the record it could not finish.
+        let cut = image.len() - 100;
+        match Core::from_snapshot(CoreConfig::default(), Trickle(&image[..cut], 0), 0, 0) {
+            Err(SnapshotError::Decode {
+                offset,
+                source: DecodeError::Truncated { .. },
+            }) => {
+                assert!(offset > (3 << 20) && (offset as usize) < cut, "{offset}")
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("a cut image loaded"),
+        }
+    }
+
+    #[test]
+    fn parents_come_before_their_children() {
+        let mut tree = DataTree::new(false);
+        // Created deepest-last in one branch, shallow-last in another.
+        for (i, p) in ["/b", "/b/c", "/b/c/d", "/a", "/b/c/d/e", "/a/x", "/z"]
+            .into_iter()
+            .enumerate()
+        {
+            tree.create(
+                p,
+                None,
+                super::super::acl::open_acl(),
+                0,
+                -1,
+                i as i64 + 1,
+                0,
+            )
+            .unwrap();
+        }
+        let nodes = tree.share_nodes();
+        let order: Vec<&str> = parents_first(&nodes).map(|n| n.path()).collect();
+        assert_eq!(order.len(), nodes.len());
+        for (i, p) in order.iter().enumerate() {
+            if let Some((parent, _)) = super::super::path::split(p).filter(|(_, n)| !n.is_empty()) {
+                let at = order.iter().position(|q| *q == parent).unwrap();
+                assert!(at < i, "{parent} after {p} in {order:?}");
+            }
+        }
     }
 
     #[test]
@@ -283,20 +532,15 @@ mod tests {
                 },
             },
         );
-        let back = Core::from_snapshot(cfg, &view.encode(), 0).unwrap();
-        assert_eq!(
-            back.tree.get("/a").unwrap().data.as_deref(),
-            Some(&b"before"[..])
-        );
+        let image = view.encode();
+        let back = Core::from_snapshot(cfg, &image[..], image.len() as u64, 0).unwrap();
+        assert_eq!(back.tree.get("/a").unwrap().data(), Some(&b"before"[..]));
         assert!(back.tree.contains("/a/b"));
         assert!(!back.tree.contains("/c"));
         assert_eq!(back.last_zxid(), 2);
         assert_eq!(view.encode().len(), expected.len());
         // And the live tree has the later writes.
-        assert_eq!(
-            core.tree.get("/a").unwrap().data.as_deref(),
-            Some(&b"after"[..])
-        );
+        assert_eq!(core.tree.get("/a").unwrap().data(), Some(&b"after"[..]));
         assert!(!core.tree.contains("/a/b"));
     }
 }

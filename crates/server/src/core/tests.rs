@@ -817,7 +817,7 @@ fn replaying_the_log_rebuilds_the_same_tree() {
         let mut v: Vec<(String, Option<Bytes>, Stat)> = c
             .tree
             .nodes()
-            .map(|(p, n)| (p.to_string(), n.data.clone(), n.stat()))
+            .map(|n| (n.path().to_string(), n.data_owned(), n.stat()))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v

@@ -8,10 +8,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use corral_proto::records::{Acl, Data, Stat};
 use corral_proto::{SessionId, ZkError, Zxid};
+use hashbrown::HashTable;
 
+pub use super::node::{AclId, Node};
 use super::path;
 use super::quota::{self, StatsTrack};
 
@@ -47,59 +48,172 @@ pub fn owner_kind(owner: i64, extended_types: bool) -> OwnerKind {
     }
 }
 
-/// Path → node, shared with snapshots in progress (see [`DataTree::share_nodes`]).
-pub type NodeMap = HashMap<Arc<str>, Arc<Node>, ahash::RandomState>;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    pub data: Data,
-    pub acl: Arc<Vec<Acl>>,
-    /// `data_length` and `num_children` are filled in by [`Node::stat`].
-    pub stat: Stat,
-    pub children: BTreeSet<Box<str>>,
+/// Every node, found by the path it holds.
+#[derive(Default)]
+pub struct NodeMap {
+    /// aHash: several times faster than SipHash on paths, and still keyed randomly per
+    /// process, so clients cannot choose colliding paths.
+    hasher: ahash::RandomState,
+    /// Buckets are one pointer each (a quarter to half of them empty); the key is the path
+    /// inside the node.
+    table: HashTable<Node>,
 }
 
-impl Node {
-    /// The Stat clients see. Two translations, as ZooKeeper makes them: the stored cversion
-    /// counts child creations (it names sequential nodes), clients see creations plus deletions
-    /// (`2 * creations - live children`); and containers and TTL nodes show owner 0.
-    pub fn stat(&self) -> Stat {
-        let num_children = self.children.len() as i32;
-        let ephemeral_owner = match owner_kind(self.stat.ephemeral_owner, true) {
-            OwnerKind::Ephemeral(s) => s,
-            _ => 0,
-        };
-        Stat {
-            data_length: self.data.as_ref().map_or(0, |d| d.len() as i32),
-            num_children,
-            cversion: self.stat.cversion * 2 - num_children,
-            ephemeral_owner,
-            ..self.stat.clone()
+impl std::fmt::Debug for NodeMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeMap({} nodes)", self.table.len())
+    }
+}
+
+impl NodeMap {
+    fn hash(&self, path: &str) -> u64 {
+        self.hasher.hash_one(path.as_bytes())
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.table
+            .find(self.hash(path), |n| n.is_at(path.as_bytes()))
+    }
+
+    fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
+        let hash = self.hash(path);
+        self.table.find_mut(hash, |n| n.is_at(path.as_bytes()))
+    }
+
+    fn contains(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
+    /// Adds `node`, replacing a node with the same path.
+    fn insert(&mut self, node: Node) {
+        let hasher = &self.hasher;
+        match self.table.entry(
+            hasher.hash_one(node.path_bytes()),
+            |n| n.is_at(node.path_bytes()),
+            |n| hasher.hash_one(n.path_bytes()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = node,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(node);
+            }
         }
     }
 
-    fn data_len(&self) -> u64 {
-        self.data.as_ref().map_or(0, |d| d.len() as u64)
+    /// Adds `node` unless a node with its path exists; false then.
+    fn insert_new(&mut self, node: Node) -> bool {
+        let hasher = &self.hasher;
+        match self.table.entry(
+            hasher.hash_one(node.path_bytes()),
+            |n| n.is_at(node.path_bytes()),
+            |n| hasher.hash_one(n.path_bytes()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(node);
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, path: &str) -> Option<Node> {
+        let hash = self.hash(path);
+        self.table
+            .find_entry(hash, |n| n.is_at(path.as_bytes()))
+            .ok()
+            .map(|e| e.remove().0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    #[cfg(test)]
+    pub fn iter(&self) -> impl Iterator<Item = &Node> {
+        self.table.iter()
+    }
+
+    fn reserve(&mut self, nodes: usize) {
+        let hasher = &self.hasher;
+        self.table
+            .reserve(nodes, |n| hasher.hash_one(n.path_bytes()));
+    }
+}
+
+/// The distinct ACL lists in use, each stored once (ZooKeeper keeps the same cache); nodes hold
+/// an index. Snapshot views copy the list of lists, so reusing a freed index later cannot
+/// change what a view's nodes mean.
+#[derive(Debug, Default)]
+pub struct AclTable {
+    lists: Vec<Arc<Vec<Acl>>>,
+    /// How many nodes of the tree use each list.
+    users: Vec<u32>,
+    ids: HashMap<Arc<Vec<Acl>>, AclId>,
+    free: Vec<AclId>,
+}
+
+impl AclTable {
+    pub fn get(&self, id: AclId) -> &Arc<Vec<Acl>> {
+        &self.lists[id as usize]
+    }
+
+    /// Every list by index, for a snapshot.
+    pub fn lists(&self) -> Vec<Arc<Vec<Acl>>> {
+        self.lists.clone()
+    }
+
+    fn intern(&mut self, list: Vec<Acl>) -> AclId {
+        if let Some(&id) = self.ids.get(&list) {
+            return id;
+        }
+        let list = Arc::new(list);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.lists[id as usize] = list.clone();
+                id
+            }
+            None => {
+                self.lists.push(list.clone());
+                self.users.push(0);
+                (self.lists.len() - 1) as AclId
+            }
+        };
+        self.ids.insert(list, id);
+        id
+    }
+
+    fn add_user(&mut self, id: AclId) {
+        self.users[id as usize] += 1;
+    }
+
+    fn remove_user(&mut self, id: AclId) {
+        self.users[id as usize] -= 1;
+    }
+
+    /// Frees the lists no node uses.
+    fn prune(&mut self) {
+        for (id, users) in self.users.iter().enumerate() {
+            let list = &self.lists[id];
+            if *users == 0 && self.ids.get(list) == Some(&(id as AclId)) {
+                self.ids.remove(list);
+                self.free.push(id as AclId);
+            }
+        }
     }
 }
 
 #[derive(Debug, Default)]
 pub struct DataTree {
-    /// aHash: several times faster than SipHash on paths, and still keyed randomly per
-    /// process, so clients cannot choose colliding paths. Nodes sit behind pointers so the
-    /// table's buckets (a quarter to half of them empty) cost 24 bytes each, not a whole node;
-    /// shared pointers, so a snapshot can take the whole map in one cheap clone and the tree
-    /// copies a node only when it changes while a snapshot still holds it.
     nodes: NodeMap,
     ephemerals: HashMap<SessionId, BTreeSet<String>>,
     containers: BTreeSet<String>,
     ttls: BTreeSet<String>,
     /// Paths that have a quota (a `zookeeper_limits` node).
     quota_targets: BTreeSet<String>,
-    acl_cache: HashMap<Vec<Acl>, Arc<Vec<Acl>>>,
+    acls: AclTable,
     /// Sum of path lengths and data sizes, as ZooKeeper's `approximate_data_size`.
     data_size: u64,
     extended_types: bool,
+    /// Nodes as they were before the ops of a multi in progress (`None`: absent), oldest first.
     undo: Option<Vec<(String, Option<Node>)>>,
 }
 
@@ -111,18 +225,16 @@ impl DataTree {
             ..Default::default()
         };
         let open = t.intern_acl(super::acl::open_acl());
-        let empty = || Some(Bytes::new());
-        let mk = |acl: &Arc<Vec<Acl>>, children: &[&str]| Node {
-            data: empty(),
-            acl: acl.clone(),
-            stat: Stat::default(),
-            children: children.iter().map(|c| Box::from(*c)).collect(),
-        };
-        t.insert("/", mk(&open, &["zookeeper"]));
-        t.insert("/zookeeper", mk(&open, &["quota", "config"]));
-        t.insert("/zookeeper/quota", mk(&open, &[]));
         let read = t.intern_acl(super::acl::read_acl());
-        t.insert("/zookeeper/config", mk(&read, &[]));
+        for (path, acl) in [
+            ("/", open),
+            ("/zookeeper", open),
+            ("/zookeeper/quota", open),
+            ("/zookeeper/config", read),
+        ] {
+            let restored = t.restore_node(Node::new(path, Some(b""), acl, &Stat::default()));
+            debug_assert!(restored);
+        }
         t
     }
 
@@ -140,31 +252,39 @@ impl DataTree {
 
     /// Inserts a node read from a snapshot and links it into its parent, which must have been
     /// restored before it (snapshots list parents first). False if the parent is missing.
-    pub fn restore_node(&mut self, path: &str, node: Node) -> bool {
-        if let Some((parent, name)) = path::split(path).filter(|(_, n)| !n.is_empty()) {
-            match self.nodes.get_mut(parent) {
-                Some(p) => {
-                    Arc::make_mut(p).children.insert(Box::from(name));
-                }
-                None => return false,
-            }
+    /// False also for a path restored twice. After a false the tree is not to be used.
+    pub fn restore_node(&mut self, node: Node) -> bool {
+        if !self.nodes.insert_new(node.clone()) {
+            return false;
         }
-        self.insert(path, node);
-        true
+        self.track(&node);
+        match path::split(node.path()).filter(|(_, n)| !n.is_empty()) {
+            Some((parent, name)) => match self.nodes.get_mut(parent) {
+                Some(p) => {
+                    // New to the tree, so new to its parent: no need to look for it there.
+                    p.restore_child(name);
+                    true
+                }
+                None => false,
+            },
+            None => true,
+        }
     }
 
-    /// The node map, shared: O(n) pointer copies, no node is copied. Later changes to the tree
-    /// copy the nodes they touch, so the returned map stays as it is now.
-    pub fn share_nodes(&self) -> NodeMap {
-        self.nodes.clone()
+    /// Every node, shared: O(n) pointer copies (8 bytes a node), no node is copied. Later
+    /// changes to the tree copy the nodes they touch, so the returned nodes stay as they are.
+    pub fn share_nodes(&self) -> Vec<Node> {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        nodes.extend(self.nodes.table.iter().cloned());
+        nodes
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path).map(|n| &**n)
+        self.nodes.get(path)
     }
 
     pub fn contains(&self, path: &str) -> bool {
-        self.nodes.contains_key(path)
+        self.nodes.contains(path)
     }
 
     pub fn node_count(&self) -> usize {
@@ -196,8 +316,8 @@ impl DataTree {
     }
 
     #[cfg(test)]
-    pub fn nodes(&self) -> impl Iterator<Item = (&str, &Node)> {
-        self.nodes.iter().map(|(k, v)| (&**k, &**v))
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter()
     }
 
     /// Number of descendants of `path` (not counting itself).
@@ -205,25 +325,28 @@ impl DataTree {
         let Some(node) = self.nodes.get(path) else {
             return 0;
         };
-        node.children
-            .iter()
+        node.children()
             .map(|c| 1 + self.descendant_count(&path::join(path, c)))
             .sum()
     }
 
-    /// Shares identical ACL lists between nodes, as ZooKeeper's ACL cache does.
-    pub fn intern_acl(&mut self, acl: Vec<Acl>) -> Arc<Vec<Acl>> {
-        if let Some(a) = self.acl_cache.get(&acl) {
-            return a.clone();
-        }
-        let a = Arc::new(acl.clone());
-        self.acl_cache.insert(acl, a.clone());
-        a
+    /// The index of `acl` in the table of distinct lists (added if new).
+    pub fn intern_acl(&mut self, acl: Vec<Acl>) -> AclId {
+        self.acls.intern(acl)
+    }
+
+    /// The ACL list of `node`.
+    pub fn acl(&self, node: &Node) -> &Arc<Vec<Acl>> {
+        self.acls.get(node.acl_id())
+    }
+
+    pub fn acl_table(&self) -> &AclTable {
+        &self.acls
     }
 
     /// Drops cached ACL lists no node uses any more.
     pub fn prune_acl_cache(&mut self) {
-        self.acl_cache.retain(|_, a| Arc::strong_count(a) > 1);
+        self.acls.prune();
     }
 
     // ---- undo log ----
@@ -244,26 +367,33 @@ impl DataTree {
             for (path, old) in log.into_iter().rev() {
                 self.remove(&path);
                 if let Some(node) = old {
-                    self.insert(&path, node);
+                    self.insert(node);
                 }
             }
         }
     }
 
+    /// Remembers `path` as it is now, if a multi is recording. The log holds the node itself
+    /// (a pointer): the change that follows copies it, as it would for a snapshot.
     fn record(&mut self, path: &str) {
-        if self.undo.is_some() {
-            let old = self.get(path).cloned();
-            if let Some(log) = self.undo.as_mut() {
-                log.push((path.to_string(), old));
-            }
+        if let Some(log) = self.undo.as_mut() {
+            log.push((path.to_string(), self.nodes.get(path).cloned()));
         }
     }
 
     // ---- raw insert/remove keeping the indexes in step ----
 
-    fn insert(&mut self, path: &str, node: Node) {
-        self.data_size += path.len() as u64 + node.data_len();
-        match owner_kind(node.stat.ephemeral_owner, self.extended_types) {
+    fn insert(&mut self, node: Node) {
+        self.track(&node);
+        self.nodes.insert(node);
+    }
+
+    /// Adds `node` to the secondary indexes and counters (the node map is the caller's).
+    fn track(&mut self, node: &Node) {
+        self.acls.add_user(node.acl_id());
+        let path = node.path();
+        self.data_size += (path.len() + node.data_len()) as u64;
+        match owner_kind(node.ephemeral_owner(), self.extended_types) {
             OwnerKind::Ephemeral(s) => {
                 self.ephemerals
                     .entry(s)
@@ -285,15 +415,13 @@ impl DataTree {
                 }
             }
         }
-        self.nodes.insert(Arc::from(path), Arc::new(node));
     }
 
     fn remove(&mut self, path: &str) -> Option<Node> {
         let node = self.nodes.remove(path)?;
-        // Still shared with a snapshot being written: that one keeps its copy.
-        let node = Arc::try_unwrap(node).unwrap_or_else(|shared| (*shared).clone());
-        self.data_size -= path.len() as u64 + node.data_len();
-        match owner_kind(node.stat.ephemeral_owner, self.extended_types) {
+        self.acls.remove_user(node.acl_id());
+        self.data_size -= (path.len() + node.data_len()) as u64;
+        match owner_kind(node.ephemeral_owner(), self.extended_types) {
             OwnerKind::Ephemeral(s) => {
                 if let Some(set) = self.ephemerals.get_mut(&s) {
                     set.remove(path);
@@ -336,47 +464,39 @@ impl DataTree {
         time_ms: i64,
     ) -> Result<Stat, ZkError> {
         let (parent_path, name) = path::split(path).ok_or(ZkError::BadArguments)?;
-        if !self.nodes.contains_key(parent_path) {
+        if !self.nodes.contains(parent_path) {
             return Err(ZkError::NoNode);
         }
-        if self.nodes.contains_key(path) {
+        if self.nodes.contains(path) {
             return Err(ZkError::NodeExists);
         }
         self.record(parent_path);
         self.record(path);
-        let parent = Arc::make_mut(self.nodes.get_mut(parent_path).expect("checked above"));
+        let parent = self.nodes.get_mut(parent_path).expect("checked above");
         let cversion = if parent_cversion == -1 {
-            parent.stat.cversion + 1
+            parent.cversion() + 1
         } else {
             parent_cversion
         };
-        if cversion > parent.stat.cversion {
-            parent.stat.cversion = cversion;
-            parent.stat.pzxid = zxid;
-        }
-        parent.children.insert(Box::from(name));
+        parent.add_child(name, cversion, zxid);
         let acl = self.intern_acl(acl);
         let data_len = data.as_ref().map_or(0, |d| d.len() as i64);
-        let node = Node {
-            data,
+        let node = Node::new(
+            path,
+            data.as_deref(),
             acl,
-            stat: Stat {
+            &Stat {
                 czxid: zxid,
                 mzxid: zxid,
                 ctime: time_ms,
                 mtime: time_ms,
-                version: 0,
-                cversion: 0,
-                aversion: 0,
                 ephemeral_owner,
-                data_length: 0,
-                num_children: 0,
                 pzxid: zxid,
+                ..Stat::default()
             },
-            children: BTreeSet::new(),
-        };
+        );
         let stat = node.stat();
-        self.insert(path, node);
+        self.insert(node);
         if name == quota::STAT_NODE {
             if let Some(target) = quota::quota_target(parent_path) {
                 let target = target.to_string();
@@ -390,19 +510,16 @@ impl DataTree {
     /// Deletes a node; returns its ACL (to filter the watchers of the deletion event).
     pub fn delete(&mut self, path: &str, zxid: Zxid) -> Result<Arc<Vec<Acl>>, ZkError> {
         let (parent_path, name) = path::split(path).ok_or(ZkError::BadArguments)?;
-        if !self.nodes.contains_key(path) || !self.nodes.contains_key(parent_path) {
+        if !self.nodes.contains(path) || !self.nodes.contains(parent_path) {
             return Err(ZkError::NoNode);
         }
         self.record(parent_path);
         self.record(path);
-        let parent = Arc::make_mut(self.nodes.get_mut(parent_path).expect("checked above"));
-        parent.children.remove(name);
-        if zxid > parent.stat.pzxid {
-            parent.stat.pzxid = zxid;
-        }
+        let parent = self.nodes.get_mut(parent_path).expect("checked above");
+        parent.remove_child(name, zxid);
         let node = self.remove(path).expect("checked above");
         self.update_quota_usage(path, -(node.data_len() as i64), -1);
-        Ok(node.acl)
+        Ok(self.acls.get(node.acl_id()).clone())
     }
 
     pub fn set_data(
@@ -413,17 +530,14 @@ impl DataTree {
         zxid: Zxid,
         time_ms: i64,
     ) -> Result<Stat, ZkError> {
-        if !self.nodes.contains_key(path) {
+        if !self.nodes.contains(path) {
             return Err(ZkError::NoNode);
         }
         self.record(path);
-        let node = Arc::make_mut(self.nodes.get_mut(path).expect("checked above"));
+        let node = self.nodes.get_mut(path).expect("checked above");
         let old_len = node.data_len() as i64;
         let new_len = data.as_ref().map_or(0, |d| d.len() as i64);
-        node.data = data;
-        node.stat.mtime = time_ms;
-        node.stat.mzxid = zxid;
-        node.stat.version = version;
+        node.set_data(data.as_deref(), version, zxid, time_ms);
         let stat = node.stat();
         self.data_size = (self.data_size as i64 + new_len - old_len) as u64;
         self.update_quota_usage(path, new_len - old_len, 0);
@@ -431,15 +545,18 @@ impl DataTree {
     }
 
     pub fn set_acl(&mut self, path: &str, acl: Vec<Acl>, aversion: i32) -> Result<Stat, ZkError> {
-        if !self.nodes.contains_key(path) {
+        if !self.nodes.contains(path) {
             return Err(ZkError::NoNode);
         }
         self.record(path);
         let acl = self.intern_acl(acl);
-        let node = Arc::make_mut(self.nodes.get_mut(path).expect("checked above"));
-        node.acl = acl;
-        node.stat.aversion = aversion;
-        Ok(node.stat())
+        let node = self.nodes.get_mut(path).expect("checked above");
+        let old = node.acl_id();
+        node.set_acl(acl, aversion);
+        let stat = node.stat();
+        self.acls.remove_user(old);
+        self.acls.add_user(acl);
+        Ok(stat)
     }
 
     // ---- quotas ----
@@ -461,8 +578,8 @@ impl DataTree {
         let usage = self.get(&quota::stat_path(target))?;
         Some((
             target.to_string(),
-            StatsTrack::parse(limits.data.as_deref().unwrap_or_default()),
-            StatsTrack::parse(usage.data.as_deref().unwrap_or_default()),
+            StatsTrack::parse(limits.data().unwrap_or_default()),
+            StatsTrack::parse(usage.data().unwrap_or_default()),
         ))
     }
 
@@ -471,22 +588,26 @@ impl DataTree {
             return;
         };
         let stat_path = quota::stat_path(&target);
-        if !self.nodes.contains_key(stat_path.as_str()) {
+        let Some(node) = self.nodes.get(&stat_path) else {
             return;
-        }
-        self.record(&stat_path);
-        let node = Arc::make_mut(
-            self.nodes
-                .get_mut(stat_path.as_str())
-                .expect("checked above"),
-        );
-        let mut usage = StatsTrack::parse(node.data.as_deref().unwrap_or_default());
+        };
+        let mut usage = StatsTrack::parse(node.data().unwrap_or_default());
         usage.set("count", usage.count() + count_diff);
         usage.set("bytes", usage.bytes() + bytes_diff);
-        let old_len = node.data_len();
-        node.data = Some(Bytes::from(usage.render()));
-        let new_len = node.data_len();
-        self.data_size = self.data_size + new_len - old_len;
+        self.rewrite_usage(&stat_path, usage);
+    }
+
+    /// Stores quota usage in a stats node. Not a client write: version and mzxid stay.
+    fn rewrite_usage(&mut self, stat_path: &str, usage: StatsTrack) {
+        self.record(stat_path);
+        let Some(node) = self.nodes.get_mut(stat_path) else {
+            return;
+        };
+        let old_len = node.data_len() as u64;
+        let rendered = usage.render();
+        let (version, mzxid, mtime_ms) = (node.version(), node.mzxid(), node.mtime_ms());
+        node.set_data(Some(rendered.as_bytes()), version, mzxid, mtime_ms);
+        self.data_size = self.data_size + rendered.len() as u64 - old_len;
     }
 
     /// Recomputes the usage of a quota'd subtree (when its stats node is created).
@@ -494,50 +615,18 @@ impl DataTree {
         let (mut count, mut bytes) = (0i64, 0i64);
         let mut stack = vec![target.to_string()];
         while let Some(p) = stack.pop() {
-            if let Some(n) = self.nodes.get(p.as_str()) {
+            if let Some(n) = self.nodes.get(&p) {
                 count += 1;
                 bytes += n.data_len() as i64;
-                stack.extend(n.children.iter().map(|c| path::join(&p, c)));
+                stack.extend(n.children().map(|c| path::join(&p, c)));
             }
         }
         let stat_path = quota::stat_path(target);
-        if let Some(node) = self.nodes.get_mut(stat_path.as_str()).map(Arc::make_mut) {
+        if self.nodes.contains(&stat_path) {
             let mut usage = StatsTrack::default();
             usage.set("count", count);
             usage.set("bytes", bytes);
-            let old_len = node.data_len();
-            node.data = Some(Bytes::from(usage.render()));
-            self.data_size = self.data_size + node.data_len() - old_len;
-        }
-    }
-}
-
-/// Every node of `nodes`, parents before their children. One path buffer is reused for the
-/// whole walk, and the stack is explicit: trees can be deeper than the thread stack.
-pub fn walk_parents_first(nodes: &NodeMap, mut visit: impl FnMut(&str, &Node)) {
-    let Some(root) = nodes.get("/") else {
-        return;
-    };
-    visit("/", root);
-    let mut path = String::from("/");
-    // (children still to visit, length of `path` for their parent)
-    let mut stack = vec![(root.children.iter(), 1usize)];
-    while let Some((children, parent_len)) = stack.last_mut() {
-        let parent_len = *parent_len;
-        let Some(child) = children.next() else {
-            stack.pop();
-            continue;
-        };
-        path.truncate(parent_len);
-        if parent_len > 1 {
-            path.push('/');
-        }
-        path.push_str(child);
-        if let Some(node) = nodes.get(path.as_str()) {
-            visit(&path, node);
-            if !node.children.is_empty() {
-                stack.push((node.children.iter(), path.len()));
-            }
+            self.rewrite_usage(&stat_path, usage);
         }
     }
 }
@@ -546,6 +635,7 @@ pub fn walk_parents_first(nodes: &NodeMap, mut visit: impl FnMut(&str, &Node)) {
 mod tests {
     use super::*;
     use crate::core::acl::open_acl;
+    use bytes::Bytes;
 
     fn data(s: &str) -> Data {
         Some(Bytes::copy_from_slice(s.as_bytes()))
@@ -575,7 +665,7 @@ mod tests {
         t.delete("/a/b", 13).unwrap();
         let a = t.get("/a").unwrap().stat();
         // delete moves pzxid; the stored cversion counts creations, clients see changes
-        assert_eq!(t.get("/a").unwrap().stat.cversion, 1);
+        assert_eq!(t.get("/a").unwrap().cversion(), 1);
         assert_eq!((a.cversion, a.pzxid, a.num_children), (2, 13, 0));
     }
 
@@ -601,8 +691,8 @@ mod tests {
         t.rollback_undo();
         assert!(!t.contains("/b"));
         assert!(!t.contains("/a/e"));
-        assert_eq!(t.get("/a").unwrap().data, data("1"));
-        assert_eq!(t.get("/a").unwrap().stat.cversion, 0);
+        assert_eq!(t.get("/a").unwrap().data_owned(), data("1"));
+        assert_eq!(t.get("/a").unwrap().cversion(), 0);
         assert_eq!(t.ephemerals_of(7).count(), 0);
         assert_eq!(t.approximate_data_size(), before_size);
     }
