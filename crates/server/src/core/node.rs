@@ -107,6 +107,12 @@ impl Node {
     }
 
     fn build(meta: Meta, path: &[u8], data: Option<&[u8]>) -> Node {
+        // The separator must be the first such byte; request validation keeps control
+        // characters out of paths (and UTF-8 never encodes others with these bytes).
+        debug_assert!(
+            !path.iter().any(|&b| b <= NULL_DATA),
+            "control byte in a path"
+        );
         thread_local! {
             // The node's bytes, assembled here and copied into the node in one go.
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
