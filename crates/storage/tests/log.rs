@@ -2,13 +2,48 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use common::*;
 use corral_storage::{
-    list_logs, log_file_name, recover, verify, GroupCommitLog, LogIter, LogOptions, StorageError,
+    list_logs, log_file_name, recover, verify, GroupCommitLog, LogIter, LogOptions, Recovered,
+    StorageError,
 };
+
+/// No preallocation, so a closed segment has no zero fill after its last record.
+fn unpreallocated() -> LogOptions {
+    LogOptions {
+        prealloc_bytes: 0,
+        ..small_opts()
+    }
+}
+
+/// Writes zxids `1..=last` as one batch to a fresh log, closes the writer and returns the
+/// first segment.
+fn closed_log(d: &Dirs, opts: LogOptions, last: i64) -> PathBuf {
+    let mut w = writer(d, opts);
+    append_range(&mut w, 1, last);
+    drop(w);
+    segments(&d.log)[0].clone()
+}
+
+/// Writes zxids `1..=last` as one batch to a fresh log and then "crashes": the writer is
+/// leaked, so nothing trims the preallocated zero tail. Returns the segment.
+fn crashed_log(d: &Dirs, last: i64) -> PathBuf {
+    let mut w = writer(d, small_opts());
+    append_range(&mut w, 1, last);
+    std::mem::forget(w);
+    segments(&d.log)[0].clone()
+}
+
+/// Continues the log from a recovery: appends `from..=to` as one batch and closes the writer.
+fn append_after(rec: Recovered, from: i64, to: i64) {
+    let mut w = rec.writer;
+    w.set_options(small_opts());
+    append_range(&mut w, from, to);
+}
 
 #[test]
 fn round_trip_through_group_commit() {
@@ -188,9 +223,7 @@ fn force_sync_off_skips_fdatasync_but_keeps_data() {
 #[test]
 fn reopen_continues_the_sequence_in_a_new_segment() {
     let d = dirs();
-    let mut w = writer(&d, small_opts());
-    append_range(&mut w, 1, 10);
-    drop(w);
+    closed_log(&d, small_opts(), 10);
     let rec = recover_ok(&d);
     assert_eq!(rec.last_zxid, 10);
     let mut w = rec.writer;
@@ -250,11 +283,7 @@ fn segments_roll_by_size_and_on_request() {
 #[test]
 fn preallocated_zero_tail_is_not_an_error() {
     let d = dirs();
-    let mut w = writer(&d, small_opts());
-    append_range(&mut w, 1, 5);
-    // Simulate a crash: the writer is leaked, so nothing trims the preallocated tail.
-    std::mem::forget(w);
-    let seg = &segments(&d.log)[0];
+    let seg = crashed_log(&d, 5);
     let infos = list_logs(&d.log).unwrap();
     assert!(infos[0].size_bytes > infos[0].end_offset, "preallocated");
     assert_eq!(infos[0].size_bytes % 8192, 0);
@@ -265,16 +294,13 @@ fn preallocated_zero_tail_is_not_an_error() {
     assert!(rec.truncated_tail.is_none());
     assert_eq!(zxids(&rec), (1..=5).collect::<Vec<_>>());
     // A zero tail left on an older segment (crash before trimming) is fine too.
-    let mut w = rec.writer;
-    w.set_options(small_opts());
-    append_range(&mut w, 6, 7);
-    drop(w);
-    let f = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
+    append_after(rec, 6, 7);
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(f.metadata().unwrap().len() + 5000).unwrap();
     assert_eq!(zxids(&recover_ok(&d)), (1..=7).collect::<Vec<_>>());
 }
 
-fn record_offsets(path: &std::path::Path) -> Vec<(i64, u64)> {
+fn record_offsets(path: &Path) -> Vec<(i64, u64)> {
     LogIter::open(path)
         .unwrap()
         .map(|r| {
@@ -287,16 +313,7 @@ fn record_offsets(path: &std::path::Path) -> Vec<(i64, u64)> {
 #[test]
 fn torn_tail_mid_record_is_truncated_and_appending_resumes() {
     let d = dirs();
-    let mut w = writer(
-        &d,
-        LogOptions {
-            prealloc_bytes: 0,
-            ..small_opts()
-        },
-    );
-    append_range(&mut w, 1, 10);
-    drop(w);
-    let seg = segments(&d.log)[0].clone();
+    let seg = closed_log(&d, unpreallocated(), 10);
     let offsets = record_offsets(&seg);
     let (_, off10) = offsets[9];
     let len = std::fs::metadata(&seg).unwrap().len();
@@ -312,10 +329,7 @@ fn torn_tail_mid_record_is_truncated_and_appending_resumes() {
     assert_eq!(rec.truncated_tail, Some((seg.clone(), off10)));
     assert_eq!(zxids(&rec), (1..=9).collect::<Vec<_>>());
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), off10);
-    let mut w = rec.writer;
-    w.set_options(small_opts());
-    append_range(&mut w, 10, 12);
-    drop(w);
+    append_after(rec, 10, 12);
     let rec = recover_ok(&d);
     assert_eq!(zxids(&rec), (1..=12).collect::<Vec<_>>());
     assert_payloads(&rec);
@@ -325,10 +339,7 @@ fn torn_tail_mid_record_is_truncated_and_appending_resumes() {
 #[test]
 fn torn_tail_with_garbage_in_preallocated_space_is_truncated() {
     let d = dirs();
-    let mut w = writer(&d, small_opts());
-    append_range(&mut w, 1, 6);
-    std::mem::forget(w); // crash: tail stays preallocated
-    let seg = segments(&d.log)[0].clone();
+    let seg = crashed_log(&d, 6);
     let end = record_offsets(&seg).last().unwrap().1 + frame(6, &payload(6)).len() as u64;
     // A half-written next frame: plausible length, wrong crc, then garbage and zeros.
     let mut bytes = std::fs::read(&seg).unwrap();
@@ -348,10 +359,7 @@ fn torn_tail_with_garbage_in_preallocated_space_is_truncated() {
 fn flipped_byte_mid_log_is_corruption_naming_file_and_offset() {
     for (what, delta) in [("payload", 20u64), ("length field", 1), ("crc field", 5)] {
         let d = dirs();
-        let mut w = writer(&d, small_opts());
-        append_range(&mut w, 1, 10);
-        drop(w);
-        let seg = segments(&d.log)[0].clone();
+        let seg = closed_log(&d, small_opts(), 10);
         let (_, off5) = record_offsets(&seg)[4];
         flip_byte(&seg, off5 + delta);
         let err = match recover(&d.data, &d.log) {
@@ -382,16 +390,7 @@ fn flipped_byte_mid_log_is_corruption_naming_file_and_offset() {
 #[test]
 fn zeroed_length_followed_by_valid_records_is_corruption() {
     let d = dirs();
-    let mut w = writer(
-        &d,
-        LogOptions {
-            prealloc_bytes: 0,
-            ..small_opts()
-        },
-    );
-    append_range(&mut w, 1, 10);
-    drop(w);
-    let seg = segments(&d.log)[0].clone();
+    let seg = closed_log(&d, unpreallocated(), 10);
     let (_, off3) = record_offsets(&seg)[2];
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[off3 as usize..off3 as usize + 4].fill(0);
@@ -406,13 +405,7 @@ fn zeroed_length_followed_by_valid_records_is_corruption() {
 #[test]
 fn damaged_tail_of_an_older_segment_is_corruption() {
     let d = dirs();
-    let mut w = writer(
-        &d,
-        LogOptions {
-            prealloc_bytes: 0,
-            ..small_opts()
-        },
-    );
+    let mut w = writer(&d, unpreallocated());
     append_range(&mut w, 1, 5);
     w.roll();
     append_range(&mut w, 6, 8);
@@ -525,9 +518,7 @@ fn log_without_snapshot_must_start_at_zxid_one() {
 #[test]
 fn leftover_temp_files_and_empty_newest_segment_are_cleaned_up() {
     let d = dirs();
-    let mut w = writer(&d, small_opts());
-    append_range(&mut w, 1, 3);
-    drop(w);
+    closed_log(&d, small_opts(), 3);
     // A segment created for zxid 4 whose first batch never made it, and a temp file.
     let mut empty = segment_header(4);
     empty.extend(vec![0u8; 64]);
@@ -535,10 +526,7 @@ fn leftover_temp_files_and_empty_newest_segment_are_cleaned_up() {
     std::fs::write(d.log.join(format!("{}.tmp", log_file_name(9))), b"junk").unwrap();
     let rec = recover_ok(&d);
     assert_eq!(rec.last_zxid, 3);
-    let mut w = rec.writer;
-    w.set_options(small_opts());
-    append_range(&mut w, 4, 5);
-    drop(w);
+    append_after(rec, 4, 5);
     assert_eq!(segments(&d.log).len(), 2);
     assert!(!d.log.join(format!("{}.tmp", log_file_name(9))).exists());
     assert_eq!(zxids(&recover_ok(&d)), (1..=5).collect::<Vec<_>>());
@@ -547,10 +535,7 @@ fn leftover_temp_files_and_empty_newest_segment_are_cleaned_up() {
 #[test]
 fn log_iter_dumps_records_with_offsets() {
     let d = dirs();
-    let mut w = writer(&d, small_opts());
-    append_range(&mut w, 1, 4);
-    drop(w);
-    let seg = segments(&d.log)[0].clone();
+    let seg = closed_log(&d, small_opts(), 4);
     let mut it = LogIter::open(&seg).unwrap();
     let recs: Vec<_> = it.by_ref().map(|r| r.unwrap()).collect();
     assert_eq!(recs.len(), 4);
@@ -567,10 +552,7 @@ fn log_iter_dumps_records_with_offsets() {
 #[test]
 fn bad_crc_in_last_record_followed_by_zeros_is_a_torn_tail() {
     let d = dirs();
-    let mut w = writer(&d, small_opts());
-    append_range(&mut w, 1, 8);
-    std::mem::forget(w); // crash: zero fill stays after the last record
-    let seg = segments(&d.log)[0].clone();
+    let seg = crashed_log(&d, 8); // the zero fill stays after the last record
     let (_, off8) = record_offsets(&seg)[7];
     flip_byte(&seg, off8 + 17);
     let rec = recover_ok(&d);

@@ -3,15 +3,31 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::ops::RangeInclusive;
 
 use common::*;
 use corral_storage::{
     list_logs, list_snapshots, purge, read_snapshot, recover, snapshot_file_name, verify,
-    write_snapshot, SnapshotReader, SnapshotWriter, StorageError,
+    write_snapshot, Recovered, SnapshotReader, SnapshotWriter, StorageError,
 };
 
 fn snap_payload(zxid: i64) -> Vec<u8> {
     format!("tree state at {zxid}").into_bytes()
+}
+
+/// Flips a payload byte of each snapshot named by its zxid, so recovery must pass it over.
+fn damage_snapshots(d: &Dirs, zxids: &[i64]) {
+    for &zxid in zxids {
+        flip_byte(&d.data.join(snapshot_file_name(zxid)), 20);
+    }
+}
+
+/// Recovers and asserts that it starts from snapshot `snap_zxid` and replays exactly `txns`.
+fn assert_recovers_from(d: &Dirs, snap_zxid: i64, txns: RangeInclusive<i64>) -> Recovered {
+    let rec = recover_ok(d);
+    assert_eq!(rec.snapshot.as_ref().unwrap().zxid, snap_zxid);
+    assert_eq!(zxids(&rec), txns.collect::<Vec<_>>());
+    rec
 }
 
 #[test]
@@ -93,9 +109,7 @@ fn damaged_newest_snapshot_falls_back_when_log_covers_it() {
     snapshots_and_log(&d);
     let newest = d.data.join(snapshot_file_name(15));
     flip_byte(&newest, 18);
-    let rec = recover_ok(&d);
-    assert_eq!(rec.snapshot.as_ref().unwrap().zxid, 5);
-    assert_eq!(zxids(&rec), (6..=20).collect::<Vec<_>>());
+    let rec = assert_recovers_from(&d, 5, 6..=20);
     assert_eq!(rec.damaged_snapshots.len(), 1);
     assert_eq!(rec.damaged_snapshots[0].0, newest);
     assert!(matches!(
@@ -135,7 +149,7 @@ fn damaged_snapshot_with_purged_log_is_an_error() {
     let d = dirs();
     snapshots_and_log(&d);
     std::fs::remove_file(&segments(&d.log)[0]).unwrap();
-    flip_byte(&d.data.join(snapshot_file_name(15)), 20);
+    damage_snapshots(&d, &[15]);
     match recover(&d.data, &d.log) {
         Err(StorageError::Gap {
             expected: 6,
@@ -213,17 +227,12 @@ fn purge_keeps_three_newest_valid_snapshots_and_needed_logs() {
     // Appending goes on in the active segment, and recovery gives the same state.
     append_range(&mut w, 66, 67);
     drop(w);
-    let after = recover_ok(&d);
-    assert_eq!(after.snapshot.as_ref().unwrap().zxid, 60);
-    assert_eq!(zxids(&after), (61..=67).collect::<Vec<_>>());
+    assert_recovers_from(&d, 60, 61..=67);
     verify(&d.data, &d.log).unwrap();
 
     // Fallback to the oldest retained snapshot still works after purging.
-    flip_byte(&d.data.join(snapshot_file_name(60)), 20);
-    flip_byte(&d.data.join(snapshot_file_name(50)), 20);
-    let rec = recover_ok(&d);
-    assert_eq!(rec.snapshot.as_ref().unwrap().zxid, 40);
-    assert_eq!(zxids(&rec), (41..=67).collect::<Vec<_>>());
+    damage_snapshots(&d, &[60, 50]);
+    assert_recovers_from(&d, 40, 41..=67);
 }
 
 #[test]
@@ -252,11 +261,8 @@ fn purge_keeps_segment_containing_snapshot_zxid() {
         "segment 11..20 holds 13.. needed after snapshot 12"
     );
     // Even if the two newest snapshots are damaged, snapshot 12 + logs recover everything.
-    flip_byte(&d.data.join(snapshot_file_name(25)), 20);
-    flip_byte(&d.data.join(snapshot_file_name(15)), 20);
-    let rec = recover_ok(&d);
-    assert_eq!(rec.snapshot.as_ref().unwrap().zxid, 12);
-    assert_eq!(zxids(&rec), (13..=30).collect::<Vec<_>>());
+    damage_snapshots(&d, &[25, 15]);
+    assert_recovers_from(&d, 12, 13..=30);
 }
 
 #[test]
@@ -269,8 +275,7 @@ fn purge_with_too_few_valid_snapshots_deletes_nothing() {
         w.roll();
     }
     drop(w);
-    flip_byte(&d.data.join(snapshot_file_name(20)), 20);
-    flip_byte(&d.data.join(snapshot_file_name(15)), 20);
+    damage_snapshots(&d, &[20, 15]);
     let report = purge(&d.data, &d.log, 3).unwrap();
     assert!(report.removed_snapshots.is_empty() && report.removed_segments.is_empty());
     assert_eq!(list_snapshots(&d.data).unwrap().len(), 4);
