@@ -209,6 +209,26 @@ struct ConnState {
 }
 
 impl ConnState {
+    /// A connection just accepted: its first reply will be the ConnectResponse.
+    fn new(handle: ConnHandle, peer: SocketAddr, established_ms: i64) -> ConnState {
+        ConnState {
+            handle,
+            peer,
+            established_ms,
+            closing: false,
+            awaiting_connect_reply: true,
+            in_flight_ms: VecDeque::new(),
+            received: 0,
+            sent: 0,
+            last_op: "NA",
+            last_cxid: -1,
+            last_zxid: -1,
+            last_response_ms: 0,
+            last_latency_ms: 0,
+            latency: LatencyStats::default(),
+        }
+    }
+
     fn reset_stats(&mut self) {
         self.received = 0;
         self.sent = 0;
@@ -646,25 +666,7 @@ impl Driver {
         match event {
             Inbound::Opened { conn, peer, handle } => {
                 self.core.connection_opened(conn, peer, now);
-                self.conns.insert(
-                    conn,
-                    ConnState {
-                        handle,
-                        peer,
-                        established_ms: now,
-                        closing: false,
-                        awaiting_connect_reply: true,
-                        in_flight_ms: VecDeque::new(),
-                        received: 0,
-                        sent: 0,
-                        last_op: "NA",
-                        last_cxid: -1,
-                        last_zxid: -1,
-                        last_response_ms: 0,
-                        last_latency_ms: 0,
-                        latency: LatencyStats::default(),
-                    },
-                );
+                self.conns.insert(conn, ConnState::new(handle, peer, now));
             }
             Inbound::Frame { conn, body } => {
                 let Some(state) = self.conns.get_mut(&conn) else {
@@ -990,27 +992,15 @@ mod tests {
     #[test]
     fn reply_accounting_pairs_replies_with_requests() {
         let (tx, _rx) = mpsc::channel(1);
-        let mut st = ConnState {
-            handle: ConnHandle {
-                tx,
-                kill: Arc::new(Notify::new()),
-                queued_bytes: Arc::default(),
-                max_queued_bytes: 1 << 20,
-            },
-            peer: "127.0.0.1:1".parse().unwrap(),
-            established_ms: 0,
-            closing: false,
-            awaiting_connect_reply: true,
-            in_flight_ms: VecDeque::from([100, 150]),
-            received: 2,
-            sent: 0,
-            last_op: "NA",
-            last_cxid: -1,
-            last_zxid: -1,
-            last_response_ms: 0,
-            last_latency_ms: 0,
-            latency: LatencyStats::default(),
+        let handle = ConnHandle {
+            tx,
+            kill: Arc::new(Notify::new()),
+            queued_bytes: Arc::default(),
+            max_queued_bytes: 1 << 20,
         };
+        let mut st = ConnState::new(handle, "127.0.0.1:1".parse().unwrap(), 0);
+        st.in_flight_ms = VecDeque::from([100, 150]);
+        st.received = 2;
         let mut server = LatencyStats::default();
         // Connect response: no reply header, still completes the connect request.
         Driver::account_reply(&mut st, &Bytes::from_static(&[0; 40]), 110, &mut server);

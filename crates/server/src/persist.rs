@@ -18,10 +18,6 @@ use crate::config::ServerConfig;
 use crate::core::{Core, CoreConfig, SnapshotError, SnapshotView};
 use crate::driver::ServerError;
 
-/// Size of a snapshot header in the file; decode offsets of the payload are reported as file
-/// offsets by adding it (see the corral-storage format).
-const SNAPSHOT_PAYLOAD_OFFSET: u64 = 16;
-
 /// The state rebuilt from disk, and the appender that continues its log.
 pub(crate) struct Loaded {
     pub core: Core,
@@ -54,7 +50,8 @@ pub(crate) fn load(
                 |e| match e {
                     SnapshotError::Decode { offset, source } => ServerError::Snapshot {
                         path: snap.path.clone(),
-                        offset: Some(offset + SNAPSHOT_PAYLOAD_OFFSET),
+                        // The image follows the file's header: report file offsets.
+                        offset: Some(offset + corral_storage::SNAP_HEADER_BYTES),
                         source,
                     },
                     SnapshotError::Read(e) => ServerError::Recovery(snap.read_error(e)),

@@ -81,7 +81,7 @@ mod snapshot;
 mod writer;
 
 pub use error::StorageError;
-pub use format::{log_file_name, snapshot_file_name, MAX_PAYLOAD_BYTES};
+pub use format::{log_file_name, snapshot_file_name, MAX_PAYLOAD_BYTES, SNAP_HEADER_BYTES};
 pub use group::{DurableCallback, GroupCommitLog, LogStats};
 pub use inspect::{list_logs, list_snapshots, verify, SegmentInfo, SnapshotInfo, VerifyReport};
 pub use purge::{purge, PurgeReport, MIN_SNAP_RETAIN_COUNT};

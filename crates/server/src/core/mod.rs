@@ -705,16 +705,11 @@ impl Core {
                 }
             }
         }
-        if !w.persistent_watches.is_empty() || !w.persistent_recursive_watches.is_empty() {
-            self.recent.arm();
-        }
         for p in &w.persistent_watches {
-            self.data_watches.add(p, conn, WatchMode::Persistent);
-            self.child_watches.add(p, conn, WatchMode::Persistent);
+            self.add_persistent_watch(p, conn, false);
         }
         for p in &w.persistent_recursive_watches {
-            self.data_watches
-                .add(p, conn, WatchMode::PersistentRecursive);
+            self.add_persistent_watch(p, conn, true);
         }
         for (t, p) in events {
             let frame = notification(t, &p, -1);
@@ -848,6 +843,19 @@ impl Core {
                 txn: corral_proto::records::DeleteTxn { path: p },
             };
             self.commit(header, txn, step);
+        }
+    }
+
+    /// A persistent watch (data and children of `path`), or a recursive one (every change at
+    /// or below it). The first one starts the window of changes kept for replay.
+    fn add_persistent_watch(&mut self, path: &str, conn: ConnId, recursive: bool) {
+        self.recent.arm();
+        if recursive {
+            self.data_watches
+                .add(path, conn, WatchMode::PersistentRecursive);
+        } else {
+            self.data_watches.add(path, conn, WatchMode::Persistent);
+            self.child_watches.add(path, conn, WatchMode::Persistent);
         }
     }
 

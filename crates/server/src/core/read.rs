@@ -89,20 +89,12 @@ impl Core {
                 }
             }
             Request::AddWatch(r) => {
-                if r.mode == 0 || r.mode == 1 {
-                    self.recent.arm();
-                }
-                match r.mode {
-                    0 => {
-                        self.data_watches.add(&r.path, conn, WatchMode::Persistent);
-                        self.child_watches.add(&r.path, conn, WatchMode::Persistent);
-                    }
-                    1 => {
-                        self.data_watches
-                            .add(&r.path, conn, WatchMode::PersistentRecursive);
-                    }
+                let recursive = match r.mode {
+                    0 => false,
+                    1 => true,
                     _ => return Err(ZkError::BadArguments),
-                }
+                };
+                self.add_persistent_watch(&r.path, conn, recursive);
                 Ok(Response::ErrorCode(0))
             }
             Request::WhoAmI => Ok(Response::WhoAmI(

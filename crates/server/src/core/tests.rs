@@ -193,6 +193,45 @@ impl H {
         )
     }
 
+    /// Creates a persistent node with null data; returns what other connections got.
+    fn create_null(&mut self, conn: ConnId, path: &str) -> Vec<(ConnId, Got)> {
+        let (_, _, others) = self.req(
+            conn,
+            Request::Create {
+                op: OpCode::Create,
+                req: CreateRequest {
+                    path: path.into(),
+                    data: None,
+                    acl: acl::open_acl(),
+                    flags: 0,
+                },
+            },
+        );
+        others
+    }
+
+    /// Sets a data watch with getData (the reply is not looked at).
+    fn watch_data(&mut self, conn: ConnId, path: &str) {
+        self.req(
+            conn,
+            Request::GetData(PathWatch {
+                path: path.into(),
+                watch: true,
+            }),
+        );
+    }
+
+    /// Sets a child watch with getChildren (the reply is not looked at).
+    fn watch_children(&mut self, conn: ConnId, path: &str) {
+        self.req(
+            conn,
+            Request::GetChildren(PathWatch {
+                path: path.into(),
+                watch: true,
+            }),
+        );
+    }
+
     fn stat(&mut self, conn: ConnId, path: &str, watch: bool) -> Option<Stat> {
         let (_, resp, _) = self.req(
             conn,
@@ -318,93 +357,30 @@ fn watch_table_of_seed_004() {
     h.connect(1); // writer
     h.connect(2); // watcher
     h.stat(2, "/w", true); // exists watch on a missing node
-    let (_, _, got) = h.req(
-        1,
-        Request::Create {
-            op: OpCode::Create,
-            req: CreateRequest {
-                path: "/w".into(),
-                data: None,
-                acl: acl::open_acl(),
-                flags: 0,
-            },
-        },
-    );
+    let got = h.create_null(1, "/w");
     assert_eq!(events(&got, 2), vec![ev(EventType::NodeCreated, "/w")]);
 
     h.stat(2, "/w", true);
-    h.req(
-        2,
-        Request::GetData(PathWatch {
-            path: "/w".into(),
-            watch: true,
-        }),
-    );
-    h.req(
-        2,
-        Request::GetChildren(PathWatch {
-            path: "/w".into(),
-            watch: true,
-        }),
-    );
+    h.watch_data(2, "/w");
+    h.watch_children(2, "/w");
     let (_, got) = h.set(1, "/w", "v", -1);
     // exists and getData watches live in one manager: one event per watcher per trigger.
     assert_eq!(events(&got, 2), vec![ev(EventType::NodeDataChanged, "/w")]);
 
-    let (_, _, got) = h.req(
-        1,
-        Request::Create {
-            op: OpCode::Create,
-            req: CreateRequest {
-                path: "/w/c".into(),
-                data: None,
-                acl: acl::open_acl(),
-                flags: 0,
-            },
-        },
-    );
+    let got = h.create_null(1, "/w/c");
     assert_eq!(
         events(&got, 2),
         vec![ev(EventType::NodeChildrenChanged, "/w")]
     );
 
-    h.req(
-        2,
-        Request::GetChildren(PathWatch {
-            path: "/w".into(),
-            watch: true,
-        }),
-    );
+    h.watch_children(2, "/w");
     h.delete(1, "/w/c", -1);
-    h.req(
-        2,
-        Request::GetData(PathWatch {
-            path: "/w".into(),
-            watch: true,
-        }),
-    );
-    h.req(
-        2,
-        Request::GetChildren(PathWatch {
-            path: "/w".into(),
-            watch: true,
-        }),
-    );
+    h.watch_data(2, "/w");
+    h.watch_children(2, "/w");
     let (_, got) = h.delete(1, "/w", -1);
     assert_eq!(events(&got, 2), vec![ev(EventType::NodeDeleted, "/w")]);
     // All consumed: nothing more fires.
-    let (_, _, got) = h.req(
-        1,
-        Request::Create {
-            op: OpCode::Create,
-            req: CreateRequest {
-                path: "/w".into(),
-                data: None,
-                acl: acl::open_acl(),
-                flags: 0,
-            },
-        },
-    );
+    let got = h.create_null(1, "/w");
     assert!(events(&got, 2).is_empty());
 }
 
@@ -413,13 +389,7 @@ fn events_carry_the_zxid_of_their_txn_and_precede_the_reply() {
     let mut h = H::new();
     h.connect(1);
     h.create(1, "/z", "", CreateMode::Persistent);
-    h.req(
-        1,
-        Request::GetData(PathWatch {
-            path: "/z".into(),
-            watch: true,
-        }),
-    );
+    h.watch_data(1, "/z");
     let xid = h.next_xid;
     let mut w = Writer::new();
     RequestHeader {
@@ -462,18 +432,7 @@ fn persistent_and_recursive_watches_stay() {
             mode: 0,
         }),
     );
-    let (_, _, got) = h.req(
-        1,
-        Request::Create {
-            op: OpCode::Create,
-            req: CreateRequest {
-                path: "/r/a".into(),
-                data: None,
-                acl: acl::open_acl(),
-                flags: 0,
-            },
-        },
-    );
+    let got = h.create_null(1, "/r/a");
     // Recursive: NodeCreated for the child; persistent on /r: NodeChildrenChanged.
     assert_eq!(
         events(&got, 2),
@@ -866,13 +825,7 @@ fn events_reach_only_watchers_that_may_read_the_node() {
         }),
     );
     h.create(1, "/guarded", "", CreateMode::Persistent);
-    h.req(
-        2,
-        Request::GetData(PathWatch {
-            path: "/guarded".into(),
-            watch: true,
-        }),
-    );
+    h.watch_data(2, "/guarded");
     // Now only the owner may read it; watcher 2's pending watch must not leak the change.
     let owner_only = vec![Acl {
         perms: corral_proto::perms::ALL,

@@ -84,14 +84,18 @@ impl NodeMap {
         self.get(path).is_some()
     }
 
+    fn entry(&mut self, path: &[u8]) -> hashbrown::hash_table::Entry<'_, Node> {
+        let hasher = &self.hasher;
+        self.table.entry(
+            hasher.hash_one(path),
+            |n| n.is_at(path),
+            |n| hasher.hash_one(n.path_bytes()),
+        )
+    }
+
     /// Adds `node`, replacing a node with the same path.
     fn insert(&mut self, node: Node) {
-        let hasher = &self.hasher;
-        match self.table.entry(
-            hasher.hash_one(node.path_bytes()),
-            |n| n.is_at(node.path_bytes()),
-            |n| hasher.hash_one(n.path_bytes()),
-        ) {
+        match self.entry(node.path_bytes()) {
             hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = node,
             hashbrown::hash_table::Entry::Vacant(e) => {
                 e.insert(node);
@@ -101,12 +105,7 @@ impl NodeMap {
 
     /// Adds `node` unless a node with its path exists; false then.
     fn insert_new(&mut self, node: Node) -> bool {
-        let hasher = &self.hasher;
-        match self.table.entry(
-            hasher.hash_one(node.path_bytes()),
-            |n| n.is_at(node.path_bytes()),
-            |n| hasher.hash_one(n.path_bytes()),
-        ) {
+        match self.entry(node.path_bytes()) {
             hashbrown::hash_table::Entry::Occupied(_) => false,
             hashbrown::hash_table::Entry::Vacant(e) => {
                 e.insert(node);
