@@ -367,8 +367,12 @@ impl Core {
                     s.conn = Some(id);
                 }
             }
-            self.data_watches.import(id, &data_watches);
-            self.child_watches.import(id, &child_watches);
+            let data_persistent = self.data_watches.import(id, &data_watches);
+            let child_persistent = self.child_watches.import(id, &child_watches);
+            if data_persistent || child_persistent {
+                // As if the watches were added here (see `add_persistent_watch`).
+                self.recent.arm();
+            }
             self.conns.insert(id, conn);
         }
         refused

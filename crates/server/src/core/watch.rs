@@ -298,9 +298,11 @@ impl WatchManager {
             .collect()
     }
 
-    /// Re-creates watches exported by [`WatchManager::export`].
-    pub fn import(&mut self, watcher: ConnId, watches: &[(String, u8)]) {
+    /// Re-creates watches exported by [`WatchManager::export`]; true if any is persistent.
+    pub fn import(&mut self, watcher: ConnId, watches: &[(String, u8)]) -> bool {
+        let mut persistent = false;
         for (path, bits) in watches {
+            persistent |= bits & !WatchMode::Standard.bit() != 0;
             for mode in [
                 WatchMode::Standard,
                 WatchMode::Persistent,
@@ -311,6 +313,7 @@ impl WatchManager {
                 }
             }
         }
+        persistent
     }
 
     /// Number of (watcher, path) pairs.
@@ -433,6 +436,16 @@ mod tests {
         assert!(b.contains("/a", 1, Some(WatchMode::PersistentRecursive)));
         assert!(b.contains("/b", 1, Some(WatchMode::Persistent)));
         assert_eq!(b.trigger("/a/x", &[]), vec![1]);
+    }
+
+    #[test]
+    fn import_says_whether_a_persistent_watch_came_along() {
+        let mut a = WatchManager::default();
+        a.add("/a", 1, WatchMode::Standard);
+        a.add("/b", 2, WatchMode::Persistent);
+        let mut b = WatchManager::default();
+        assert!(!b.import(1, &a.export(1)));
+        assert!(b.import(2, &a.export(2)));
     }
 
     #[test]
