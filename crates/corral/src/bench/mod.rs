@@ -237,6 +237,11 @@ pub(crate) async fn put(client: &Client, path: &str, data: &[u8]) -> Result<(), 
     }
 }
 
+/// Creates or overwrites every node of `paths` with `data`, a few dozen at a time.
+pub(crate) async fn put_all(client: &Client, paths: &[String], data: &[u8]) -> Result<(), Error> {
+    for_each_concurrent(paths, 64, |p| put(client, p, data)).await
+}
+
 /// Runs `f` over `items` with `concurrency` requests in flight; the first error wins.
 pub(crate) async fn for_each_concurrent<I, F, Fut>(
     items: I,
@@ -271,14 +276,27 @@ pub(crate) async fn delete_all(client: &Client, paths: Vec<String>) -> Result<()
     .await
 }
 
-/// What a slot should do next.
+/// Deletes the children `names` of `parent`, then `parent` (ignoring nodes already gone).
+pub(crate) async fn delete_with_children(
+    client: &Client,
+    parent: String,
+    names: &[String],
+) -> Result<(), Error> {
+    delete_all(
+        client,
+        names.iter().map(|n| format!("{parent}/{n}")).collect(),
+    )
+    .await?;
+    delete_all(client, vec![parent]).await
+}
+
+/// What a slot should do next (while the phase lasts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
     /// Issue a request without recording it.
     Warmup,
     /// Issue a request and record it.
     Measure,
-    Stop,
 }
 
 /// The shared clock of a closed-loop run: a warm-up, then either a fixed measured time or a
@@ -320,23 +338,26 @@ impl Phase {
         self.measure_from
     }
 
-    pub fn next(&self) -> Step {
+    /// The next request's step, or `None` once the slot should stop.
+    pub fn next(&self) -> Option<Step> {
         let now = Instant::now();
         if now < self.measure_from {
-            return Step::Warmup;
+            return Some(Step::Warmup);
         }
         if let Some(end) = self.end {
-            return if now >= end {
-                Step::Stop
-            } else {
-                Step::Measure
-            };
+            return (now < end).then_some(Step::Measure);
         }
         let budget = self.budget.unwrap_or(0);
-        if self.issued.fetch_add(1, Ordering::Relaxed) < budget {
-            Step::Measure
-        } else {
-            Step::Stop
+        (self.issued.fetch_add(1, Ordering::Relaxed) < budget).then_some(Step::Measure)
+    }
+
+    /// The span rates are computed over, given the measured run took `wall`: the fixed
+    /// measuring time or, with a request budget, `wall` itself. (Requests still in flight at
+    /// the end of a fixed time were started inside it and are counted.)
+    pub fn window(&self, wall: Duration) -> Duration {
+        match self.end {
+            Some(end) => end - self.measure_from,
+            None => wall,
         }
     }
 

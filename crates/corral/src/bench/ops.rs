@@ -8,12 +8,11 @@ use anyhow::Context;
 use corral_client::{Client, CreateMode, Error};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Map;
 
-use super::stats::{round3, CpuWindow, Latency};
+use super::stats::{CpuWindow, Latency};
 use super::{
-    delete_all, ensure_path, for_each_concurrent, phase_progress, put, sample_rss, Options, Phase,
-    Report, Step, Workload,
+    delete_all, delete_with_children, ensure_path, phase_progress, put_all, sample_rss, Options,
+    Phase, Report, Step, Workload,
 };
 
 /// What one request slot measured.
@@ -91,33 +90,39 @@ pub(crate) async fn join_slots(
     Ok(all)
 }
 
-/// Drives a closed-loop run: starts the CPU window when measuring begins, waits for the slots
-/// and returns (merged slots, measured wall time, CPU figures).
-async fn measured_run(
+/// What a closed-loop run measured.
+pub(crate) struct Measured {
+    pub slots: Slot,
+    /// From the start of measuring until the last slot stopped.
+    pub wall: Duration,
+    /// What rates are computed over (`Phase::window`).
+    pub window: Duration,
+    /// Still open: the workload closes it once the work it counts is done.
+    pub cpu: CpuWindow,
+}
+
+/// Drives a closed-loop run with a progress line counting `unit`: starts the CPU window when
+/// measuring begins and waits for the slots.
+pub(crate) async fn measured_run(
     opts: &Options,
     phase: &Arc<Phase>,
+    unit: &'static str,
     kinds: usize,
     handles: Vec<tokio::task::JoinHandle<Slot>>,
-) -> anyhow::Result<(Slot, Duration, Map<String, serde_json::Value>)> {
-    let progress = phase_progress(opts, phase, "ops");
+) -> anyhow::Result<Measured> {
+    let progress = phase_progress(opts, phase, unit);
     tokio::time::sleep_until(phase.measure_from().into()).await;
     let cpu = CpuWindow::start(opts.server_pid);
     let started = Instant::now();
     let slots = join_slots(kinds, handles).await;
     let wall = started.elapsed();
     progress.stop();
-    let slots = slots?;
-    let ops: u64 = slots.lat.iter().map(Latency::count).sum();
-    let mut cpu_figures = Map::new();
-    cpu.finish(wall, ops, &mut cpu_figures);
-    // With a time budget the window is the budget itself; requests still in flight at its end
-    // were started inside it and are counted.
-    let window = if opts.ops.is_some() {
-        wall
-    } else {
-        Duration::from_secs_f64(opts.duration_s)
-    };
-    Ok((slots, window, cpu_figures))
+    Ok(Measured {
+        slots: slots?,
+        wall,
+        window: phase.window(wall),
+        cpu,
+    })
 }
 
 fn key_path(opts: &Options, i: usize) -> String {
@@ -129,12 +134,9 @@ pub async fn keyed(opts: &Options, control: &Client, report: &mut Report) -> any
     let value = Arc::new(opts.value());
     ensure_path(control, &format!("{}/data", opts.root)).await?;
     let keys: Arc<Vec<String>> = Arc::new((0..opts.keys).map(|i| key_path(opts, i)).collect());
-    for_each_concurrent(keys.iter().cloned(), 64, |k| {
-        let (c, v) = (control.clone(), value.clone());
-        async move { put(&c, &k, &v).await }
-    })
-    .await
-    .context("creating the keys")?;
+    put_all(control, &keys, &value)
+        .await
+        .context("creating the keys")?;
 
     let clients = opts.connect_many(opts.clients).await?;
     let phase = Phase::from_opts(opts);
@@ -151,11 +153,7 @@ pub async fn keyed(opts: &Options, control: &Client, report: &mut Report) -> any
             handles.push(tokio::spawn(async move {
                 let mut rng = StdRng::from_entropy();
                 let mut slot = Slot::new(2);
-                loop {
-                    let step = phase.next();
-                    if step == Step::Stop {
-                        break;
-                    }
+                while let Some(step) = phase.next() {
                     let key = &keys[rng.gen_range(0..keys.len())];
                     let write = write_ratio > 0.0 && rng.gen_bool(write_ratio);
                     let t0 = Instant::now();
@@ -174,12 +172,12 @@ pub async fn keyed(opts: &Options, control: &Client, report: &mut Report) -> any
             }));
         }
     }
-    let (slots, window, cpu) = measured_run(opts, &phase, 2, handles).await?;
+    let run = measured_run(opts, &phase, "ops", 2, handles).await?;
+    let slots = &run.slots;
     let (reads, writes) = (&slots.lat[0], &slots.lat[1]);
     let ops = reads.count() + writes.count();
-    report.set("ops", ops);
-    report.set("seconds", round3(window.as_secs_f64()));
-    report.set("ops_per_s", round3(ops as f64 / window.as_secs_f64()));
+    let cpu = run.cpu.finish(run.wall, ops);
+    report.throughput("ops", "ops_per_s", ops, run.window);
     let mut all = reads.clone();
     all.merge(writes);
     report.latency("latency", &all);
@@ -219,11 +217,7 @@ pub async fn create_delete(
                 (client.clone(), phase.clone(), prefix.clone(), value.clone());
             handles.push(tokio::spawn(async move {
                 let mut slot = Slot::new(2);
-                loop {
-                    let step = phase.next();
-                    if step == Step::Stop {
-                        break;
-                    }
+                while let Some(step) = phase.next() {
                     let t0 = Instant::now();
                     let created = client
                         .create(&prefix, &value, CreateMode::PersistentSequential)
@@ -243,11 +237,11 @@ pub async fn create_delete(
             }));
         }
     }
-    let (slots, window, cpu) = measured_run(opts, &phase, 2, handles).await?;
+    let run = measured_run(opts, &phase, "ops", 2, handles).await?;
+    let slots = &run.slots;
     let ops = slots.lat[0].count() + slots.lat[1].count();
-    report.set("ops", ops);
-    report.set("seconds", round3(window.as_secs_f64()));
-    report.set("ops_per_s", round3(ops as f64 / window.as_secs_f64()));
+    let cpu = run.cpu.finish(run.wall, ops);
+    report.throughput("ops", "ops_per_s", ops, run.window);
     report.latency("create_latency", &slots.lat[0]);
     report.latency("delete_latency", &slots.lat[1]);
     report.errors(slots.errors, slots.first_error.as_deref());
@@ -258,12 +252,7 @@ pub async fn create_delete(
     if !opts.skip_cleanup {
         // Slots stopped mid-pair may leave a node behind.
         let (left, _) = control.children(&parent).await?;
-        delete_all(
-            control,
-            left.iter().map(|n| format!("{parent}/{n}")).collect(),
-        )
-        .await?;
-        delete_all(control, vec![parent]).await?;
+        delete_with_children(control, parent, &left).await?;
     }
     Ok(())
 }
@@ -287,12 +276,9 @@ pub async fn znodes_memory(
     let parents: Vec<String> = (0..total.div_ceil(ZNODES_PER_PARENT))
         .map(|i| format!("{base}/b{i:05}"))
         .collect();
-    for_each_concurrent(parents.iter().cloned(), 64, |p| {
-        let c = control.clone();
-        async move { put(&c, &p, b"").await }
-    })
-    .await
-    .context("creating the parents")?;
+    put_all(control, &parents, b"")
+        .await
+        .context("creating the parents")?;
     let (rss_before, raw_before) = sample_rss(opts).await?;
 
     let clients = opts.connect_many(opts.clients).await?;
@@ -312,11 +298,7 @@ pub async fn znodes_memory(
             );
             handles.push(tokio::spawn(async move {
                 let mut slot = Slot::new(1);
-                loop {
-                    let step = phase.next();
-                    if step == Step::Stop {
-                        break;
-                    }
+                while let Some(step) = phase.next() {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let path = format!(
                         "{base}/b{:05}/n{:04}",
@@ -333,15 +315,15 @@ pub async fn znodes_memory(
             }));
         }
     }
-    let (slots, wall, cpu) = measured_run(opts, &phase, 1, handles).await?;
+    let run = measured_run(opts, &phase, "ops", 1, handles).await?;
+    let slots = &run.slots;
+    let created = slots.lat[0].count();
+    let cpu = run.cpu.finish(run.wall, created);
     for c in clients {
         c.close().await;
     }
-    let created = slots.lat[0].count();
     let (rss_after, raw_after) = sample_rss(opts).await?;
-    report.set("znodes", created);
-    report.set("seconds", round3(wall.as_secs_f64()));
-    report.set("creates_per_s", round3(created as f64 / wall.as_secs_f64()));
+    report.throughput("znodes", "creates_per_s", created, run.wall);
     report.latency("create_latency", &slots.lat[0]);
     report.errors(slots.errors, slots.first_error.as_deref());
     report.rss_per(

@@ -1,6 +1,8 @@
 //! The result of one bench run: an ordered set of named figures, printed as a table or as one
 //! JSON object.
 
+use std::time::Duration;
+
 use serde_json::{json, Map, Value};
 
 use super::stats::{round3, Latency};
@@ -31,6 +33,14 @@ impl Report {
     /// Adds (or replaces) a figure.
     pub fn set(&mut self, name: &str, value: impl Into<Value>) {
         self.figures.insert(name.to_string(), value.into());
+    }
+
+    /// `count` of something done in `window`: the count as `count_name`, `seconds`, and the
+    /// rate per second as `rate_name`.
+    pub fn throughput(&mut self, count_name: &str, rate_name: &str, count: u64, window: Duration) {
+        self.set(count_name, count);
+        self.set("seconds", round3(window.as_secs_f64()));
+        self.set(rate_name, round3(count as f64 / window.as_secs_f64()));
     }
 
     pub fn latency(&mut self, name: &str, l: &Latency) {

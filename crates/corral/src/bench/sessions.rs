@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use corral_client::{Client, CreateMode};
 
-use super::ops::{join_slots, Slot};
-use super::stats::{round3, CpuWindow};
-use super::{delete_all, ensure_path, phase_progress, Options, Phase, Report, Step};
+use super::ops::{measured_run, Slot};
+use super::{delete_with_children, ensure_path, Options, Phase, Report, Step};
 
 const CONNECT: usize = 0;
 const CREATE: usize = 1;
@@ -26,11 +25,7 @@ pub async fn run(opts: &Options, control: &Client, report: &mut Report) -> anyho
             (phase.clone(), next.clone(), opts.clone(), parent.clone());
         handles.push(tokio::spawn(async move {
             let mut slot = Slot::new(3);
-            loop {
-                let step = phase.next();
-                if step == Step::Stop {
-                    break;
-                }
+            while let Some(step) = phase.next() {
                 let t0 = Instant::now();
                 let client = match Client::builder(&opts.server)
                     .session_timeout(Duration::from_millis(opts.session_timeout_ms))
@@ -71,34 +66,17 @@ pub async fn run(opts: &Options, control: &Client, report: &mut Report) -> anyho
             slot
         }));
     }
-    let progress = phase_progress(opts, &phase, "sessions");
-    tokio::time::sleep_until(phase.measure_from().into()).await;
-    let cpu = CpuWindow::start(opts.server_pid);
-    let started = Instant::now();
-    let slots = join_slots(3, handles).await;
-    let wall = started.elapsed();
-    progress.stop();
-    let slots = slots?;
+    let run = measured_run(opts, &phase, "sessions", 3, handles).await?;
+    let slots = &run.slots;
     let sessions = slots.lat[CLOSE].count();
-    let mut cpu_figures = serde_json::Map::new();
-    cpu.finish(wall, sessions, &mut cpu_figures);
-    let window = if opts.ops.is_some() {
-        wall
-    } else {
-        Duration::from_secs_f64(opts.duration_s)
-    };
+    let cpu_figures = run.cpu.finish(run.wall, sessions);
 
     // Close is acknowledged after the session's ephemerals are gone, so none may be left.
     let (left, _) = control
         .children(&parent)
         .await
         .context("listing the ephemerals")?;
-    report.set("sessions", sessions);
-    report.set("seconds", round3(window.as_secs_f64()));
-    report.set(
-        "sessions_per_s",
-        round3(sessions as f64 / window.as_secs_f64()),
-    );
+    report.throughput("sessions", "sessions_per_s", sessions, run.window);
     report.latency("connect_latency", &slots.lat[CONNECT]);
     report.latency("create_latency", &slots.lat[CREATE]);
     report.latency("close_latency", &slots.lat[CLOSE]);
@@ -106,12 +84,7 @@ pub async fn run(opts: &Options, control: &Client, report: &mut Report) -> anyho
     report.errors(slots.errors, slots.first_error.as_deref());
     report.extend(cpu_figures);
     if !opts.skip_cleanup {
-        delete_all(
-            control,
-            left.iter().map(|n| format!("{parent}/{n}")).collect(),
-        )
-        .await?;
-        delete_all(control, vec![parent]).await?;
+        delete_with_children(control, parent, &left).await?;
     }
     Ok(())
 }

@@ -120,9 +120,10 @@ impl CpuWindow {
         }
     }
 
-    /// Adds `server_cpu_s`, `server_cores`, `server_cpu_us_per_op` (when the server pid is
-    /// known), `bench_cpu_s` and `bench_cores` to `out`.
-    pub fn finish(self, wall: Duration, ops: u64, out: &mut serde_json::Map<String, Value>) {
+    /// `server_cpu_s`, `server_cores`, `server_cpu_us_per_op` (when the server pid is known),
+    /// `bench_cpu_s` and `bench_cores`.
+    pub fn finish(self, wall: Duration, ops: u64) -> serde_json::Map<String, Value> {
+        let mut out = serde_json::Map::new();
         let wall_s = wall.as_secs_f64().max(1e-9);
         if let (Some(pid), Some(start)) = (self.server_pid, self.server_start_s) {
             if let Some(end) = cpu_seconds(Some(pid)) {
@@ -141,6 +142,7 @@ impl CpuWindow {
             out.insert("bench_cpu_s".into(), json!(round3(end - start)));
             out.insert("bench_cores".into(), json!(round3((end - start) / wall_s)));
         }
+        out
     }
 }
 

@@ -10,11 +10,10 @@ use anyhow::Context;
 use corral_client::{Client, EventType, WatchMode};
 use tokio::sync::mpsc;
 
-use super::ops::{join_slots, Slot};
+use super::ops::{measured_run, Slot};
 use super::stats::{round3, CpuWindow, Latency};
 use super::{
-    delete_all, ensure_path, for_each_concurrent, phase_progress, put, sample_rss, Options, Phase,
-    Progress, Report, Step,
+    delete_all, ensure_path, put, put_all, sample_rss, Options, Phase, Progress, Report, Step,
 };
 
 /// How long a fan-out round waits for its events before counting the rest as missing.
@@ -146,8 +145,7 @@ pub async fn fanout(opts: &Options, control: &Client, report: &mut Report) -> an
     }
     let wall = started.elapsed();
     progress.stop();
-    let mut cpu_figures = serde_json::Map::new();
-    cpu.finish(wall, rounds_done * watchers_n as u64, &mut cpu_figures);
+    let cpu_figures = cpu.finish(wall, rounds_done * watchers_n as u64);
 
     report.set("watchers", watchers_n);
     report.set("rounds", rounds_done);
@@ -203,11 +201,7 @@ pub async fn many(opts: &Options, _control: &Client, report: &mut Report) -> any
             );
             handles.push(tokio::spawn(async move {
                 let mut slot = Slot::new(1);
-                loop {
-                    let step = phase.next();
-                    if step == Step::Stop {
-                        break;
-                    }
+                while let Some(step) = phase.next() {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let t0 = Instant::now();
                     let r = client.exists_w(&format!("{root}/wm/w{i:07}")).await;
@@ -220,21 +214,14 @@ pub async fn many(opts: &Options, _control: &Client, report: &mut Report) -> any
             }));
         }
     }
-    let progress = phase_progress(opts, &phase, "watches");
-    let cpu = CpuWindow::start(opts.server_pid);
-    let started = Instant::now();
-    let slots = join_slots(1, handles).await;
-    let wall = started.elapsed();
-    progress.stop();
-    let slots = slots?;
+    // No warm-up, so measuring starts at once.
+    let run = measured_run(opts, &phase, "watches", 1, handles).await?;
+    let slots = &run.slots;
     let watches = slots.lat[0].count();
-    let mut cpu_figures = serde_json::Map::new();
-    cpu.finish(wall, watches, &mut cpu_figures);
+    let cpu_figures = run.cpu.finish(run.wall, watches);
     let (rss_after, raw_after) = sample_rss(opts).await?;
 
-    report.set("watches", watches);
-    report.set("seconds", round3(wall.as_secs_f64()));
-    report.set("watches_per_s", round3(watches as f64 / wall.as_secs_f64()));
+    report.throughput("watches", "watches_per_s", watches, run.wall);
     report.latency("register_latency", &slots.lat[0]);
     report.errors(slots.errors, slots.first_error.as_deref());
     report.rss_per(
@@ -272,12 +259,9 @@ pub async fn persistent(
     let value = Arc::new(opts.value());
     let keys: Arc<Vec<String>> = Arc::new((0..opts.keys).map(|i| format!("{base}/k{i}")).collect());
     // The nodes exist before the watch, so only the measured changes raise events.
-    for_each_concurrent(keys.iter().cloned(), 64, |k| {
-        let (c, v) = (control.clone(), value.clone());
-        async move { put(&c, &k, &v).await }
-    })
-    .await
-    .context("creating the keys")?;
+    put_all(control, &keys, &value)
+        .await
+        .context("creating the keys")?;
 
     let watcher = opts.connect().await?;
     let mut stream = watcher.watch(&base, WatchMode::Recursive).await?;
@@ -329,11 +313,7 @@ pub async fn persistent(
             let own: Vec<usize> = (s..keys.len()).step_by(slots_n).collect();
             let mut slot = Slot::new(1);
             let mut n = 0usize;
-            loop {
-                let step = phase.next();
-                if step == Step::Stop {
-                    break;
-                }
+            while let Some(step) = phase.next() {
                 let k = own[n % own.len()];
                 n += 1;
                 let t0 = Instant::now();
@@ -356,14 +336,8 @@ pub async fn persistent(
             slot
         }));
     }
-    let progress = phase_progress(opts, &phase, "changes");
-    tokio::time::sleep_until(phase.measure_from().into()).await;
-    let cpu = CpuWindow::start(opts.server_pid);
-    let started = Instant::now();
-    let slots = join_slots(1, handles).await;
-    let wall = started.elapsed();
-    progress.stop();
-    let slots = slots?;
+    let run = measured_run(opts, &phase, "changes", 1, handles).await?;
+    let slots = &run.slots;
     let changes = slots.lat[0].count();
     // Wait for the stragglers: until every change was notified, or nothing came for a while.
     loop {
@@ -376,15 +350,10 @@ pub async fn persistent(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut cpu_figures = serde_json::Map::new();
-    cpu.finish(wall, changes, &mut cpu_figures);
+    // The CPU window stays open until here, over the delivery of the last events.
+    let cpu_figures = run.cpu.finish(run.wall, changes);
     watcher.close().await;
     let (latency, unmatched, other) = listener.await.context("the watch listener panicked")?;
-    let window = if opts.ops.is_some() {
-        wall
-    } else {
-        Duration::from_secs_f64(opts.duration_s)
-    };
 
     report.set("changes", changes);
     report.set("events_received", latency.count());
@@ -393,7 +362,7 @@ pub async fn persistent(
     report.set("events_other", other);
     report.set(
         "writes_per_s",
-        round3(changes as f64 / window.as_secs_f64()),
+        round3(changes as f64 / run.window.as_secs_f64()),
     );
     report.latency("event_after_send", &latency);
     report.set("p99_event_after_send_us", latency.p99_us());

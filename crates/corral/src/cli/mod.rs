@@ -7,12 +7,16 @@ mod events;
 mod format;
 mod parse;
 
+use std::future::Future;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use corral_client::{Client, CreateMode, CreateOptions, Error, WatchMode, ZkError};
+use corral_client::{
+    Acl, Client, CreateMode, CreateOptions, Error, OneshotWatch, Stat, WatchMode, ZkError,
+};
+use futures::TryFutureExt;
 use serde_json::{json, Value};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
@@ -240,6 +244,20 @@ fn describe(e: &Error, path: &str) -> String {
 
 fn failed(path: &str) -> impl Fn(Error) -> CmdError + '_ {
     move |e| CmdError::Failed(describe(&e, path))
+}
+
+/// The ACL argument of `create` and `setAcl`: entries it skips are reported on stderr, and
+/// one without any valid entry is refused.
+fn acl_arg(text: &str, path: &str) -> Result<Vec<Acl>, CmdError> {
+    let mut warnings = Vec::new();
+    let acl = parse::parse_acl(text, &mut warnings);
+    for w in warnings {
+        errln(&w);
+    }
+    if acl.is_empty() {
+        return Err(CmdError::Failed(format!("Acl is not valid : {path}")));
+    }
+    Ok(acl)
 }
 
 /// The shell's session: a background task connects (and keeps retrying) while the prompt
@@ -624,6 +642,34 @@ impl Shell {
         }
     }
 
+    /// Runs `read` or, when `watch` names a kind, `read_w`, keeping the one-shot watch that
+    /// leaves on `path` (its event is printed, and `removewatches` can drop it).
+    fn watched_read<T>(
+        &self,
+        path: &str,
+        watch: Option<WatchKind>,
+        read: impl Future<Output = Result<T, Error>>,
+        read_w: impl Future<Output = Result<(T, OneshotWatch), Error>>,
+    ) -> Result<T, CmdError> {
+        self.rt.block_on(async {
+            let Some(kind) = watch else {
+                return read.await.map_err(failed(path));
+            };
+            let (value, w) = read_w.await.map_err(failed(path))?;
+            self.events.add_oneshot(path, kind, w);
+            Ok(value)
+        })
+    }
+
+    /// A Stat printed on its own (`-s` of the writing commands).
+    fn print_stat(&self, stat: &Stat) {
+        if self.opts.json {
+            json_out(&format::stat_json(stat));
+        } else {
+            out(&format::stat_text(stat));
+        }
+    }
+
     fn ls(&mut self, words: &[String]) -> CmdResult {
         let mut p = self.flags(
             words,
@@ -657,15 +703,12 @@ impl Shell {
             }
             return Ok(());
         }
-        let (mut children, stat) = self.rt.block_on(async {
-            if watch {
-                let (c, s, w) = client.children_w(&path).await.map_err(failed(&path))?;
-                events.add_oneshot(&path, WatchKind::Child, w);
-                Ok((c, s))
-            } else {
-                client.children(&path).await.map_err(failed(&path))
-            }
-        })?;
+        let (mut children, stat) = self.watched_read(
+            &path,
+            watch.then_some(WatchKind::Child),
+            client.children(&path),
+            client.children_w(&path).map_ok(|(c, s, w)| ((c, s), w)),
+        )?;
         children.sort();
         if json {
             if p.has('s') {
@@ -687,16 +730,12 @@ impl Shell {
         let watch = p.has('w') | self.legacy_watch(&mut p, "get [-s] [-w] path");
         let path = p.positional[1].clone();
         let client = self.client(&path)?;
-        let events = self.events.clone();
-        let (data, stat) = self.rt.block_on(async {
-            if watch {
-                let (d, s, w) = client.get_data_opt_w(&path).await.map_err(failed(&path))?;
-                events.add_oneshot(&path, WatchKind::Data, w);
-                Ok((d, s))
-            } else {
-                client.get_data_opt(&path).await.map_err(failed(&path))
-            }
-        })?;
+        let (data, stat) = self.watched_read(
+            &path,
+            watch.then_some(WatchKind::Data),
+            client.get_data_opt(&path),
+            client.get_data_opt_w(&path).map_ok(|(d, s, w)| ((d, s), w)),
+        )?;
         // Null data prints as `null`, as zkCli does.
         let text = match &data {
             Some(d) => String::from_utf8_lossy(d),
@@ -722,16 +761,12 @@ impl Shell {
         let watch = p.has('w') | self.legacy_watch(&mut p, "stat [-w] path");
         let path = p.positional[1].clone();
         let client = self.client(&path)?;
-        let events = self.events.clone();
-        let stat = self.rt.block_on(async {
-            if watch {
-                let (s, w) = client.exists_w(&path).await.map_err(failed(&path))?;
-                events.add_oneshot(&path, WatchKind::Data, w);
-                Ok(s)
-            } else {
-                client.exists(&path).await.map_err(failed(&path))
-            }
-        })?;
+        let stat = self.watched_read(
+            &path,
+            watch.then_some(WatchKind::Data),
+            client.exists(&path),
+            client.exists_w(&path),
+        )?;
         let stat = stat.ok_or_else(|| CmdError::Failed(format!("Node does not exist: {path}")))?;
         if self.opts.json {
             json_out(&format::stat_json(&stat));
@@ -796,15 +831,7 @@ impl Shell {
         let data = p.arg(2).map(|d| d.as_bytes().to_vec());
         let mut options = CreateOptions::new(mode);
         if let Some(acl_text) = p.arg(3) {
-            let mut warnings = Vec::new();
-            let acl = parse::parse_acl(acl_text, &mut warnings);
-            for w in warnings {
-                errln(&w);
-            }
-            if acl.is_empty() {
-                return Err(CmdError::Failed(format!("Acl is not valid : {path}")));
-            }
-            options = options.acl(acl);
+            options = options.acl(acl_arg(acl_text, &path)?);
         }
         if let Some(t) = ttl {
             options.ttl_ms = Some(t);
@@ -841,11 +868,7 @@ impl Shell {
             .block_on(client.set_data(&path, p.positional[2].as_bytes(), version))
             .map_err(failed(&path))?;
         if p.has('s') {
-            if self.opts.json {
-                json_out(&format::stat_json(&stat));
-            } else {
-                out(&format::stat_text(&stat));
-            }
+            self.print_stat(&stat);
         }
         Ok(())
     }
@@ -1003,14 +1026,7 @@ impl Shell {
         let p = self.flags(words, &[('s', false), ('v', true), ('R', false)], 3)?;
         let version = Self::version_flag(&p)?;
         let path = p.positional[1].clone();
-        let mut warnings = Vec::new();
-        let acl = parse::parse_acl(&p.positional[2], &mut warnings);
-        for w in warnings {
-            errln(&w);
-        }
-        if acl.is_empty() {
-            return Err(CmdError::Failed(format!("Acl is not valid : {path}")));
-        }
+        let acl = acl_arg(&p.positional[2], &path)?;
         let client = self.client(&path)?;
         if p.has('R') {
             return self.rt.block_on(async {
@@ -1031,11 +1047,7 @@ impl Shell {
             .block_on(client.set_acl(&path, &acl, version))
             .map_err(failed(&path))?;
         if p.has('s') {
-            if self.opts.json {
-                json_out(&format::stat_json(&stat));
-            } else {
-                out(&format::stat_text(&stat));
-            }
+            self.print_stat(&stat);
         }
         Ok(())
     }
