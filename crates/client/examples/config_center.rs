@@ -7,6 +7,10 @@
 //! cargo run -p corral-client --example config_center [-- HOST:PORT]
 //! ```
 
+// tests/examples.rs compiles every example into one crate, loading this once per example.
+#[allow(clippy::duplicate_mod)]
+mod common;
+
 use corral_client::recipes::{ConfigValue, ConfigWatcher};
 use corral_client::{Client, CreateMode, Error, ZkError};
 use futures::StreamExt;
@@ -176,15 +180,7 @@ pub async fn run(connect_string: &str) -> Result<Vec<Seen>, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server;
-    let connect_string = match std::env::args().nth(1) {
-        Some(c) => c,
-        None => {
-            server = corral_server::testing::TestServer::start().await;
-            println!("started an in-process Corral server at {}", server.addr());
-            server.connect_string()
-        }
-    };
+    let (connect_string, _server) = common::server_from_args().await;
     let seen = run(&connect_string).await?;
     println!("each instance saw {} configurations; done", seen[0].len());
     Ok(())

@@ -10,6 +10,10 @@
 //! cargo run -p corral-client --example master_election [-- HOST:PORT]
 //! ```
 
+// tests/examples.rs compiles every example into one crate, loading this once per example.
+#[allow(clippy::duplicate_mod)]
+mod common;
+
 use corral_client::recipes::{ChildrenCache, LeaderElection, LeadershipEvent};
 use corral_client::{Client, Error};
 
@@ -112,15 +116,7 @@ pub async fn run(connect_string: &str) -> Result<Outcome, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server;
-    let connect_string = match std::env::args().nth(1) {
-        Some(c) => c,
-        None => {
-            server = corral_server::testing::TestServer::start().await;
-            println!("started an in-process Corral server at {}", server.addr());
-            server.connect_string()
-        }
-    };
+    let (connect_string, _server) = common::server_from_args().await;
     let outcome = run(&connect_string).await?;
     println!(
         "master {} died, {} took over; done",

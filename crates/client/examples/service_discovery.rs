@@ -9,6 +9,10 @@
 //! cargo run -p corral-client --example service_discovery [-- HOST:PORT]
 //! ```
 
+// tests/examples.rs compiles every example into one crate, loading this once per example.
+#[allow(clippy::duplicate_mod)]
+mod common;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use corral_client::recipes::{Registration, ServiceDiscovery, ServiceInstance, ServiceRegistry};
@@ -146,15 +150,7 @@ pub async fn run(connect_string: &str) -> Result<Outcome, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server;
-    let connect_string = match std::env::args().nth(1) {
-        Some(c) => c,
-        None => {
-            server = corral_server::testing::TestServer::start().await;
-            println!("started an in-process Corral server at {}", server.addr());
-            server.connect_string()
-        }
-    };
+    let (connect_string, _server) = common::server_from_args().await;
     let outcome = run(&connect_string).await?;
     println!(
         "reached {:?} before and {:?} after {} left; done",

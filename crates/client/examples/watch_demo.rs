@@ -9,6 +9,10 @@
 //! cargo run -p corral-client --example watch_demo -- HOST:PORT # an existing server
 //! ```
 
+// tests/examples.rs compiles every example into one crate, loading this once per example.
+#[allow(clippy::duplicate_mod)]
+mod common;
+
 use corral_client::{Client, CreateMode, Error, EventType, WatchMode};
 
 /// The events seen on `/demo`, in order.
@@ -62,15 +66,7 @@ pub async fn run(connect_string: &str) -> Result<Vec<(EventType, String)>, Error
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server;
-    let connect_string = match std::env::args().nth(1) {
-        Some(c) => c,
-        None => {
-            server = corral_server::testing::TestServer::start().await;
-            println!("started an in-process Corral server at {}", server.addr());
-            server.connect_string()
-        }
-    };
+    let (connect_string, _server) = common::server_from_args().await;
     let seen = run(&connect_string).await?;
     println!("{} events, done", seen.len());
     Ok(())

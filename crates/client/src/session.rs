@@ -261,20 +261,7 @@ impl Watches {
 
     /// Tells every persistent watcher about a session state change.
     fn broadcast(&mut self, state: SessionState) {
-        for map in [&mut self.persistent, &mut self.recursive] {
-            for entries in map.values_mut() {
-                entries.retain(|e| e.tx.send(WatchEvent::Session(state)).is_ok());
-            }
-            map.retain(|_, v| !v.is_empty());
-        }
-        let live: HashSet<u64> = self
-            .persistent
-            .values()
-            .chain(self.recursive.values())
-            .flatten()
-            .map(|e| e.id)
-            .collect();
-        self.by_id.retain(|id, _| live.contains(id));
+        self.retain_persistent(|e| e.tx.send(WatchEvent::Session(state)).is_ok());
     }
 
     /// Ends every watch with the session's final state.
@@ -299,9 +286,15 @@ impl Watches {
             map.retain(|_, v| !v.is_empty());
         }
         // Persistent watchers whose stream is gone: their removal never reached a server.
+        self.retain_persistent(|e| !e.tx.is_closed());
+    }
+
+    /// Keeps the persistent and recursive watchers `keep` accepts, and forgets the ids of the
+    /// others.
+    fn retain_persistent(&mut self, mut keep: impl FnMut(&PersistentEntry) -> bool) {
         for map in [&mut self.persistent, &mut self.recursive] {
             for entries in map.values_mut() {
-                entries.retain(|e| !e.tx.is_closed());
+                entries.retain(&mut keep);
             }
             map.retain(|_, v| !v.is_empty());
         }

@@ -17,45 +17,29 @@ pub struct NodeData {
 /// What a cache reads, and which events make it read again.
 trait View: Send + 'static {
     type Value: Clone + PartialEq + Send + Sync + 'static;
-    fn read(
+    /// Reads the value; `Zk(NoNode)` while the node does not exist.
+    fn get(
         client: &Client,
         path: &str,
-    ) -> impl std::future::Future<Output = Result<Option<Self::Value>, Error>> + Send;
-    /// The one-shot fallback: read and arm a watch covering the next relevant change.
-    fn read_w(
+    ) -> impl std::future::Future<Output = Result<Self::Value, Error>> + Send;
+    /// Reads the value and arms a one-shot watch covering its next relevant change.
+    fn get_w(
         client: &Client,
         path: &str,
-    ) -> impl std::future::Future<Output = Result<(Option<Self::Value>, crate::OneshotWatch), Error>>
-           + Send;
+    ) -> impl std::future::Future<Output = Result<(Self::Value, crate::OneshotWatch), Error>> + Send;
     fn relevant(event: EventType) -> bool;
 }
 
 struct DataView;
 impl View for DataView {
     type Value = NodeData;
-    async fn read(client: &Client, path: &str) -> Result<Option<NodeData>, Error> {
-        match client.get_data(path).await {
-            Ok((data, stat)) => Ok(Some(NodeData { data, stat })),
-            Err(Error::Zk(ZkError::NoNode)) => Ok(None),
-            Err(e) => Err(e),
-        }
+    async fn get(client: &Client, path: &str) -> Result<NodeData, Error> {
+        let (data, stat) = client.get_data(path).await?;
+        Ok(NodeData { data, stat })
     }
-    async fn read_w(
-        client: &Client,
-        path: &str,
-    ) -> Result<(Option<NodeData>, crate::OneshotWatch), Error> {
-        loop {
-            match client.get_data_w(path).await {
-                Ok((data, stat, w)) => return Ok((Some(NodeData { data, stat }), w)),
-                Err(Error::Zk(ZkError::NoNode)) => {}
-                Err(e) => return Err(e),
-            }
-            // Missing: watch for creation; if it appeared meanwhile, read it.
-            let (stat, w) = client.exists_w(path).await?;
-            if stat.is_none() {
-                return Ok((None, w));
-            }
-        }
+    async fn get_w(client: &Client, path: &str) -> Result<(NodeData, crate::OneshotWatch), Error> {
+        let (data, stat, w) = client.get_data_w(path).await?;
+        Ok((NodeData { data, stat }, w))
     }
     fn relevant(event: EventType) -> bool {
         event != EventType::NodeChildrenChanged
@@ -65,40 +49,51 @@ impl View for DataView {
 struct ChildrenView;
 impl View for ChildrenView {
     type Value = Vec<String>;
-    async fn read(client: &Client, path: &str) -> Result<Option<Vec<String>>, Error> {
-        match client.children(path).await {
-            Ok((mut c, _)) => {
-                c.sort();
-                Ok(Some(c))
-            }
-            Err(Error::Zk(ZkError::NoNode)) => Ok(None),
-            Err(e) => Err(e),
-        }
+    async fn get(client: &Client, path: &str) -> Result<Vec<String>, Error> {
+        let (mut c, _) = client.children(path).await?;
+        c.sort();
+        Ok(c)
     }
-    async fn read_w(
+    async fn get_w(
         client: &Client,
         path: &str,
-    ) -> Result<(Option<Vec<String>>, crate::OneshotWatch), Error> {
-        loop {
-            match client.children_w(path).await {
-                Ok((mut c, _, w)) => {
-                    c.sort();
-                    return Ok((Some(c), w));
-                }
-                Err(Error::Zk(ZkError::NoNode)) => {}
-                Err(e) => return Err(e),
-            }
-            let (stat, w) = client.exists_w(path).await?;
-            if stat.is_none() {
-                return Ok((None, w));
-            }
-        }
+    ) -> Result<(Vec<String>, crate::OneshotWatch), Error> {
+        let (mut c, _, w) = client.children_w(path).await?;
+        c.sort();
+        Ok((c, w))
     }
     fn relevant(event: EventType) -> bool {
         matches!(
             event,
             EventType::NodeChildrenChanged | EventType::NodeCreated | EventType::NodeDeleted
         )
+    }
+}
+
+/// A missing node read as `None`.
+fn present<T>(read: Result<T, Error>) -> Result<Option<T>, Error> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Zk(ZkError::NoNode)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The one-shot fallback: reads and arms a watch covering the next relevant change, which for
+/// a missing node is its creation.
+async fn read_w<V: View>(
+    client: &Client,
+    path: &str,
+) -> Result<(Option<V::Value>, crate::OneshotWatch), Error> {
+    loop {
+        if let Some((v, w)) = present(V::get_w(client, path).await)? {
+            return Ok((Some(v), w));
+        }
+        // Missing: watch for creation; if it appeared meanwhile, read it.
+        let (stat, w) = client.exists_w(path).await?;
+        if stat.is_none() {
+            return Ok((None, w));
+        }
     }
 }
 
@@ -117,7 +112,7 @@ fn publish<T: PartialEq>(tx: &watch::Sender<Option<T>>, value: Option<T>) {
 /// Reads until a read succeeds, waiting out disconnects.
 async fn read_retrying<V: View>(client: &Client, path: &str) -> Result<Option<V::Value>, Error> {
     loop {
-        match V::read(client, path).await {
+        match present(V::get(client, path).await) {
             Err(e) if e.is_retryable() => await_connected(client).await?,
             other => return other,
         }
@@ -153,7 +148,7 @@ async fn run_persistent<V: View>(
 
 async fn run_oneshot<V: View>(client: Client, path: String, tx: watch::Sender<Option<V::Value>>) {
     loop {
-        let w = match V::read_w(&client, &path).await {
+        let w = match read_w::<V>(&client, &path).await {
             Ok((v, w)) => {
                 publish(&tx, v);
                 w
@@ -190,7 +185,7 @@ async fn start<V: View>(
             Ok((rx, task))
         }
         Err(Error::Zk(ZkError::Unimplemented)) => {
-            let (first, w) = V::read_w(&client, &path).await?;
+            let (first, w) = read_w::<V>(&client, &path).await?;
             publish(&tx, first);
             let task = tokio::spawn(async move {
                 if w.await.is_ok() {

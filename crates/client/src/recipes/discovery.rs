@@ -16,6 +16,7 @@ use rand::seq::SliceRandom;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::lock::OwnedNode;
 use super::queue;
 use super::{await_connected, ChildrenCache};
 use crate::path::join;
@@ -120,8 +121,7 @@ impl ServiceRegistry {
         let mut registered = instance.clone();
         registered.id = entry.name;
         Ok(Registration {
-            client: self.client.clone(),
-            path: Some(entry.path),
+            node: OwnedNode::new(&self.client, entry.path),
             instance: registered,
         })
     }
@@ -135,8 +135,7 @@ impl ServiceRegistry {
 /// A registered instance. [`Registration::deregister`] (or dropping it) removes it; so does
 /// the end of the session.
 pub struct Registration {
-    client: Client,
-    path: Option<String>,
+    node: OwnedNode,
     instance: ServiceInstance,
 }
 
@@ -148,32 +147,17 @@ impl Registration {
 
     /// The instance's node.
     pub fn path(&self) -> &str {
-        self.path.as_deref().unwrap_or_default()
+        self.node.path()
     }
 
     /// Removes the instance and waits until the server has.
-    pub async fn deregister(mut self) -> Result<(), Error> {
-        match self.path.take() {
-            Some(path) => queue::leave(&self.client, &path).await,
-            None => Ok(()),
-        }
+    pub async fn deregister(self) -> Result<(), Error> {
+        self.node.remove().await
     }
 
     /// Resolves when the registering session has ended, taking the registration with it.
     pub async fn lost(&self) {
-        let mut w = self.client.state_watcher();
-        let _ = w.wait_for(|s| s.is_terminal()).await;
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let client = self.client.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { queue::leave(&client, &path).await });
-            }
-        }
+        self.node.lost().await
     }
 }
 

@@ -6,14 +6,41 @@ use crate::{Client, Error};
 const WRITE: &str = "write-";
 const READ: &str = "read-";
 
-/// Removes a queue node unless defused: a lock attempt that is cancelled or fails must not
-/// leave its node blocking others.
-struct Pending {
+/// A queue node this process owns: removed when dropped (in the background), so a lock attempt
+/// that is cancelled or fails, or a handle nobody released, does not leave it blocking others.
+pub(super) struct OwnedNode {
     client: Client,
     path: Option<String>,
 }
 
-impl Drop for Pending {
+impl OwnedNode {
+    pub(super) fn new(client: &Client, path: String) -> Self {
+        OwnedNode {
+            client: client.clone(),
+            path: Some(path),
+        }
+    }
+
+    pub(super) fn path(&self) -> &str {
+        self.path.as_deref().unwrap_or_default()
+    }
+
+    /// Removes the node and waits until the server has.
+    pub(super) async fn remove(mut self) -> Result<(), Error> {
+        match self.path.take() {
+            Some(path) => queue::leave(&self.client, &path).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves when the owning session has ended, taking the (ephemeral) node with it.
+    pub(super) async fn lost(&self) {
+        let mut w = self.client.state_watcher();
+        let _ = w.wait_for(|s| s.is_terminal()).await;
+    }
+}
+
+impl Drop for OwnedNode {
     fn drop(&mut self) {
         if let Some(path) = self.path.take() {
             let client = self.client.clone();
@@ -27,27 +54,23 @@ impl Drop for Pending {
 /// A held lock. Release it with [`LockGuard::unlock`]; dropping it releases it in the
 /// background. The lock is also lost if the session expires: [`LockGuard::lost`] says when.
 pub struct LockGuard {
-    pending: Pending,
+    node: OwnedNode,
 }
 
 impl LockGuard {
     /// The lock node's path.
     pub fn path(&self) -> &str {
-        self.pending.path.as_deref().unwrap_or_default()
+        self.node.path()
     }
 
     /// Releases the lock and waits until the server has removed the node.
-    pub async fn unlock(mut self) -> Result<(), Error> {
-        match self.pending.path.take() {
-            Some(path) => queue::leave(&self.pending.client, &path).await,
-            None => Ok(()),
-        }
+    pub async fn unlock(self) -> Result<(), Error> {
+        self.node.remove().await
     }
 
     /// Resolves when the session holding the lock has ended (so the lock is gone).
     pub async fn lost(&self) {
-        let mut w = self.pending.client.state_watcher();
-        let _ = w.wait_for(|s| s.is_terminal()).await;
+        self.node.lost().await
     }
 }
 
@@ -58,13 +81,10 @@ async fn acquire(
     blocker: impl Fn(&[String]) -> Option<String>,
 ) -> Result<LockGuard, Error> {
     let Entry { name, path } = queue::enter(client, dir, prefix, b"").await?;
-    let pending = Pending {
-        client: client.clone(),
-        path: Some(path.clone()),
-    };
+    let node = OwnedNode::new(client, path.clone());
     let me = Entry { name, path };
     queue::wait_turn(client, dir, &me, blocker).await?;
-    Ok(LockGuard { pending })
+    Ok(LockGuard { node })
 }
 
 /// An exclusive lock on a directory node: holders queue as ephemeral-sequential children and
