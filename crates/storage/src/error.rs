@@ -34,6 +34,10 @@ pub enum StorageError {
     /// `submit`/`append` with a zxid that does not continue the log.
     #[error("zxid out of sequence: expected {}, got {}", Zx(*expected), Zx(*got))]
     OutOfSequence { expected: i64, got: i64 },
+    /// A Raft log append whose first entry does not continue the log, or whose entries do
+    /// not run `+1`.
+    #[error("raft log index out of sequence: expected {expected}, got {got}")]
+    IndexOutOfSequence { expected: u64, got: u64 },
     #[error("record payload of {len} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge { len: usize, max: usize },
     /// The bounded submission queue is full (only from `try_submit`).

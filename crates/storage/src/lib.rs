@@ -53,6 +53,13 @@
 //! * Purge keeps at least [`MIN_SNAP_RETAIN_COUNT`] valid snapshots and all segments
 //!   needed to replay from the oldest of them.
 //!
+//! # Raft log
+//!
+//! [`RaftLog`] stores the entries of the replicated ensemble (index, term, leader, opaque
+//! payload), the vote and the purge point, in its own directory with its own segment format
+//! (same framing ideas: CRC32C per record, preallocation, torn tail vs corruption). Its
+//! format and crash-safety argument are in the [`raft_log`] module documentation.
+//!
 //! # Use
 //!
 //! ```no_run
@@ -75,6 +82,10 @@ mod fsutil;
 mod group;
 mod inspect;
 mod purge;
+mod raft_inspect;
+pub mod raft_log;
+mod raft_meta;
+mod raft_segment;
 mod recovery;
 mod scan;
 mod snapshot;
@@ -85,6 +96,9 @@ pub use format::{log_file_name, snapshot_file_name, MAX_PAYLOAD_BYTES, SNAP_HEAD
 pub use group::{DurableCallback, GroupCommitLog, LogStats};
 pub use inspect::{list_logs, list_snapshots, verify, SegmentInfo, SnapshotInfo, VerifyReport};
 pub use purge::{purge, PurgeReport, MIN_SNAP_RETAIN_COUNT};
+pub use raft_inspect::{inspect_raft_log, read_raft_segment, RaftLogInfo, RaftSegmentInfo};
+pub use raft_log::{RaftEntry, RaftLog, RaftLogId, RaftLogOptions};
+pub use raft_segment::raft_segment_name;
 pub use recovery::{recover, Recovered};
 pub use scan::{LogIter, LogRecord, SegmentScan, Tail};
 pub use snapshot::{read_snapshot, write_snapshot, SnapshotFile, SnapshotReader, SnapshotWriter};
