@@ -5,12 +5,18 @@
 //! settings, metrics providers, ...) are logged and skipped rather than rejected: refusing to
 //! start over a setting that does not apply to a standalone server helps nobody. A known key
 //! with a value that does not parse is an error naming the key.
+//!
+//! `server.N` lines make the server a member of an ensemble; that part (with `myid` and the
+//! dynamic config file) lives in [`crate::ensemble_config`] and ends up in
+//! [`ServerConfig::ensemble`]. Without such lines nothing changes: `ensemble` is `None`.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::core::CoreConfig;
+pub use crate::ensemble_config::{EnsembleConfig, MemberConfig, MemberRole};
+use crate::ensemble_config::{EnsembleSettings, Origin, Surroundings};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +36,29 @@ pub enum ConfigError {
     },
     #[error("line {line}: expected key=value, found `{text}`")]
     Syntax { line: usize, text: String },
+    /// A setting in a named file (zoo.cfg or the dynamic config file) that cannot be used.
+    #[error("{file}: line {line}: `{key}`: {reason}")]
+    Entry {
+        file: String,
+        line: usize,
+        key: String,
+        reason: String,
+    },
+    /// The `myid` file is missing or unreadable.
+    #[error("myid file {}: {reason}", path.display())]
+    MyId { path: PathBuf, reason: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+/// Settings that come from outside zoo.cfg's text (the `corral server` command line) and
+/// must be known before the ensemble is assembled.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    /// This server's id, used instead of the `myid` file.
+    pub my_id: Option<u64>,
+    /// Replaces `dataDir`, before `myid` is looked for in it.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The set of four-letter words a client may run (`4lw.commands.whitelist`).
@@ -102,6 +129,8 @@ pub struct ServerConfig {
     /// `zookeeper.enforceQuota`: fail writes beyond a hard quota. On by default (ZooKeeper's
     /// default is off, which makes a "hard" quota only log); set it to false for that behaviour.
     pub enforce_quota: bool,
+    /// The ensemble this server is a member of; `None` = standalone (no `server.N` lines).
+    pub ensemble: Option<EnsembleConfig>,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +154,7 @@ impl Default for ServerConfig {
             super_digest: None,
             container_check_interval_ms: 60_000,
             enforce_quota: true,
+            ensemble: None,
         }
     }
 }
@@ -135,28 +165,53 @@ const ACCEPTED_AND_IGNORED: &[&str] = &[
     "admin.enableServer",
     "admin.serverPort",
     "admin.serverAddress",
-    "initLimit",
-    "syncLimit",
-    "standaloneEnabled",
-    "reconfigEnabled",
     "preAllocSize",
     "globalOutstandingLimit",
     "metricsProvider.className",
 ];
 
 impl ServerConfig {
-    /// Reads and parses a zoo.cfg file.
+    /// Reads and parses a zoo.cfg file (and the files it leads to: `myid`, the dynamic
+    /// config file).
     pub fn from_file(path: &Path) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::load(path, &ConfigOverrides::default())
+    }
+
+    /// [`from_file`](ServerConfig::from_file) with command-line overrides.
+    pub fn load(path: &Path, overrides: &ConfigOverrides) -> Result<ServerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        ServerConfig::parse(&text)
+        ServerConfig::parse_source(&text, &path.display().to_string(), overrides)
     }
 
-    /// Parses zoo.cfg text on top of the defaults.
+    /// Parses zoo.cfg text on top of the defaults. With `server.N` lines it also reads
+    /// `<dataDir>/myid` (and a `dynamicConfigFile`, if named).
     pub fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::parse_with(text, &ConfigOverrides::default())
+    }
+
+    /// [`parse`](ServerConfig::parse) with command-line overrides.
+    pub fn parse_with(
+        text: &str,
+        overrides: &ConfigOverrides,
+    ) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::parse_source(text, "zoo.cfg", overrides)
+    }
+
+    /// `file` names the text in errors about ensemble settings.
+    fn parse_source(
+        text: &str,
+        file: &str,
+        overrides: &ConfigOverrides,
+    ) -> Result<ServerConfig, ConfigError> {
         let mut cfg = ServerConfig::default();
+        let mut ensemble = EnsembleSettings::default();
+        // The defaults cannot tell "not set" from "set to the default", and a member line's
+        // client address is checked against what zoo.cfg said explicitly.
+        let mut client_port_set = false;
+        let mut client_port_address_set = false;
         for (idx, raw) in text.lines().enumerate() {
             let line = idx + 1;
             let trimmed = raw.trim();
@@ -169,13 +224,40 @@ impl ServerConfig {
                     text: trimmed.to_string(),
                 });
             };
-            cfg.set(line, key.trim(), value.trim())?;
+            let (key, value) = (key.trim(), value.trim());
+            let at = Origin {
+                file: file.to_string(),
+                line,
+            };
+            if ensemble.accept(&at, key, value)? {
+                continue;
+            }
+            client_port_set |= key == "clientPort";
+            client_port_address_set |= key == "clientPortAddress";
+            cfg.set(line, key, value)?;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            cfg.data_dir = dir.clone();
+        }
+        cfg.ensemble = ensemble.finish(&Surroundings {
+            data_dir: &cfg.data_dir,
+            my_id_override: overrides.my_id,
+            client_port: client_port_set.then_some(cfg.client_port),
+            client_port_address: client_port_address_set.then_some(cfg.client_port_address),
+        })?;
+        // As in ZooKeeper 3.5+, a client address on this server's own line is where it
+        // listens for clients.
+        if let Some(addr) = cfg.ensemble.as_ref().and_then(|e| e.me().client_addr) {
+            cfg.client_port = addr.port();
+            cfg.client_port_address = addr.ip();
         }
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Applies one `key=value` setting (also used for command-line overrides, with line 0).
+    /// Ensemble settings (`server.N`, `initLimit`, ...) are read only by
+    /// [`parse`](ServerConfig::parse), which needs all of them together.
     pub fn set(&mut self, line: usize, key: &str, value: &str) -> Result<(), ConfigError> {
         let bad = |reason: &str| ConfigError::BadValue {
             line,
@@ -413,8 +495,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_not_fatal() {
-        let cfg =
-            ServerConfig::parse("server.1=host:2888:3888\nfoo=bar\nclientPort=1234\n").unwrap();
+        let cfg = ServerConfig::parse("syncEnabled=true\nfoo=bar\nclientPort=1234\n").unwrap();
         assert_eq!(cfg.client_port, 1234);
     }
 

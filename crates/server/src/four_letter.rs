@@ -249,6 +249,9 @@ pub struct DirSizes {
     pub log_dir_bytes: u64,
 }
 
+/// `conf`. In an ensemble ZooKeeper's quorum server appends the quorum settings and the
+/// membership (`QuorumZooKeeperServer.dumpConf`); that text ends with `version=<hex>` and no
+/// newline, as ZooKeeper prints it.
 pub fn conf(cfg: &ServerConfig, client_port: u16, dirs: DirSizes) -> String {
     let abs = |p: &std::path::Path| {
         std::path::absolute(p)
@@ -256,8 +259,9 @@ pub fn conf(cfg: &ServerConfig, client_port: u16, dirs: DirSizes) -> String {
             .display()
             .to_string()
     };
-    format!(
-        "clientPort={client_port}\nsecureClientPort=-1\ndataDir={}\ndataDirSize={}\ndataLogDir={}\ndataLogSize={}\ntickTime={}\nmaxClientCnxns={}\nminSessionTimeout={}\nmaxSessionTimeout={}\nclientPortListenBacklog=-1\nserverId=0\n",
+    let server_id = cfg.ensemble.as_ref().map_or(0, |e| e.my_id);
+    let mut out = format!(
+        "clientPort={client_port}\nsecureClientPort=-1\ndataDir={}\ndataDirSize={}\ndataLogDir={}\ndataLogSize={}\ntickTime={}\nmaxClientCnxns={}\nminSessionTimeout={}\nmaxSessionTimeout={}\nclientPortListenBacklog=-1\nserverId={server_id}\n",
         abs(&cfg.data_dir),
         dirs.data_dir_bytes,
         abs(cfg.data_log_dir()),
@@ -266,7 +270,23 @@ pub fn conf(cfg: &ServerConfig, client_port: u16, dirs: DirSizes) -> String {
         cfg.max_client_cnxns,
         cfg.min_session_timeout_ms(),
         cfg.max_session_timeout_ms()
-    )
+    );
+    if let Some(ensemble) = &cfg.ensemble {
+        let me = ensemble.me();
+        // electionAlg is always 3 (the only one ZooKeeper 3.8 has); peerType is the
+        // ordinal of ZooKeeper's LearnerType (0 participant, 1 observer).
+        let _ = write!(
+            out,
+            "initLimit={}\nsyncLimit={}\nelectionAlg=3\nelectionPort={}\nquorumPort={}\npeerType={}\nmembership: \n{}",
+            ensemble.init_limit,
+            ensemble.sync_limit,
+            me.election_port,
+            me.peer_port,
+            me.role.zk_ordinal(),
+            ensemble.zk_config_text()
+        );
+    }
+    out
 }
 
 pub fn dirs(dirs: DirSizes) -> String {
@@ -752,6 +772,36 @@ mod tests {
              minSessionTimeout=4000\nmaxSessionTimeout=40000\nclientPortListenBacklog=-1\nserverId=0\n"
         );
         assert_eq!(dirs(sizes), "datadir_size: 457\nlogdir_size: 457\n");
+    }
+
+    #[test]
+    fn conf_in_an_ensemble_adds_the_quorum_lines() {
+        let overrides = crate::config::ConfigOverrides {
+            my_id: Some(3),
+            data_dir: None,
+        };
+        let cfg = ServerConfig::parse_with(
+            "dataDir=/srv/zk\ninitLimit=10\nsyncLimit=5\n\
+             server.1=a:2888:3888;2181\nserver.2=b:2888:3888;2181\n\
+             server.3=c:2890:3890:observer;2181\n",
+            &overrides,
+        )
+        .unwrap();
+        let sizes = DirSizes::default();
+        // QuorumZooKeeperServer.dumpConf: serverId is myid, peerType is the LearnerType
+        // ordinal, and the membership text ends without a newline.
+        assert_eq!(
+            conf(&cfg, 2181, sizes),
+            "clientPort=2181\nsecureClientPort=-1\ndataDir=/srv/zk\ndataDirSize=0\n\
+             dataLogDir=/srv/zk\ndataLogSize=0\ntickTime=2000\nmaxClientCnxns=60\n\
+             minSessionTimeout=4000\nmaxSessionTimeout=40000\nclientPortListenBacklog=-1\nserverId=3\n\
+             initLimit=10\nsyncLimit=5\nelectionAlg=3\nelectionPort=3890\nquorumPort=2890\npeerType=1\n\
+             membership: \n\
+             server.1=a:2888:3888:participant;0.0.0.0:2181\n\
+             server.2=b:2888:3888:participant;0.0.0.0:2181\n\
+             server.3=c:2890:3890:observer;0.0.0.0:2181\n\
+             version=0"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod core;
 pub mod driver;
+pub mod ensemble_config;
 pub mod four_letter;
 pub mod net;
 mod persist;
