@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use corral_server::config::{FourLetterWhitelist, ServerConfig};
+use corral_server::config::{ConfigOverrides, FourLetterWhitelist, ServerConfig};
 use corral_server::net::Server;
 
 #[derive(Debug, clap::Args)]
@@ -19,6 +19,9 @@ pub struct Args {
     /// Address to listen on (clientPortAddress).
     #[arg(long, value_name = "ADDR")]
     client_address: Option<IpAddr>,
+    /// This server's id in an ensemble; replaces the `myid` file in the data directory.
+    #[arg(long, value_name = "N")]
+    myid: Option<u64>,
     /// Snapshot directory (dataDir).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -35,11 +38,27 @@ pub struct Args {
 
 impl Args {
     fn into_config(self) -> anyhow::Result<ServerConfig> {
-        let mut cfg = match &self.config {
-            Some(path) => ServerConfig::from_file(path)
-                .with_context(|| format!("loading {}", path.display()))?,
-            None => ServerConfig::default(),
+        // dataDir and myid decide which member of an ensemble this is, so they go in while
+        // the file is read rather than after.
+        let overrides = ConfigOverrides {
+            my_id: self.myid,
+            data_dir: self.data_dir.clone(),
         };
+        let mut cfg = match &self.config {
+            Some(path) => ServerConfig::load(path, &overrides)
+                .with_context(|| format!("loading {}", path.display()))?,
+            None => {
+                anyhow::ensure!(
+                    self.myid.is_none(),
+                    "--myid needs --config with server.N lines"
+                );
+                ServerConfig::default()
+            }
+        };
+        anyhow::ensure!(
+            self.myid.is_none() || cfg.ensemble.is_some(),
+            "--myid given, but the configuration has no server.N lines"
+        );
         if let Some(port) = self.client_port {
             cfg.client_port = port;
         }
@@ -98,5 +117,65 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: Option<PathBuf>, myid: Option<u64>, data_dir: Option<PathBuf>) -> Args {
+        Args {
+            config,
+            client_port: None,
+            client_address: None,
+            myid,
+            data_dir,
+            data_log_dir: None,
+            tick_time_ms: None,
+            four_letter_whitelist: None,
+        }
+    }
+
+    #[test]
+    fn config_with_server_lines_reaches_the_ensemble() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("zoo.cfg");
+        std::fs::write(
+            &cfg_path,
+            "initLimit=5\nsyncLimit=2\nserver.1=a:2888:3888;2181\nserver.2=b:2888:3888;2182\n",
+        )
+        .unwrap();
+
+        let cfg = args(Some(cfg_path.clone()), Some(2), None)
+            .into_config()
+            .unwrap();
+        assert_eq!(cfg.ensemble.as_ref().map(|e| e.my_id), Some(2));
+        assert_eq!(cfg.client_port, 2182, "this member's line gives the port");
+
+        // --data-dir is where myid is looked for.
+        std::fs::write(dir.path().join("myid"), "1\n").unwrap();
+        let cfg = args(Some(cfg_path.clone()), None, Some(dir.path().to_path_buf()))
+            .into_config()
+            .unwrap();
+        assert_eq!(cfg.ensemble.as_ref().map(|e| e.my_id), Some(1));
+
+        let err = args(Some(cfg_path), Some(9), None)
+            .into_config()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("myid 9"), "{err:#}");
+    }
+
+    #[test]
+    fn myid_without_server_lines_is_refused() {
+        let err = args(None, Some(1), None).into_config().unwrap_err();
+        assert!(err.to_string().contains("--myid"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("zoo.cfg");
+        std::fs::write(&cfg_path, "clientPort=2181\n").unwrap();
+        let err = args(Some(cfg_path), Some(1), None)
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("no server.N lines"), "{err}");
     }
 }
