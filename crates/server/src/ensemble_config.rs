@@ -286,6 +286,12 @@ impl EnsembleSettings {
                     ),
                 ));
             }
+            if self.version.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "version= belongs in the dynamic config file {} (or its name), not in zoo.cfg",
+                    path.display()
+                )));
+            }
             self.read_dynamic_file(path)?;
         }
         if self.members.is_empty() {
@@ -955,6 +961,11 @@ mod tests {
 
         let err = error_as(1, &format!("{text}server.1=a:2888:3888;2181\n"));
         assert!(err.contains("must be in the dynamic config file"), "{err}");
+        let err = error_as(1, &format!("{text}version=3\n"));
+        assert!(
+            err.contains("version= belongs in the dynamic config file"),
+            "{err}"
+        );
 
         let missing = format!("dynamicConfigFile={}\n", dir.path().join("nope").display());
         let err = error_as(1, &missing);
