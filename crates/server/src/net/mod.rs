@@ -3,10 +3,12 @@
 //! * [`frames`]: splitting a byte stream into frames (no I/O).
 //! * [`conn`]: a connection's task (socket reads and writes, four-letter words).
 //! * [`limit`]: `maxClientCnxns` per client IP.
+//! * [`peer`]: the request/answer transport between ensemble members.
 //! * [`Server`]: binds, recovers, accepts, and shuts down cleanly.
 
 pub mod frames;
 pub mod limit;
+pub mod peer;
 
 mod conn;
 
