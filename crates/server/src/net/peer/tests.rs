@@ -490,3 +490,16 @@ fn error_text_is_cut_at_a_character_boundary() {
     assert_eq!(&frame.head[5..13], &9u64.to_be_bytes());
     assert_eq!(frame.head[13], 1);
 }
+
+#[tokio::test]
+async fn dropping_the_server_closes_its_connections() {
+    let mut fx = fixture().await;
+    let client = client_for(fx.server.local_addr());
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.call(HANG, Bytes::new(), LONG_TIMEOUT).await }
+    });
+    assert_eq!(bounded(fx.started.recv()).await, Some(HANG));
+    drop(fx.server);
+    assert_eq!(bounded(call).await.expect("task"), Err(PeerError::Closed));
+}
