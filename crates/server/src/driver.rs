@@ -34,9 +34,13 @@ use corral_storage::{GroupCommitLog, LogOptions, StorageError};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::config::ServerConfig;
-use crate::core::{ConnId, Core, CoreConfig, Effect, Step};
+use crate::consensus::Origin;
+use crate::core::{ConnId, Core, CoreConfig, Effect, Role, Step};
 use crate::four_letter::{self as flw, ConnLine, ConnSessionLine, LatencyStats};
 use crate::persist::{self, Purger, SnapSchedule, SnapshotJob};
+
+mod ensemble;
+use ensemble::Ensemble;
 
 /// Why the server could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +83,10 @@ pub enum ServerError {
     /// The txn log failed and the state could not be rebuilt from disk.
     #[error("txn log failed: {0}")]
     Storage(#[source] StorageError),
+    #[error("ensemble: {0}")]
+    Consensus(#[source] crate::consensus::ConsensusError),
+    #[error("raft log: {0}")]
+    Raft(String),
 }
 
 /// What connection tasks tell the driver. Events of one connection arrive in order, over
@@ -352,9 +360,62 @@ pub(crate) struct Driver {
     _purger: Option<Purger>,
     latency: LatencyStats,
     started_ms: i64,
+    /// Set when this server is a member of an ensemble (`server.N` lines in zoo.cfg).
+    ensemble: Option<Ensemble>,
+    /// An error that stops the server, found while handling an event.
+    fatal: Option<ServerError>,
 }
 
 impl Driver {
+    /// An ensemble member: its state is rebuilt by applying the committed Raft log, which the
+    /// consensus layer replays as soon as it runs.
+    pub(crate) async fn start_ensemble(
+        config: Arc<ServerConfig>,
+        client_port: u16,
+    ) -> Result<Driver, ServerError> {
+        let started_ms = now_ms();
+        let ensemble_config = config
+            .ensemble
+            .clone()
+            .expect("start_ensemble is called for ensemble configs");
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::SessionSecret {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let core_config = CoreConfig {
+            server_id: ensemble_config.my_id as u8,
+            ..config.core_config()
+        };
+        let mut core = Core::new(core_config.clone(), started_ms);
+        core.set_role(Role::Follower);
+        let ensemble = Ensemble::start(&config, &ensemble_config).await?;
+        tracing::info!(
+            my_id = ensemble_config.my_id,
+            members = ensemble_config.members.len(),
+            data_dir = %config.data_dir.display(),
+            "joining the ensemble"
+        );
+        Ok(Driver {
+            durable_zxid: 0,
+            core,
+            snap_schedule: SnapSchedule::new(config.snap_count),
+            config,
+            core_config,
+            client_port,
+            conns: HashMap::new(),
+            held: VecDeque::new(),
+            durable_shared: Arc::new(AtomicI64::new(0)),
+            log: None,
+            log_failure: None,
+            snapshot_job: None,
+            _purger: None,
+            latency: LatencyStats::default(),
+            started_ms,
+            ensemble: Some(ensemble),
+            fatal: None,
+        })
+    }
+
     /// Rebuilds the state from disk (snapshot + log replay) and opens the txn log for
     /// appending.
     pub(crate) fn recover(
@@ -403,6 +464,8 @@ impl Driver {
             _purger: purger,
             latency: LatencyStats::default(),
             started_ms,
+            ensemble: None,
+            fatal: None,
         })
     }
 
@@ -421,15 +484,22 @@ impl Driver {
                 // Durability first: it releases held replies and frees queue space.
                 biased;
                 Some(report) = next_report(&mut self.log) => self.on_durable(report),
+                ev = ensemble::next_event(&mut self.ensemble) => self.on_ensemble(ev),
                 _ = shutdown.changed() => break Ok(()),
                 event = inbound.recv() => match event {
                     Some(event) => self.on_inbound(event),
                     None => break Ok(()),
                 },
                 _ = ticker.tick() => {
+                    if self.ensemble.is_some() && self.core.role() == Role::Follower {
+                        self.report_touches();
+                    }
                     let step = self.core.tick(now_ms());
                     self.apply(step);
                 }
+            }
+            if let Some(fatal) = self.fatal.take() {
+                break Err(fatal);
             }
             if let Some(e) = self.log_failure.take() {
                 if let Err(fatal) = self.rebuild_after_log_failure(e) {
@@ -455,6 +525,18 @@ impl Driver {
     /// Clean shutdown: wait until every submitted txn is durable, send the replies that were
     /// waiting for it, close the connections, close the log, let a snapshot in progress end.
     async fn drain(mut self) -> Result<(), ServerError> {
+        if let Some(e) = self.ensemble.take() {
+            // Replies still held wait for commits that may never come: clients see the
+            // connection close, as with any member going away.
+            self.held.clear();
+            for conn in self.conns.values() {
+                let _ = conn.handle.tx.try_send(Outbound::Close);
+            }
+            self.conns.clear();
+            e.consensus.shutdown().await;
+            tracing::info!("left the ensemble");
+            return Ok(());
+        }
         while self.durable_zxid < self.core.last_zxid() && self.log_failure.is_none() {
             match next_report(&mut self.log).await {
                 Some(report) => self.on_durable(report),
@@ -561,6 +643,7 @@ impl Driver {
             .drain(..)
             .map(|(_, effect)| match effect {
                 Effect::Send { conn, .. } | Effect::Close { conn, .. } => conn,
+                Effect::Forward(f) => f.conn,
             })
             .collect();
         let keep: Vec<ConnId> = self
@@ -665,6 +748,14 @@ impl Driver {
         let now = now_ms();
         match event {
             Inbound::Opened { conn, peer, handle } => {
+                if self.ensemble.as_ref().is_some_and(|e| !e.serving()) {
+                    // No leader: clients are better served by another member.
+                    tracing::debug!(conn, %peer, "refusing a client: this member has no leader");
+                    if handle.tx.try_send(Outbound::Close).is_err() {
+                        handle.kill.notify_one();
+                    }
+                    return;
+                }
                 self.core.connection_opened(conn, peer, now);
                 self.conns.insert(conn, ConnState::new(handle, peer, now));
             }
@@ -703,6 +794,18 @@ impl Driver {
 
     /// Submits a step's txns and queues its effects behind them.
     fn apply(&mut self, step: Step) {
+        self.apply_with_origin(step, None)
+    }
+
+    /// As `apply`; in an ensemble the txns are proposed, tagged with the member and
+    /// connection that wait for them when they came from another member.
+    fn apply_with_origin(&mut self, mut step: Step, origin: Option<Origin>) {
+        if self.ensemble.is_some() {
+            let txns = std::mem::take(&mut step.txns);
+            self.propose_txns(txns, origin);
+            self.hold_or_dispatch(step);
+            return;
+        }
         let logged = step.txns.len();
         for txn in step.txns {
             if self.log_failure.is_some() {
@@ -716,6 +819,18 @@ impl Driver {
                 self.log_failure.get_or_insert(e);
             }
         }
+        self.hold_or_dispatch(Step {
+            effects: step.effects,
+            txns: Vec::new(),
+        });
+        if logged > 0 && self.log_failure.is_none() && self.snap_schedule.count(logged) {
+            self.maybe_snapshot();
+        }
+    }
+
+    /// Dispatches effects at once when nothing they could reveal is pending, else holds them
+    /// behind the txns they follow.
+    fn hold_or_dispatch(&mut self, step: Step) {
         let tag = self.core.last_zxid();
         for effect in step.effects {
             if let Effect::Close { conn, .. } = &effect {
@@ -728,9 +843,6 @@ impl Driver {
             } else {
                 self.held.push_back((tag, effect));
             }
-        }
-        if logged > 0 && self.log_failure.is_none() && self.snap_schedule.count(logged) {
-            self.maybe_snapshot();
         }
     }
 
@@ -754,6 +866,7 @@ impl Driver {
                     state.handle.kill.notify_one();
                 }
             }
+            Effect::Forward(fwd) => self.send_forward(fwd),
             Effect::Close { conn, reason } => {
                 let Some(state) = self.conns.get_mut(&conn) else {
                     return;
@@ -839,6 +952,7 @@ impl Driver {
             latency: self.latency,
             // ZooKeeper counts the connection asking, too.
             connections: self.conns.len() + 1,
+            mode: self.ensemble.as_ref().map_or("standalone", |e| e.mode()),
         }
     }
 
@@ -861,7 +975,10 @@ impl Driver {
         };
         match word {
             "ruok" => "imok".into(),
-            "isro" => "rw".into(),
+            "isro" => match &self.ensemble {
+                Some(e) if !e.serving() => "null".into(),
+                _ => "rw".into(),
+            },
             "srvr" => flw::srvr(&self.summary()),
             "stat" => {
                 let mut lines = self.conn_lines();

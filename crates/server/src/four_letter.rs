@@ -196,11 +196,13 @@ pub struct ServerSummary {
     pub stats: CoreStats,
     pub latency: LatencyStats,
     pub connections: usize,
+    /// `standalone`, or an ensemble member's `leader`/`follower`/`observer`/`looking`.
+    pub mode: &'static str,
 }
 
 fn server_stats_block(s: &ServerSummary) -> String {
     format!(
-        "Latency min/avg/max: {}/{}/{}\nReceived: {}\nSent: {}\nConnections: {}\nOutstanding: {}\nZxid: 0x{:x}\nMode: standalone\nNode count: {}\n",
+        "Latency min/avg/max: {}/{}/{}\nReceived: {}\nSent: {}\nConnections: {}\nOutstanding: {}\nZxid: 0x{:x}\nMode: {}\nNode count: {}\n",
         s.latency.min_ms(),
         java_double(s.latency.avg_ms()),
         s.latency.max_ms(),
@@ -209,6 +211,7 @@ fn server_stats_block(s: &ServerSummary) -> String {
         s.connections,
         s.stats.outstanding_requests,
         s.stats.last_zxid,
+        s.mode,
         s.stats.znode_count
     )
 }
@@ -362,7 +365,7 @@ pub fn mntr(s: &ServerSummary, p: ProcessFigures) -> String {
     let st = &s.stats;
     let mut lines: Vec<(&str, String)> = vec![
         ("version", s.version.clone()),
-        ("server_state", "standalone".into()),
+        ("server_state", s.mode.into()),
         ("ephemerals_count", st.ephemerals_count.to_string()),
         ("num_alive_connections", s.connections.to_string()),
         ("avg_latency", java_double(s.latency.avg_ms())),
@@ -583,6 +586,7 @@ mod tests {
             },
             latency: LatencyStats::default(),
             connections: 1,
+            mode: "standalone",
         }
     }
 

@@ -1,6 +1,7 @@
 //! Corral's server: the pure state machine ([`core`]) and everything that drives it.
 
 pub mod config;
+pub mod consensus;
 pub mod core;
 pub mod driver;
 pub mod ensemble_config;

@@ -90,6 +90,43 @@ pub enum Effect {
     Send { conn: ConnId, frame: bytes::Bytes },
     /// Close a connection once everything queued before this effect has been sent.
     Close { conn: ConnId, reason: String },
+    /// A member that is not the leader hands a request to the leader (ensemble only). The
+    /// reply comes from [`Core::apply_committed`] once the leader's txn is committed.
+    Forward(Forward),
+}
+
+/// The connection id under which the leader prepares requests forwarded by other members:
+/// no local connection ever has it, so effects addressed to it go nowhere.
+pub const REMOTE_CONN: ConnId = ConnId::MAX;
+
+/// A request a follower hands to the leader, with what the leader needs to prepare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The connection on the forwarding member that waits for the outcome.
+    pub conn: ConnId,
+    pub session: SessionId,
+    /// The identities proven on that connection (ACL checks happen on the leader).
+    pub auth: Vec<Id>,
+    pub request: ForwardRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardRequest {
+    /// A new session (ConnectRequest with session id 0) with its negotiated timeout.
+    Connect { timeout_ms: i32 },
+    /// A write (or closeSession): the request frame body, header included.
+    Request { body: Bytes },
+    /// `sync`: answered once everything the leader committed before it is applied here.
+    Sync { xid: i32, path: String },
+}
+
+/// How this member takes part in replication. A standalone server, and an ensemble's leader,
+/// prepare writes themselves and decide session expiry; other members forward writes to the
+/// leader and only report which sessions they heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
 }
 
 /// A write, encoded for the txn log. The effects returned alongside it must be held until the
@@ -168,6 +205,11 @@ struct Conn {
     auth: std::sync::Arc<Vec<Id>>,
     /// Pre-3.3 clients send no readOnly byte and expect none back.
     old_client: bool,
+    /// Requests forwarded to the leader whose outcome has not been applied here yet.
+    forwarded: u32,
+    /// Frames that arrived while a forwarded request was outstanding: a client's requests are
+    /// answered in order, so they wait for it (as ZooKeeper's commit processor does).
+    queued: std::collections::VecDeque<Bytes>,
 }
 
 /// The state machine. See the module documentation.
@@ -184,6 +226,12 @@ pub struct Core {
     packets_received: u64,
     packets_sent: u64,
     next_container_check_ms: i64,
+    role: Role,
+    /// Zxids prepared here are above this (the leader's epoch in the high 32 bits).
+    zxid_floor: Zxid,
+    /// Sessions heard from since the last `take_touched_sessions` (followers report them to
+    /// the leader, which alone decides expiry).
+    touched: std::collections::HashSet<SessionId>,
 }
 
 /// The result of a request, before it is encoded as a reply.
@@ -208,8 +256,57 @@ impl Core {
             packets_received: 0,
             packets_sent: 0,
             next_container_check_ms: now_ms + config.container_check_interval_ms,
+            role: Role::Leader,
+            zxid_floor: 0,
+            touched: Default::default(),
             config,
         }
+    }
+
+    /// Switches between preparing writes here (leader, standalone) and forwarding them.
+    pub fn set_role(&mut self, role: Role) {
+        self.role = role;
+        self.touched.clear();
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// A new leader's epoch: zxids it prepares from now on are `epoch << 32 | n`, above every
+    /// zxid of earlier epochs, so zxids grow across leader changes (ZooKeeper tools read
+    /// `zxid >> 32` as the epoch).
+    pub fn begin_epoch(&mut self, epoch: u32) {
+        self.zxid_floor = self.zxid_floor.max(i64::from(epoch) << 32);
+    }
+
+    /// Replaces the secret session passwords derive from. An ensemble replicates one secret,
+    /// so a session resumes on any member.
+    pub fn set_session_secret(&mut self, secret: [u8; 16]) {
+        self.config.session_secret = secret;
+        self.sessions.set_secret(secret);
+    }
+
+    /// Sessions heard from since the last call (a follower sends them to the leader).
+    pub fn take_touched_sessions(&mut self) -> Vec<SessionId> {
+        self.touched.drain().collect()
+    }
+
+    /// The leader hears that other members' clients are alive.
+    pub fn touch_sessions(&mut self, sessions: &[SessionId], now_ms: i64) {
+        for &sid in sessions {
+            self.sessions.touch(sid, now_ms);
+        }
+    }
+
+    /// Keeps a session alive: on a follower, also remembered for the leader.
+    fn touch(&mut self, sid: SessionId, now_ms: i64) -> bool {
+        if self.role == Role::Follower {
+            // The leader decides expiry; here the session only needs to exist.
+            self.touched.insert(sid);
+            return self.sessions.get(sid).is_some_and(|s| !s.closing);
+        }
+        self.sessions.touch(sid, now_ms)
     }
 
     /// A TCP connection was accepted.
@@ -225,6 +322,8 @@ impl Core {
                 session: None,
                 auth,
                 old_client: false,
+                forwarded: 0,
+                queued: Default::default(),
             },
         );
     }
@@ -234,46 +333,210 @@ impl Core {
     pub fn receive(&mut self, conn: ConnId, body: &[u8], now_ms: i64) -> Step {
         self.packets_received += 1;
         let mut step = Step::default();
-        let Some(c) = self.conns.get(&conn) else {
-            return step;
+        self.receive_into(conn, body, now_ms, &mut step);
+        step
+    }
+
+    fn receive_into(&mut self, conn: ConnId, body: &[u8], now_ms: i64, step: &mut Step) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
         };
+        if c.forwarded > 0 {
+            // Answered after the forwarded request before it, in arrival order.
+            c.queued.push_back(Bytes::copy_from_slice(body));
+            return;
+        }
         let Some(session) = c.session else {
-            self.handle_connect(conn, body, now_ms, &mut step);
-            return step;
+            self.handle_connect(conn, body, now_ms, step);
+            return;
         };
         let mut r = Reader::new(body);
         let header = match corral_proto::records::RequestHeader::read(&mut r) {
             Ok(h) => h,
             Err(e) => {
-                close(&mut step, conn, format!("malformed request header: {e}"));
-                return step;
+                close(step, conn, format!("malformed request header: {e}"));
+                return;
             }
         };
-        if !self.sessions.touch(session, now_ms) {
-            self.send_reply(&mut step, conn, header.xid, Err(ZkError::SessionExpired));
-            close(&mut step, conn, "session expired".into());
-            return step;
+        if !self.touch(session, now_ms) {
+            self.send_reply(step, conn, header.xid, Err(ZkError::SessionExpired));
+            close(step, conn, "session expired".into());
+            return;
         }
         match Request::decode(header.op, r.rest()) {
-            Ok(req) => self.dispatch(conn, session, header.xid, req, now_ms, &mut step),
+            Ok(req) if self.role == Role::Follower && needs_leader(&req) => {
+                let request = match req {
+                    Request::Sync(p) => ForwardRequest::Sync {
+                        xid: header.xid,
+                        path: p.path,
+                    },
+                    _ => ForwardRequest::Request {
+                        body: Bytes::copy_from_slice(body),
+                    },
+                };
+                self.forward(conn, session, request, step);
+            }
+            Ok(req) => self.dispatch(conn, session, header.xid, req, now_ms, step),
             Err(RequestError::UnknownOpcode(op)) => {
                 // As ZooKeeper: answer ZUNIMPLEMENTED, then close the connection.
-                self.send_reply(&mut step, conn, header.xid, Err(ZkError::Unimplemented));
-                close(&mut step, conn, format!("unknown opcode {op}"));
+                self.send_reply(step, conn, header.xid, Err(ZkError::Unimplemented));
+                close(step, conn, format!("unknown opcode {op}"));
             }
             Err(RequestError::BadMultiOp(op)) => {
-                self.send_reply(&mut step, conn, header.xid, Err(ZkError::MarshallingError));
+                self.send_reply(step, conn, header.xid, Err(ZkError::MarshallingError));
                 tracing::info!(conn, op, "invalid op inside multi");
             }
             Err(RequestError::Malformed(e)) => {
                 close(
-                    &mut step,
+                    step,
                     conn,
                     format!("malformed request (op {}): {e}", header.op),
                 );
             }
         }
+    }
+
+    /// Hands a request to the leader; later requests of the connection wait for its outcome.
+    fn forward(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        request: ForwardRequest,
+        step: &mut Step,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.forwarded += 1;
+        step.effects.push(Effect::Forward(Forward {
+            conn,
+            session,
+            auth: c.auth.as_ref().clone(),
+            request,
+        }));
+    }
+
+    /// The leader prepares a request another member forwarded. The txns of the returned step
+    /// carry the outcome back to that member (it replies when it applies them); effects for
+    /// [`REMOTE_CONN`] go nowhere, watch events for local connections are real.
+    pub fn receive_forwarded(&mut self, fwd: Forward, now_ms: i64) -> Step {
+        let mut step = Step::default();
+        match fwd.request {
+            ForwardRequest::Connect { timeout_ms } => {
+                let sid = self.sessions.allocate_id();
+                let header = self.next_header(sid, 0, now_ms);
+                let txn =
+                    Txn::CreateSession(corral_proto::records::CreateSessionTxn { timeout_ms });
+                self.commit(header, txn, &mut step);
+            }
+            ForwardRequest::Request { body } => {
+                let mut r = Reader::new(&body);
+                let Ok(header) = corral_proto::records::RequestHeader::read(&mut r) else {
+                    return step;
+                };
+                let Ok(req) = Request::decode(header.op, r.rest()) else {
+                    // The forwarding member decoded it already; nothing sane to log.
+                    return step;
+                };
+                let session = fwd.session;
+                if !self.sessions.touch(session, now_ms) {
+                    // As ZooKeeper's leader: the request becomes an error txn.
+                    let header = self.next_header(session, header.xid, now_ms);
+                    let txn = Txn::Error(ZkError::SessionExpired.code());
+                    self.commit(header, txn, &mut step);
+                    return step;
+                }
+                match req {
+                    Request::CloseSession => {
+                        self.close_session(session, header.xid, now_ms, &mut step);
+                    }
+                    req => {
+                        let auth = std::sync::Arc::new(fwd.auth);
+                        self.write_as(
+                            REMOTE_CONN,
+                            auth,
+                            session,
+                            header.xid,
+                            req,
+                            now_ms,
+                            &mut step,
+                        );
+                    }
+                }
+            }
+            // Sync needs no txn; the consensus layer orders it behind committed entries.
+            ForwardRequest::Sync { .. } => {}
+        }
         step
+    }
+
+    /// Applies a txn the ensemble committed (a member that did not prepare it: every member
+    /// but the leader). Fires the watches of this member's connections; when the request came
+    /// from `origin`, a connection of this member, answers it there.
+    pub fn apply_committed(
+        &mut self,
+        record: &[u8],
+        origin: Option<ConnId>,
+        now_ms: i64,
+    ) -> Result<Step, corral_proto::DecodeError> {
+        let rec = TxnRecord::decode(record)?;
+        let mut step = Step::default();
+        let mut triggers = Vec::new();
+        let outcome = self.apply(&rec.header, &rec.txn, &mut triggers);
+        self.last_zxid = self.last_zxid.max(rec.header.zxid);
+        self.fire(&triggers, rec.header.zxid, &mut step);
+        let Some(conn) = origin.filter(|c| self.conns.contains_key(c)) else {
+            return Ok(step);
+        };
+        let xid = rec.header.cxid;
+        match rec.txn {
+            Txn::CreateSession(t) => {
+                let sid = rec.header.client_id;
+                self.bind(conn, sid);
+                self.send_connect_response(&mut step, conn, t.timeout_ms, sid);
+            }
+            Txn::CloseSession(_) => {
+                let zxid = rec.header.zxid;
+                self.send_header(&mut step, conn, xid, zxid, 0);
+                close(&mut step, conn, "client closed its session".into());
+            }
+            Txn::Error(e) if e == ZkError::SessionExpired.code() && xid == 0 => {
+                // A connect whose session vanished meanwhile: nothing to answer with.
+                close(&mut step, conn, "session expired".into());
+            }
+            _ => {
+                let reply = outcome.into_reply();
+                self.send_reply(&mut step, conn, xid, reply);
+            }
+        }
+        self.forward_done(conn, now_ms, &mut step);
+        Ok(step)
+    }
+
+    /// A forwarded `sync` of `conn` is ordered behind everything committed before it.
+    pub fn sync_done(&mut self, conn: ConnId, xid: i32, path: String, now_ms: i64) -> Step {
+        let mut step = Step::default();
+        if self.conns.contains_key(&conn) {
+            self.send_reply(&mut step, conn, xid, Ok(Response::Path(path)));
+            self.forward_done(conn, now_ms, &mut step);
+        }
+        step
+    }
+
+    /// One forwarded request of `conn` is answered: run what queued behind it.
+    fn forward_done(&mut self, conn: ConnId, now_ms: i64, step: &mut Step) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.forwarded = c.forwarded.saturating_sub(1);
+        }
+        while let Some(c) = self.conns.get_mut(&conn) {
+            if c.forwarded > 0 {
+                break;
+            }
+            let Some(body) = c.queued.pop_front() else {
+                break;
+            };
+            self.receive_into(conn, &body, now_ms, step);
+        }
     }
 
     /// The connection is gone (peer closed, error, or after an `Effect::Close`). Its watches are
@@ -297,6 +560,10 @@ impl Core {
     /// removes expired TTL nodes and empty containers. Call every tick (tickTime / 2 is plenty).
     pub fn tick(&mut self, now_ms: i64) -> Step {
         let mut step = Step::default();
+        if self.role == Role::Follower {
+            // Expiry, TTLs and containers are the leader's decisions (its txns reach us).
+            return step;
+        }
         for sid in self.sessions.expired(now_ms) {
             tracing::info!(session = format!("0x{sid:x}"), "session expired");
             let conn = self.sessions.get(sid).and_then(|s| s.conn);
@@ -359,7 +626,7 @@ impl Core {
         } in transfer.conns
         {
             if let Some(sid) = conn.session {
-                if !self.sessions.touch(sid, now_ms) {
+                if !self.touch(sid, now_ms) {
                     refused.push(id);
                     continue;
                 }
@@ -508,6 +775,10 @@ impl Core {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.old_client = old_client;
         }
+        if req.session_id == 0 && self.role == Role::Follower {
+            self.forward(conn, 0, ForwardRequest::Connect { timeout_ms }, step);
+            return;
+        }
         if req.session_id == 0 {
             let sid = self.sessions.allocate_id();
             let header = self.next_header(sid, 0, now_ms);
@@ -537,7 +808,7 @@ impl Core {
                 }
             }
         }
-        self.sessions.touch(sid, now_ms);
+        self.touch(sid, now_ms);
         self.bind(conn, sid);
         self.send_connect_response(step, conn, timeout_ms, sid);
     }
@@ -749,7 +1020,7 @@ impl Core {
         TxnHeader {
             client_id,
             cxid,
-            zxid: self.last_zxid + 1,
+            zxid: self.last_zxid.max(self.zxid_floor) + 1,
             time_ms: now_ms,
             txn_type: 0,
         }
@@ -783,8 +1054,24 @@ impl Core {
         now_ms: i64,
         step: &mut Step,
     ) {
-        let header = self.next_header(session, xid, now_ms);
         let auth = self.auth_of(conn);
+        self.write_as(conn, auth, session, xid, req, now_ms, step);
+    }
+
+    /// A write with the identities of `auth` (those of `conn`, or of a forwarding member's
+    /// connection).
+    #[allow(clippy::too_many_arguments)]
+    fn write_as(
+        &mut self,
+        conn: ConnId,
+        auth: std::sync::Arc<Vec<Id>>,
+        session: SessionId,
+        xid: i32,
+        req: Request,
+        now_ms: i64,
+        step: &mut Step,
+    ) {
+        let header = self.next_header(session, xid, now_ms);
         let ctx = prepare::Ctx { auth: &auth };
         let (txn, pending_outcome) = match req {
             Request::Multi(ops) => self.prepare_multi(&ctx, &header, ops),
@@ -962,6 +1249,12 @@ impl Core {
         frame::finish_frame(&mut out, 0);
         self.send(step, conn, out);
     }
+}
+
+/// Requests a follower cannot answer alone: writes go through the leader, and `sync` must be
+/// ordered behind the leader's commits.
+fn needs_leader(req: &Request) -> bool {
+    req.is_write() || matches!(req, Request::Sync(_))
 }
 
 fn close(step: &mut Step, conn: ConnId, reason: String) {

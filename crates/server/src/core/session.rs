@@ -55,6 +55,10 @@ impl Sessions {
         }
     }
 
+    pub fn set_secret(&mut self, secret: [u8; 16]) {
+        self.secret = secret;
+    }
+
     /// The password a session id gets; derived, so it need not be stored.
     pub fn password(&self, id: SessionId) -> [u8; 16] {
         let mut h = Sha1::new();

@@ -62,7 +62,11 @@ impl Server {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
         let config = Arc::new(config);
-        let driver = Driver::recover(config.clone(), local_addr.port())?;
+        let driver = if config.ensemble.is_some() {
+            Driver::start_ensemble(config.clone(), local_addr.port()).await?
+        } else {
+            Driver::recover(config.clone(), local_addr.port())?
+        };
         Ok(Server {
             listener,
             local_addr,

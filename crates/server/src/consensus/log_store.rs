@@ -1,0 +1,252 @@
+//! openraft's log storage on top of `corral_storage::RaftLog` (which does the fsyncs).
+//!
+//! The log is shared between openraft's storage task (appends, truncation, purge, votes) and
+//! its replication readers, so it sits behind a mutex; every call that may touch the disk runs
+//! on tokio's blocking pool so no async worker waits on an fsync.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use corral_storage::{RaftEntry, RaftLog, RaftLogOptions, StorageError as DiskError};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    CommittedLeaderId, Entry, ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError,
+    StorageIOError, Vote,
+};
+
+use super::{MemberId, TypeConfig};
+
+/// Openraft's index `i` is record `i + 1` of the storage log (which starts at 1).
+const INDEX_SHIFT: u64 = 1;
+
+#[derive(Clone)]
+pub struct LogStore {
+    log: Arc<Mutex<RaftLog>>,
+}
+
+fn io_err(
+    subject: ErrorSubject<MemberId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<MemberId> {
+    StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+
+fn log_id(index: u64, term: u64, leader: u64) -> LogId<MemberId> {
+    LogId::new(CommittedLeaderId::new(term, leader), index - INDEX_SHIFT)
+}
+
+impl LogStore {
+    pub fn open(dir: &Path, force_sync: bool) -> Result<LogStore, DiskError> {
+        let opts = RaftLogOptions {
+            force_sync,
+            ..RaftLogOptions::default()
+        };
+        Ok(LogStore {
+            log: Arc::new(Mutex::new(RaftLog::open(dir, opts)?)),
+        })
+    }
+
+    /// Runs `f` on the log on the blocking pool.
+    async fn with_log<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut RaftLog) -> T + Send + 'static,
+    ) -> T {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut log)
+        })
+        .await
+        .expect("raft log task panicked")
+    }
+
+    /// Entries in openraft's index range `[start, end)`.
+    async fn read(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<MemberId>> {
+        let records = self
+            .with_log(move |log| {
+                log.read_range(start + INDEX_SHIFT, end.saturating_add(INDEX_SHIFT))
+            })
+            .await
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        records
+            .iter()
+            .map(|r| {
+                bincode::deserialize::<Entry<TypeConfig>>(&r.payload).map_err(|e| {
+                    io_err(
+                        ErrorSubject::Log(log_id(r.index, r.term, r.leader)),
+                        ErrorVerb::Read,
+                        e,
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => u64::MAX - INDEX_SHIFT,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<MemberId>> {
+        let (start, end) = bounds(&range);
+        self.read(start, end).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<MemberId>> {
+        let (purged, last) = self
+            .with_log(|log| (log.last_purged(), log.last_entry_id()))
+            .await;
+        let last_purged_log_id = purged.map(|(i, t, l)| log_id(i, t, l));
+        let last_log_id = last.map(|(i, t, l)| log_id(i, t, l)).or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<MemberId>) -> Result<(), StorageError<MemberId>> {
+        let bytes = bincode::serialize(vote).expect("in-memory serialization");
+        self.with_log(move |log| log.save_vote(&bytes))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<MemberId>>, StorageError<MemberId>> {
+        let bytes = self.with_log(|log| log.read_vote()).await;
+        bytes
+            .map(|b| bincode::deserialize(&b))
+            .transpose()
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<MemberId>>,
+    ) -> Result<(), StorageError<MemberId>> {
+        let bytes = bincode::serialize(&committed).expect("in-memory serialization");
+        self.with_log(move |log| log.save_committed(&bytes))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<MemberId>>, StorageError<MemberId>> {
+        let bytes = self.with_log(|log| log.read_committed()).await;
+        Ok(bytes
+            .and_then(|b| bincode::deserialize::<Option<LogId<MemberId>>>(&b).ok())
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<MemberId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let records: Vec<RaftEntry> = entries
+            .into_iter()
+            .map(|e| RaftEntry {
+                index: e.log_id.index + INDEX_SHIFT,
+                term: e.log_id.leader_id.term,
+                leader: e.log_id.leader_id.node_id,
+                payload: Bytes::from(bincode::serialize(&e).expect("in-memory serialization")),
+            })
+            .collect();
+        // Durable when `append` returns: the callback may fire right away.
+        let result = self.with_log(move |log| log.append(&records)).await;
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let text = e.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(text)));
+                Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<MemberId>) -> Result<(), StorageError<MemberId>> {
+        let from = log_id.index + INDEX_SHIFT;
+        self.with_log(move |log| log.truncate_from(from))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<MemberId>) -> Result<(), StorageError<MemberId>> {
+        let (index, term, leader) = (
+            log_id.index + INDEX_SHIFT,
+            log_id.leader_id.term,
+            log_id.leader_id.node_id,
+        );
+        self.with_log(move |log| log.purge_through(index, term, leader))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
+impl LogStore {
+    /// Payloads in openraft's index range `[start, end)`, read on the calling thread: for
+    /// rebuilding the state from committed entries (the driver, after a lost leadership).
+    pub fn payloads_blocking(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, Option<super::Payload>)>, String> {
+        let records = {
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            log.read_range(start + INDEX_SHIFT, end.saturating_add(INDEX_SHIFT))
+                .map_err(|e| e.to_string())?
+        };
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let payload = match bincode::deserialize::<Entry<TypeConfig>>(&r.payload) {
+                Ok(e) => match e.payload {
+                    openraft::EntryPayload::Normal(p) => Some(p),
+                    _ => None,
+                },
+                Err(e) => {
+                    return Err(format!(
+                        "raft entry {} cannot be decoded: {e}",
+                        r.index - INDEX_SHIFT
+                    ))
+                }
+            };
+            out.push((r.index - INDEX_SHIFT, payload));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,596 @@
+//! The consensus seam: the only module that knows Raft (openraft 0.9, pinned in Cargo.toml).
+//!
+//! The rest of the server sees an ordered stream of committed [`Payload`]s ([`Event::Applied`])
+//! and a few verbs: [`Consensus::propose`] (leader only), [`Consensus::forward`] and
+//! [`Consensus::send_touches`] (to the leader). A version change of openraft touches this folder
+//! only.
+//!
+//! Mapping onto Raft:
+//! - One Raft log entry per txn. The entry carries Corral's txn record (zxid inside) and, for a
+//!   request forwarded by another member, its origin (member + connection), so that member
+//!   answers its client when it applies the entry.
+//! - Zxid = `term << 32 | n`: a new leader starts above every earlier zxid; within a term the
+//!   leader counts up. Raft's blank and membership entries carry no zxid.
+//! - Log index `i` of openraft is stored as record `i + 1` of `corral_storage::RaftLog`
+//!   (openraft's first entry, the initial membership, has index 0).
+//! - Members: `server.N` participants are voters; observers are learners.
+//! - Snapshots of the replicated state are not built yet (`SnapshotPolicy::Never`): the log
+//!   is kept whole and a member that was away catches up from it.
+
+mod log_store;
+mod network;
+mod state_machine;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use corral_proto::records::Id;
+use corral_proto::SessionId;
+use openraft::{BasicNode, Raft, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{EnsembleConfig, MemberRole};
+use crate::core::{ConnId, Forward, ForwardRequest};
+use crate::net::peer::{PeerClient, PeerHandler, PeerLimits, PeerServer};
+
+pub use log_store::LogStore;
+
+/// Member ids are ZooKeeper's `myid`s.
+pub type MemberId = u64;
+
+openraft::declare_raft_types!(
+    /// Openraft's view of Corral's types.
+    pub TypeConfig:
+        D = Payload,
+        R = (),
+        NodeId = MemberId,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// Where a replicated request came from: the member and connection that wait for its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub member: MemberId,
+    pub conn: ConnId,
+}
+
+/// What one log entry asks every member to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// A txn prepared by the leader (its zxid is inside the record).
+    Txn {
+        zxid: i64,
+        record: Vec<u8>,
+        origin: Option<Origin>,
+    },
+    /// A `sync` from a member's client: answered there once applied, i.e. after everything the
+    /// leader committed before it.
+    Sync {
+        origin: Origin,
+        xid: i32,
+        path: String,
+    },
+    /// The secret session passwords derive from, shared by every member (the first entry a
+    /// new ensemble's leader writes).
+    SessionSecret([u8; 16]),
+}
+
+/// One committed entry, in log order; `None` for Raft's own entries (blank, membership).
+#[derive(Debug)]
+pub struct Applied {
+    pub index: u64,
+    pub payload: Option<Payload>,
+}
+
+/// This member's view of the ensemble, as of the last change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub my_id: MemberId,
+    pub term: u64,
+    pub leader: Option<MemberId>,
+    pub state: MemberState,
+    /// Highest log index applied here.
+    pub last_applied: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub voters: Vec<MemberId>,
+    pub learners: Vec<MemberId>,
+    /// Leader only: for each other member, the highest log index known to be replicated.
+    pub replication: BTreeMap<MemberId, Option<u64>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemberState {
+    #[default]
+    Looking,
+    Leader,
+    Follower,
+    Observer,
+}
+
+impl MemberState {
+    /// As ZooKeeper's `srvr` prints it.
+    pub fn zk_mode(self) -> &'static str {
+        match self {
+            MemberState::Looking => "looking",
+            MemberState::Leader => "leader",
+            MemberState::Follower => "follower",
+            MemberState::Observer => "observer",
+        }
+    }
+}
+
+/// What the consensus layer tells the driver.
+#[derive(Debug)]
+pub enum Event {
+    /// Entries are committed; apply them in order, then answer `done` (the state machine
+    /// reports them applied only then).
+    Applied {
+        entries: Vec<Applied>,
+        done: oneshot::Sender<()>,
+    },
+    /// Leader, term or membership changed.
+    Status(Status),
+    /// This member is the leader of `term` and has applied every entry before its term: it may
+    /// prepare writes now.
+    LeaderReady { term: u64 },
+    /// Another member forwarded a client request; answer once it is proposed (or refused).
+    Forwarded {
+        from: MemberId,
+        fwd: Forward,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Another member's clients were heard from.
+    Touches { sessions: Vec<SessionId> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("raft log: {0}")]
+    Storage(#[from] corral_storage::StorageError),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Message kinds of the peer protocol.
+mod kind {
+    pub const APPEND_ENTRIES: u8 = 1;
+    pub const VOTE: u8 = 2;
+    pub const INSTALL_SNAPSHOT: u8 = 3;
+    pub const FORWARD: u8 = 10;
+    pub const TOUCH: u8 = 11;
+}
+
+/// How long a forwarded request may take to be accepted by the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The running consensus layer of one member.
+pub struct Consensus {
+    my_id: MemberId,
+    log: LogStore,
+    raft: Raft<TypeConfig>,
+    peers: HashMap<MemberId, PeerClient>,
+    proposals: mpsc::UnboundedSender<Payload>,
+    _peer_server: PeerServer,
+    status: watch::Receiver<Status>,
+}
+
+/// Timing derived from tickTime, so a ZooKeeper operator's one knob still sets the pace:
+/// the default tickTime of 2000 ms gives heartbeats every 100 ms and elections after 400–800 ms
+/// of silence (ZooKeeper's leader is given up after syncLimit ticks; Raft reacts faster).
+fn raft_config(ensemble: &EnsembleConfig, tick_time_ms: i32) -> openraft::Config {
+    let election_min_ms = (tick_time_ms.max(250) as u64) / 5;
+    openraft::Config {
+        cluster_name: "corral".into(),
+        heartbeat_interval: (election_min_ms / 4).max(10),
+        election_timeout_min: election_min_ms,
+        election_timeout_max: election_min_ms * 2,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_payload_entries: 1000,
+        // Followers that fall far behind are sent the log, never a snapshot (see module doc).
+        replication_lag_threshold: u64::MAX / 2,
+        purge_batch_size: 1024,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap_or_else(|_| {
+        let _ = ensemble;
+        openraft::Config::default()
+    })
+}
+
+impl Consensus {
+    /// Opens the Raft log in `raft_dir`, listens for peers, joins (or bootstraps) the ensemble.
+    pub async fn start(
+        ensemble: &EnsembleConfig,
+        tick_time_ms: i32,
+        raft_dir: &std::path::Path,
+        force_sync: bool,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Result<Consensus, ConsensusError> {
+        let my_id = ensemble.my_id;
+        let me = ensemble.me();
+        let limits = PeerLimits::default();
+        let config = Arc::new(raft_config(ensemble, tick_time_ms));
+        let log = LogStore::open(raft_dir, force_sync)?;
+        let sm = state_machine::StateMachine::new(events.clone());
+        let mut peers = HashMap::new();
+        for m in &ensemble.members {
+            if m.id != my_id {
+                let addr = format!("{}:{}", m.host, m.peer_port);
+                peers.insert(m.id, PeerClient::new(my_id, m.id, addr, limits.clone()));
+            }
+        }
+        let network = network::Network::new(peers.clone());
+        let raft = Raft::new(my_id, config, network, log.clone(), sm)
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+
+        let bind_addr = format!("{}:{}", me.host, me.peer_port);
+        let listener = tokio::net::TcpListener::bind(&bind_addr)
+            .await
+            .map_err(|source| ConsensusError::Bind {
+                addr: bind_addr.clone(),
+                source,
+            })?;
+        let handler = Arc::new(Inbound {
+            raft: raft.clone(),
+            events: events.clone(),
+        });
+        let peer_server =
+            PeerServer::start(listener, my_id, handler, limits).map_err(|source| {
+                ConsensusError::Bind {
+                    addr: bind_addr.clone(),
+                    source,
+                }
+            })?;
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        if !initialized && me.role == MemberRole::Participant {
+            // Every participant proposes the same initial membership; openraft makes them one
+            // identical entry, so any majority can form the ensemble on first start.
+            let voters: BTreeMap<MemberId, BasicNode> = ensemble
+                .voters()
+                .map(|m| (m.id, BasicNode::new(format!("{}:{}", m.host, m.peer_port))))
+                .collect();
+            if let Err(e) = raft.initialize(voters).await {
+                tracing::debug!(error = %e, "ensemble already initialized elsewhere");
+            }
+        }
+
+        let (proposals, proposal_rx) = mpsc::unbounded_channel();
+        tokio::spawn(propose_loop(raft.clone(), proposal_rx));
+        let observers: BTreeSet<MemberId> = ensemble.observers().map(|m| m.id).collect();
+        let learner_addrs: BTreeMap<MemberId, String> = ensemble
+            .observers()
+            .map(|m| (m.id, format!("{}:{}", m.host, m.peer_port)))
+            .collect();
+        let (status_tx, status) = watch::channel(Status {
+            my_id,
+            ..Status::default()
+        });
+        tokio::spawn(watch_metrics(
+            raft.clone(),
+            my_id,
+            observers,
+            learner_addrs,
+            events,
+            status_tx,
+        ));
+        Ok(Consensus {
+            my_id,
+            log,
+            raft,
+            peers,
+            proposals,
+            _peer_server: peer_server,
+            status,
+        })
+    }
+
+    pub fn my_id(&self) -> MemberId {
+        self.my_id
+    }
+
+    /// The Raft log, for rebuilding the state from committed entries.
+    pub fn log_store(&self) -> LogStore {
+        self.log.clone()
+    }
+
+    /// Appends an entry (leader only; entries are proposed in call order). Its outcome arrives
+    /// as [`Event::Applied`]; if leadership is lost first it may never arrive, and the driver
+    /// learns that from [`Event::Status`].
+    pub fn propose(&self, payload: Payload) {
+        let _ = self.proposals.send(payload);
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Hands a client request to the leader. Ok once the leader has proposed it.
+    pub fn forward(
+        &self,
+        leader: MemberId,
+        fwd: &Forward,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let client = self.peers.get(&leader).cloned();
+        let body = encode(&WireForward::from(fwd));
+        async move {
+            let client = client.ok_or_else(|| format!("member {leader} is not a peer"))?;
+            match client.call(kind::FORWARD, body, FORWARD_TIMEOUT).await {
+                Ok(answer) => decode::<Result<(), String>>(&answer)?,
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Tells the leader which sessions this member's clients kept alive.
+    pub fn send_touches(&self, leader: MemberId, sessions: Vec<SessionId>) {
+        if let Some(client) = self.peers.get(&leader).cloned() {
+            let body = encode(&sessions);
+            tokio::spawn(async move {
+                if let Err(e) = client.call(kind::TOUCH, body, FORWARD_TIMEOUT).await {
+                    tracing::debug!(leader, error = %e, "session touches not delivered");
+                }
+            });
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Sends proposals to openraft one at a time, so log order is call order.
+async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Payload>) {
+    while let Some(p) = rx.recv().await {
+        match raft.client_write_ff(p).await {
+            Ok(_answer) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "raft stopped; proposals are dropped");
+                return;
+            }
+        }
+    }
+}
+
+/// Follows openraft's metrics: reports role changes and tells the driver when a new leader
+/// has applied everything before its term.
+async fn watch_metrics(
+    raft: Raft<TypeConfig>,
+    my_id: MemberId,
+    observers: BTreeSet<MemberId>,
+    learner_addrs: BTreeMap<MemberId, String>,
+    events: mpsc::UnboundedSender<Event>,
+    status_tx: watch::Sender<Status>,
+) {
+    let mut metrics = raft.metrics();
+    let mut last = Status::default();
+    let mut ready_term = None;
+    loop {
+        let m = metrics.borrow_and_update().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<MemberId> = membership.voter_ids().collect();
+        let learners: Vec<MemberId> = membership.learner_ids().collect();
+        let state = match m.state {
+            ServerState::Leader => MemberState::Leader,
+            ServerState::Follower if m.current_leader.is_some() => {
+                if observers.contains(&my_id) {
+                    MemberState::Observer
+                } else {
+                    MemberState::Follower
+                }
+            }
+            ServerState::Learner if m.current_leader.is_some() => MemberState::Observer,
+            _ => MemberState::Looking,
+        };
+        let replication = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != my_id)
+                    .map(|(id, l)| (*id, l.map(|l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let status = Status {
+            my_id,
+            term: m.current_term,
+            leader: m.current_leader,
+            state,
+            last_applied: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            voters,
+            learners,
+            replication,
+        };
+        let role_changed = (status.term, status.leader, status.state, &status.voters)
+            != (last.term, last.leader, last.state, &last.voters);
+        let _ = status_tx.send(status.clone());
+        if role_changed {
+            tracing::info!(
+                term = status.term,
+                leader = ?status.leader,
+                mode = status.state.zk_mode(),
+                voters = ?status.voters,
+                learners = ?status.learners,
+                "ensemble role"
+            );
+            if events.send(Event::Status(status.clone())).is_err() {
+                return;
+            }
+        }
+        if status.state == MemberState::Leader && ready_term != Some(status.term) {
+            ready_term = Some(status.term);
+            let term = status.term;
+            let raft2 = raft.clone();
+            let events2 = events.clone();
+            let learner_addrs = learner_addrs.clone();
+            let known_learners: BTreeSet<MemberId> = status.learners.iter().copied().collect();
+            tokio::spawn(async move {
+                // Confirms leadership with a quorum and waits until this member applied every
+                // entry up to its own first entry of the term.
+                match raft2.ensure_linearizable().await {
+                    Ok(_) => {
+                        let _ = events2.send(Event::LeaderReady { term });
+                        for (id, addr) in learner_addrs {
+                            if !known_learners.contains(&id) {
+                                if let Err(e) =
+                                    raft2.add_learner(id, BasicNode::new(addr), false).await
+                                {
+                                    tracing::warn!(observer = id, error = %e, "cannot add observer");
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(term, error = %e, "lost leadership before it was ready")
+                    }
+                }
+            });
+        }
+        last = status;
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves peers' requests.
+struct Inbound {
+    raft: Raft<TypeConfig>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl PeerHandler for Inbound {
+    fn handle(
+        &self,
+        from: u64,
+        kind: u8,
+        body: Bytes,
+    ) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
+        let raft = self.raft.clone();
+        let events = self.events.clone();
+        Box::pin(async move {
+            match kind {
+                kind::APPEND_ENTRIES => {
+                    let rpc = decode(&body)?;
+                    Ok(encode(&raft.append_entries(rpc).await))
+                }
+                kind::VOTE => {
+                    let rpc = decode(&body)?;
+                    Ok(encode(&raft.vote(rpc).await))
+                }
+                kind::INSTALL_SNAPSHOT => {
+                    let rpc = decode(&body)?;
+                    Ok(encode(&raft.install_snapshot(rpc).await))
+                }
+                kind::FORWARD => {
+                    let wire: WireForward = decode(&body)?;
+                    let (reply, rx) = oneshot::channel();
+                    let fwd = wire.into_forward();
+                    let answer = if events.send(Event::Forwarded { from, fwd, reply }).is_err() {
+                        Err("member is shutting down".to_string())
+                    } else {
+                        rx.await
+                            .unwrap_or_else(|_| Err("member is shutting down".to_string()))
+                    };
+                    Ok(encode(&answer))
+                }
+                kind::TOUCH => {
+                    let sessions: Vec<SessionId> = decode(&body)?;
+                    let _ = events.send(Event::Touches { sessions });
+                    Ok(Bytes::new())
+                }
+                other => Err(format!("unknown peer message kind {other}")),
+            }
+        })
+    }
+}
+
+/// A forwarded request as it travels between members.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireForward {
+    conn: ConnId,
+    session: SessionId,
+    auth: Vec<(String, String)>,
+    request: WireRequest,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum WireRequest {
+    Connect { timeout_ms: i32 },
+    Request { body: Vec<u8> },
+    Sync { xid: i32, path: String },
+}
+
+impl From<&Forward> for WireForward {
+    fn from(f: &Forward) -> WireForward {
+        WireForward {
+            conn: f.conn,
+            session: f.session,
+            auth: f
+                .auth
+                .iter()
+                .map(|id| (id.scheme.clone(), id.id.clone()))
+                .collect(),
+            request: match &f.request {
+                ForwardRequest::Connect { timeout_ms } => WireRequest::Connect {
+                    timeout_ms: *timeout_ms,
+                },
+                ForwardRequest::Request { body } => WireRequest::Request {
+                    body: body.to_vec(),
+                },
+                ForwardRequest::Sync { xid, path } => WireRequest::Sync {
+                    xid: *xid,
+                    path: path.clone(),
+                },
+            },
+        }
+    }
+}
+
+impl WireForward {
+    fn into_forward(self) -> Forward {
+        Forward {
+            conn: self.conn,
+            session: self.session,
+            auth: self
+                .auth
+                .into_iter()
+                .map(|(scheme, id)| Id { scheme, id })
+                .collect(),
+            request: match self.request {
+                WireRequest::Connect { timeout_ms } => ForwardRequest::Connect { timeout_ms },
+                WireRequest::Request { body } => ForwardRequest::Request {
+                    body: Bytes::from(body),
+                },
+                WireRequest::Sync { xid, path } => ForwardRequest::Sync { xid, path },
+            },
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(bincode::serialize(value).expect("in-memory serialization does not fail"))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    bincode::deserialize(bytes).map_err(|e| format!("undecodable peer message: {e}"))
+}

@@ -1,0 +1,397 @@
+//! The driver as a member of an ensemble: the pipeline around the consensus seam.
+//!
+//! - Leader: requests are prepared and applied to the core at once (as standalone), their txns
+//!   are proposed to the ensemble instead of written to a local log, and the replies and
+//!   events they produced are held until the txn is committed (`durable_zxid` is the
+//!   committed zxid here). Requests other members forward are prepared the same way; their
+//!   txns carry the origin so that member answers its client.
+//! - Follower / observer: writes, new sessions and `sync` are forwarded to the leader; every
+//!   committed entry is applied to the core, which fires this member's watches and answers the
+//!   requests that came through this member. Session touches go to the leader every tick.
+//! - The leader's core runs ahead of what is committed. If leadership is lost while txns are
+//!   outstanding, the core is rebuilt from the committed log and every client connection is
+//!   closed (clients resume their sessions elsewhere). Any change of leader closes client
+//!   connections, as ZooKeeper's members do; a member without a leader accepts none.
+
+use tokio::sync::mpsc;
+
+use super::{now_ms, Driver, Outbound, ServerError};
+use crate::consensus::{
+    Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin, Payload, Status,
+};
+use crate::core::{ConnId, Core, Forward, ForwardRequest, Role};
+
+/// The consensus side of a driver that is an ensemble member.
+pub(crate) struct Ensemble {
+    pub consensus: Consensus,
+    pub log: LogStore,
+    events: mpsc::UnboundedReceiver<Event>,
+    /// Forwarded requests the leader refused or never acknowledged: (connection, reason).
+    failed_forwards_tx: mpsc::UnboundedSender<(ConnId, String)>,
+    failed_forwards: mpsc::UnboundedReceiver<(ConnId, String)>,
+    pub status: Status,
+    /// The term in which this member leads and prepares writes.
+    ready_term: Option<u64>,
+    /// Highest log index applied to the core.
+    applied_index: Option<u64>,
+    /// The replicated session secret has been applied (or proposed by this leader).
+    has_secret: bool,
+}
+
+pub(crate) enum EnsembleEvent {
+    Consensus(Event),
+    ForwardFailed(ConnId, String),
+}
+
+/// The next thing the consensus side has to say; never completes for a standalone driver.
+pub(crate) async fn next_event(ensemble: &mut Option<Ensemble>) -> EnsembleEvent {
+    let Some(e) = ensemble else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        Some(ev) = e.events.recv() => EnsembleEvent::Consensus(ev),
+        Some((conn, why)) = e.failed_forwards.recv() => EnsembleEvent::ForwardFailed(conn, why),
+        else => std::future::pending().await,
+    }
+}
+
+impl Ensemble {
+    pub async fn start(
+        config: &crate::config::ServerConfig,
+        ensemble: &crate::config::EnsembleConfig,
+    ) -> Result<Ensemble, ServerError> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let raft_dir = config.data_log_dir().join("raft");
+        let consensus = Consensus::start(
+            ensemble,
+            config.tick_time_ms,
+            &raft_dir,
+            config.force_sync,
+            tx,
+        )
+        .await
+        .map_err(ServerError::Consensus)?;
+        let log = consensus.log_store();
+        let (failed_forwards_tx, failed_forwards) = mpsc::unbounded_channel();
+        Ok(Ensemble {
+            status: consensus.status(),
+            consensus,
+            log,
+            events,
+            failed_forwards_tx,
+            failed_forwards,
+            ready_term: None,
+            applied_index: None,
+            has_secret: false,
+        })
+    }
+
+    pub fn my_id(&self) -> MemberId {
+        self.consensus.my_id()
+    }
+
+    /// Whether client requests can be served here now.
+    pub fn serving(&self) -> bool {
+        match self.status.state {
+            MemberState::Leader => self.ready_term == Some(self.status.term),
+            MemberState::Follower | MemberState::Observer => self.status.leader.is_some(),
+            MemberState::Looking => false,
+        }
+    }
+
+    pub fn is_ready_leader(&self) -> bool {
+        self.status.state == MemberState::Leader && self.ready_term == Some(self.status.term)
+    }
+
+    pub fn mode(&self) -> &'static str {
+        self.status.state.zk_mode()
+    }
+}
+
+impl Driver {
+    pub(super) fn on_ensemble(&mut self, ev: EnsembleEvent) {
+        match ev {
+            EnsembleEvent::ForwardFailed(conn, why) => {
+                tracing::info!(
+                    conn,
+                    why,
+                    "forwarded request failed; closing the connection"
+                );
+                self.close_conn(conn);
+            }
+            EnsembleEvent::Consensus(Event::Applied { entries, done }) => {
+                self.on_applied(entries);
+                let _ = done.send(());
+            }
+            EnsembleEvent::Consensus(Event::Status(status)) => self.on_status(status),
+            EnsembleEvent::Consensus(Event::LeaderReady { term }) => self.on_leader_ready(term),
+            EnsembleEvent::Consensus(Event::Forwarded { from, fwd, reply }) => {
+                let _ = reply.send(self.on_forwarded(from, fwd));
+            }
+            EnsembleEvent::Consensus(Event::Touches { sessions }) => {
+                if self.ensemble().is_ready_leader() {
+                    self.core.touch_sessions(&sessions, now_ms());
+                }
+            }
+        }
+    }
+
+    fn ensemble(&self) -> &Ensemble {
+        self.ensemble.as_ref().expect("ensemble member")
+    }
+
+    fn ensemble_mut(&mut self) -> &mut Ensemble {
+        self.ensemble.as_mut().expect("ensemble member")
+    }
+
+    fn on_applied(&mut self, entries: Vec<Applied>) {
+        let me = self.ensemble().my_id();
+        for Applied { index, payload } in entries {
+            match payload {
+                None => {}
+                Some(Payload::SessionSecret(secret)) => {
+                    self.core.set_session_secret(secret);
+                    self.ensemble_mut().has_secret = true;
+                }
+                Some(Payload::Txn {
+                    zxid,
+                    record,
+                    origin,
+                }) => {
+                    let ready_term = self.ensemble().ready_term;
+                    let ours = ready_term.is_some_and(|t| (zxid >> 32) as u64 == t & 0xffff_ffff);
+                    if ours && zxid <= self.core.last_zxid() {
+                        // Prepared and applied here already: release what waited for it.
+                        self.durable_zxid = self.durable_zxid.max(zxid);
+                        self.release_durable();
+                    } else {
+                        if self.core.last_zxid() > self.durable_zxid {
+                            // Another leader's entry while ours were outstanding: they will
+                            // never commit. Back to the committed state first.
+                            self.step_down_and_rebuild();
+                        }
+                        let origin_conn = origin.filter(|o| o.member == me).map(|o| o.conn);
+                        match self.core.apply_committed(&record, origin_conn, now_ms()) {
+                            Ok(step) => {
+                                self.durable_zxid = self.core.last_zxid();
+                                self.apply(step);
+                            }
+                            Err(e) => {
+                                tracing::error!(index, error = %e, "committed entry cannot be decoded; skipped")
+                            }
+                        }
+                    }
+                }
+                Some(Payload::Sync { origin, xid, path }) => {
+                    if origin.member == me {
+                        let step = self.core.sync_done(origin.conn, xid, path, now_ms());
+                        self.apply(step);
+                    }
+                }
+            }
+            self.ensemble_mut().applied_index = Some(index);
+        }
+    }
+
+    fn on_status(&mut self, status: Status) {
+        let old = std::mem::replace(&mut self.ensemble_mut().status, status.clone());
+        let was_leader = self.ensemble().ready_term.is_some();
+        if was_leader
+            && (status.state != MemberState::Leader
+                || Some(status.term) != self.ensemble().ready_term)
+        {
+            tracing::warn!(term = status.term, leader = ?status.leader, "lost leadership");
+            self.step_down_and_rebuild();
+        }
+        if status.leader != old.leader || status.term != old.term {
+            // As ZooKeeper's members: a new leader means clients reconnect (to their sessions).
+            self.close_all_client_connections("the ensemble leader changed");
+        }
+        if status.state != MemberState::Leader {
+            self.core.set_role(Role::Follower);
+        }
+    }
+
+    fn on_leader_ready(&mut self, term: u64) {
+        let e = self.ensemble();
+        if e.status.state != MemberState::Leader || e.status.term != term {
+            return;
+        }
+        let now = now_ms();
+        self.core.set_role(Role::Leader);
+        self.core.begin_epoch(term as u32);
+        // A new leader gives every session a full timeout before expiring anything.
+        self.core.restart_session_clocks(now);
+        self.durable_zxid = self.core.last_zxid();
+        let e = self.ensemble_mut();
+        e.ready_term = Some(term);
+        if !e.has_secret {
+            let secret: [u8; 16] = rand::random();
+            e.has_secret = true;
+            e.consensus.propose(Payload::SessionSecret(secret));
+            self.core.set_session_secret(secret);
+        }
+        tracing::info!(
+            term,
+            last_zxid = format_args!("{:#x}", self.core.last_zxid()),
+            "leading: preparing writes"
+        );
+    }
+
+    fn on_forwarded(&mut self, from: MemberId, fwd: Forward) -> Result<(), String> {
+        if !self.ensemble().is_ready_leader() {
+            return Err("not the leader".into());
+        }
+        let origin = Origin {
+            member: from,
+            conn: fwd.conn,
+        };
+        if let ForwardRequest::Sync { xid, path } = &fwd.request {
+            self.ensemble().consensus.propose(Payload::Sync {
+                origin,
+                xid: *xid,
+                path: path.clone(),
+            });
+            return Ok(());
+        }
+        let step = self.core.receive_forwarded(fwd, now_ms());
+        self.apply_with_origin(step, Some(origin));
+        Ok(())
+    }
+
+    /// Proposes the txns of a step prepared here (leader only).
+    pub(super) fn propose_txns(
+        &mut self,
+        txns: Vec<crate::core::LoggedTxn>,
+        origin: Option<Origin>,
+    ) {
+        let e = self.ensemble();
+        for t in txns {
+            e.consensus.propose(Payload::Txn {
+                zxid: t.zxid,
+                record: t.record,
+                origin,
+            });
+        }
+    }
+
+    /// Sends a follower's forwarded request to the leader; a refusal closes the connection.
+    pub(super) fn send_forward(&mut self, fwd: Forward) {
+        let e = self.ensemble();
+        let Some(leader) = e.status.leader.filter(|l| *l != e.my_id()) else {
+            self.close_conn(fwd.conn);
+            return;
+        };
+        let conn = fwd.conn;
+        let call = e.consensus.forward(leader, &fwd);
+        let failed = e.failed_forwards_tx.clone();
+        tokio::spawn(async move {
+            if let Err(why) = call.await {
+                let _ = failed.send((conn, why));
+            }
+        });
+    }
+
+    /// Every tick on a follower: the leader hears which sessions are alive here.
+    pub(super) fn report_touches(&mut self) {
+        let sessions = self.core.take_touched_sessions();
+        let e = self.ensemble();
+        if let Some(leader) = e.status.leader.filter(|l| *l != e.my_id()) {
+            if !sessions.is_empty() {
+                e.consensus.send_touches(leader, sessions);
+            }
+        }
+    }
+
+    /// Leaves the leader role: drops what was prepared but not committed by rebuilding the core
+    /// from the committed log, and closes every client connection.
+    fn step_down_and_rebuild(&mut self) {
+        self.ensemble_mut().ready_term = None;
+        let outstanding = self.core.last_zxid() > self.durable_zxid;
+        self.close_all_client_connections("this member stopped leading");
+        self.held.clear();
+        if outstanding {
+            let upto = self.ensemble().applied_index;
+            match self.rebuild_core(upto) {
+                Ok(core) => self.core = core,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot rebuild the state from the raft log; stopping");
+                    self.fatal = Some(e);
+                }
+            }
+        }
+        self.core.set_role(Role::Follower);
+        self.durable_zxid = self.core.last_zxid();
+    }
+
+    /// A fresh core with every committed entry up to `upto` (inclusive) applied.
+    fn rebuild_core(&self, upto: Option<u64>) -> Result<Core, ServerError> {
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let mut core = Core::new(self.core_config.clone(), now);
+        core.set_role(Role::Follower);
+        let Some(upto) = upto else {
+            return Ok(core);
+        };
+        let entries = self
+            .ensemble()
+            .log
+            .payloads_blocking(0, upto + 1)
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        for (index, payload) in entries {
+            match payload {
+                Some(Payload::Txn { zxid, record, .. }) => core
+                    .apply_logged(&record)
+                    .map_err(|source| ServerError::Replay { zxid, source })?,
+                Some(Payload::SessionSecret(s)) => core.set_session_secret(s),
+                _ => {}
+            }
+            let _ = index;
+        }
+        tracing::info!(
+            last_zxid = format_args!("{:#x}", core.last_zxid()),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "state rebuilt from the committed log"
+        );
+        Ok(core)
+    }
+
+    pub(super) fn close_all_client_connections(&mut self, why: &str) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        if !conns.is_empty() {
+            tracing::info!(connections = conns.len(), why, "closing client connections");
+        }
+        for conn in conns {
+            self.close_conn(conn);
+        }
+    }
+
+    /// Ends a connection now and forgets it (the core too).
+    pub(super) fn close_conn(&mut self, conn: ConnId) {
+        if let Some(state) = self.conns.remove(&conn) {
+            if state.handle.tx.try_send(Outbound::Close).is_err() {
+                state.handle.kill.notify_one();
+            }
+            let step = self.core.connection_closed(conn, now_ms());
+            debug_assert!(step.txns.is_empty());
+        }
+    }
+
+    /// Connections per member for `mntr`-style figures: synced followers are those whose
+    /// replication reached the leader's applied index.
+    pub(super) fn ensemble_figures(&self) -> Option<(usize, usize)> {
+        let e = self.ensemble.as_ref()?;
+        if e.status.state != MemberState::Leader {
+            return None;
+        }
+        let applied = e.status.last_applied.unwrap_or(0);
+        let followers = e.status.replication.len();
+        let synced = e
+            .status
+            .replication
+            .values()
+            .filter(|m| m.is_some_and(|i| i + 16 >= applied))
+            .count();
+        Some((followers, synced))
+    }
+}
