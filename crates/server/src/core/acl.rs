@@ -8,14 +8,18 @@ use corral_proto::records::{Acl, Id};
 use corral_proto::ZkError;
 use sha1::{Digest, Sha1};
 
-/// `user:base64(sha1("user:password"))`, the id a digest ACL names.
-pub fn digest_id(user_password: &str) -> Option<String> {
-    let (user, _) = user_password.split_once(':')?;
+/// `user:base64(sha1("user:password"))`, the id a digest ACL names. As in ZooKeeper, the
+/// user is the text before the first colon and the hash covers the whole text, so a text
+/// without a colon is a user with an empty password (`blah` gives `blah:<hash of "blah">`).
+pub fn digest_id(user_password: &str) -> String {
+    let user = user_password
+        .split_once(':')
+        .map_or(user_password, |(user, _)| user);
     let hash = Sha1::digest(user_password.as_bytes());
-    Some(format!(
+    format!(
         "{user}:{}",
         base64::engine::general_purpose::STANDARD.encode(hash)
-    ))
+    )
 }
 
 pub fn world_anyone() -> Id {
@@ -50,8 +54,10 @@ pub fn authenticate(
 ) -> Result<Vec<Id>, ZkError> {
     match scheme {
         "digest" => {
-            let text = std::str::from_utf8(auth).map_err(|_| ZkError::AuthFailed)?;
-            let digest = digest_id(text).ok_or(ZkError::AuthFailed)?;
+            // ZooKeeper decodes the bytes leniently (bad UTF-8 becomes U+FFFD) and accepts
+            // any text: digest authentication itself never fails.
+            let text = String::from_utf8_lossy(auth);
+            let digest = digest_id(&text);
             let mut ids = Vec::new();
             if super_digest == Some(digest.as_str()) {
                 ids.push(Id {
@@ -198,10 +204,23 @@ mod tests {
     fn digest_matches_zookeeper_generate_digest() {
         // Known value: zkCli's `addauth digest user:password` authenticates as this id.
         assert_eq!(
-            digest_id("user:password").unwrap(),
+            digest_id("user:password"),
             "user:tpUq/4Pn5A64fVZyQ0gOJ8ZWqkY="
         );
-        assert!(digest_id("nocolon").is_none());
+    }
+
+    #[test]
+    fn digest_auth_without_a_colon_is_a_user_with_an_empty_password() {
+        // ZooKeeper hashes the whole text and names the user by what precedes the first
+        // colon (all of it here): `addauth digest blah` succeeds.
+        let ids = authenticate("digest", b"blah", IpAddr::from([127, 0, 0, 1]), None).unwrap();
+        assert_eq!(
+            ids,
+            vec![Id {
+                scheme: "digest".into(),
+                id: "blah:W/H9kn37hnlJai5s8Ay+UMHIcUU=".into(),
+            }]
+        );
     }
 
     #[test]
@@ -216,7 +235,7 @@ mod tests {
         );
         let d = Id {
             scheme: "digest".into(),
-            id: digest_id("u:p").unwrap(),
+            id: digest_id("u:p"),
         };
         let fixed = fixup(&[acl(31, "auth", "")], &[ip, d.clone()]).unwrap();
         assert_eq!(fixed, vec![Acl { perms: 31, id: d }]);
