@@ -1023,7 +1023,7 @@ impl Driver {
             "wchc" => flw::wchc(&self.core.watches_by_connection()),
             "wchp" => flw::wchp(&self.core.watches_by_path()),
             "dump" => self.dump(asker, now),
-            // gtmk/stmk (trace masks) have no meaning here.
+            // gtmk/stmk (the trace mask) are answered by the connection task (net/conn.rs).
             _ => String::new(),
         }
     }

@@ -31,6 +31,41 @@ pub fn refusal(word: &str) -> String {
     format!("{word} is not executed because it is not in the whitelist.\n")
 }
 
+/// ZooKeeper's default text trace mask (`ZooTrace`): client requests (1 << 1), server
+/// packets (1 << 4), sessions (1 << 5) and warnings (1 << 8), i.e. 306.
+pub const DEFAULT_TRACE_MASK: i64 = (1 << 1) | (1 << 4) | (1 << 5) | (1 << 8);
+
+/// Bytes of `stmk`'s argument: the new mask as a big-endian 64-bit integer after the word.
+pub const STMK_ARGUMENT_BYTES: usize = 8;
+
+/// The trace mask `gtmk` reads and `stmk` sets. Corral's logging is configured through
+/// `tracing` filters, so the mask selects no output; it is kept (per server) so that tools
+/// which set and read it back see ZooKeeper's behaviour.
+#[derive(Debug)]
+pub struct TraceMask(std::sync::atomic::AtomicI64);
+
+impl Default for TraceMask {
+    fn default() -> Self {
+        TraceMask(std::sync::atomic::AtomicI64::new(DEFAULT_TRACE_MASK))
+    }
+}
+
+impl TraceMask {
+    /// `gtmk`: the current mask in decimal, without a newline (ZooKeeper's `print`).
+    pub fn gtmk(&self) -> String {
+        self.0
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_string()
+    }
+
+    /// `stmk`: sets the mask from its 8-byte argument and answers the new mask in decimal.
+    pub fn stmk(&self, argument: [u8; STMK_ARGUMENT_BYTES]) -> String {
+        let mask = i64::from_be_bytes(argument);
+        self.0.store(mask, std::sync::atomic::Ordering::Relaxed);
+        mask.to_string()
+    }
+}
+
 /// Request latencies in milliseconds: min/avg/max over the requests seen since the last reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LatencyStats {
@@ -212,8 +247,16 @@ fn server_stats_block(s: &ServerSummary) -> String {
         s.stats.outstanding_requests,
         s.stats.last_zxid,
         s.mode,
-        s.stats.znode_count
+        reported_znode_count(&s.stats)
     )
+}
+
+/// The znode count `srvr`/`stat`/`mntr` report: one more than the tree holds. ZooKeeper's
+/// node map keeps the root under both "" and "/", and its count includes both; tools compare
+/// this figure across servers and against ZooKeeper, so Corral reports the same number while
+/// its own counts stay exact.
+pub fn reported_znode_count(stats: &CoreStats) -> u64 {
+    stats.znode_count + 1
 }
 
 pub fn srvr(s: &ServerSummary) -> String {
@@ -309,28 +352,80 @@ pub fn envi(entries: &[(String, String)]) -> String {
     out
 }
 
-/// The environment `envi` reports for this process.
+/// The environment `envi` reports for this process: ZooKeeper's keys in ZooKeeper's order
+/// (scripts look keys up by name, some by position). The `java.*` keys describe a JVM that
+/// does not exist here; they say so (`<NA>` is ZooKeeper's own "not available") or carry the
+/// native equivalent where there is one (temp dir, library path).
 pub fn process_environment() -> Vec<(String, String)> {
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| "<NA>".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "<NA>".into());
-    let os_version = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "<NA>".into());
+    const NA: &str = "<NA>";
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| NA.into());
+    let proc_line = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| NA.into())
+    };
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "<NA>".into());
+        .unwrap_or_else(|_| NA.into());
+    let mb = |bytes: Option<u64>| bytes.map_or_else(|| NA.into(), |b| format!("{}MB", b >> 20));
+    let memory = MemoryFigures::read();
     vec![
         ("zookeeper.version".into(), full_version()),
-        ("host.name".into(), host),
+        ("host.name".into(), proc_line("/proc/sys/kernel/hostname")),
+        (
+            "java.version".into(),
+            "<NA> (native process, not a JVM)".into(),
+        ),
+        ("java.vendor".into(), NA.into()),
+        ("java.home".into(), NA.into()),
+        ("java.class.path".into(), NA.into()),
+        ("java.library.path".into(), var("LD_LIBRARY_PATH")),
+        (
+            "java.io.tmpdir".into(),
+            std::env::temp_dir().display().to_string(),
+        ),
+        ("java.compiler".into(), NA.into()),
         ("os.name".into(), capitalize(std::env::consts::OS)),
         ("os.arch".into(), java_arch(std::env::consts::ARCH).into()),
-        ("os.version".into(), os_version),
+        ("os.version".into(), proc_line("/proc/sys/kernel/osrelease")),
         ("user.name".into(), var("USER")),
         ("user.home".into(), var("HOME")),
         ("user.dir".into(), cwd),
+        ("os.memory.free".into(), mb(memory.free_bytes)),
+        ("os.memory.max".into(), mb(memory.max_bytes)),
+        ("os.memory.total".into(), mb(memory.total_bytes)),
     ]
+}
+
+/// The native counterparts of the JVM heap figures `envi` prints as `os.memory.*`: the JVM's
+/// "total" is memory it holds, "max" what it may grow to, "free" what it can still use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MemoryFigures {
+    /// Memory the machine can still hand out (`MemAvailable`).
+    free_bytes: Option<u64>,
+    /// Physical memory (`MemTotal`): a native process has no heap ceiling of its own.
+    max_bytes: Option<u64>,
+    /// This process's resident memory (`VmRSS`).
+    total_bytes: Option<u64>,
+}
+
+impl MemoryFigures {
+    fn read() -> MemoryFigures {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        MemoryFigures {
+            free_bytes: kib_field(&meminfo, "MemAvailable:"),
+            max_bytes: kib_field(&meminfo, "MemTotal:"),
+            total_bytes: kib_field(&status, "VmRSS:"),
+        }
+    }
+}
+
+/// A `Key:   123 kB` line of a /proc file, in bytes.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find_map(|l| l.strip_prefix(key))?;
+    let kib: u64 = line.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn capitalize(s: &str) -> String {
@@ -370,7 +465,7 @@ pub fn mntr(s: &ServerSummary, p: ProcessFigures) -> String {
         ("num_alive_connections", s.connections.to_string()),
         ("avg_latency", java_double(s.latency.avg_ms())),
         ("outstanding_requests", st.outstanding_requests.to_string()),
-        ("znode_count", st.znode_count.to_string()),
+        ("znode_count", reported_znode_count(st).to_string()),
         ("global_sessions", st.session_count.to_string()),
         ("packets_sent", st.packets_sent.to_string()),
         ("packets_received", st.packets_received.to_string()),
@@ -578,7 +673,7 @@ mod tests {
         ServerSummary {
             version: "3.8.4-corral-0.1.0, built on 1970-01-01 00:00 UTC".into(),
             stats: CoreStats {
-                znode_count: 5,
+                znode_count: 4,
                 last_zxid: 0x1a,
                 packets_received: 3,
                 packets_sent: 2,

@@ -106,8 +106,13 @@ async fn session(server: &TestServer) -> TcpStream {
 }
 
 async fn four_letter(server: &TestServer, word: &str) -> String {
+    four_letter_bytes(server, word.as_bytes()).await
+}
+
+/// A four-letter word followed by whatever argument bytes it takes (`stmk`'s mask).
+async fn four_letter_bytes(server: &TestServer, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(server.addr()).await.unwrap();
-    s.write_all(word.as_bytes()).await.unwrap();
+    s.write_all(bytes).await.unwrap();
     let mut out = String::new();
     tokio::time::timeout(GUARD, s.read_to_string(&mut out))
         .await
@@ -318,5 +323,92 @@ async fn a_client_that_does_not_read_is_disconnected() {
     writer.write_all(&get_data(2, "/zookeeper")).await.unwrap();
     assert_eq!(read_reply(&mut writer).await.err, 0);
     assert!(closed_by_server(&mut hog).await);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn trace_mask_words_answer_the_mask_in_decimal() {
+    let server = TestServer::start().await;
+    // ZooKeeper's default: client requests, server packets, sessions and warnings.
+    assert_eq!(four_letter(&server, "gtmk").await, "306");
+    let mut stmk = b"stmk".to_vec();
+    stmk.extend_from_slice(&0x1f2i64.to_be_bytes());
+    assert_eq!(four_letter_bytes(&server, &stmk).await, "498");
+    assert_eq!(four_letter(&server, "gtmk").await, "498");
+    // The mask may arrive in a later segment than the word.
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(b"stmk").await.unwrap();
+    s.flush().await.unwrap();
+    tokio::task::yield_now().await;
+    s.write_all(&(-1i64).to_be_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(GUARD, s.read_to_string(&mut out))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    assert_eq!(out, "-1");
+    assert_eq!(four_letter(&server, "gtmk").await, "-1");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn node_count_matches_zookeeper_for_a_fresh_tree() {
+    let server = TestServer::start().await;
+    // ZooKeeper's node map holds the root under "" and "/": a fresh server reports 5 nodes
+    // (root twice, /zookeeper, /zookeeper/quota, /zookeeper/config).
+    let srvr = four_letter(&server, "srvr").await;
+    assert!(srvr.contains("\nNode count: 5\n"), "{srvr}");
+    let mntr = four_letter(&server, "mntr").await;
+    assert!(mntr.contains("\nzk_znode_count\t5\n"), "{mntr}");
+    let mut s = session(&server).await;
+    s.write_all(&create(1, "/one", b"x")).await.unwrap();
+    assert_eq!(read_reply(&mut s).await.err, 0);
+    let stat = four_letter(&server, "stat").await;
+    assert!(stat.contains("\nNode count: 6\n"), "{stat}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn envi_lists_zookeepers_keys_in_order() {
+    let server = TestServer::start().await;
+    let envi = four_letter(&server, "envi").await;
+    let mut lines = envi.lines();
+    assert_eq!(lines.next(), Some("Environment:"));
+    let keys: Vec<&str> = lines
+        .map(|l| l.split_once('=').expect("key=value").0)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "zookeeper.version",
+            "host.name",
+            "java.version",
+            "java.vendor",
+            "java.home",
+            "java.class.path",
+            "java.library.path",
+            "java.io.tmpdir",
+            "java.compiler",
+            "os.name",
+            "os.arch",
+            "os.version",
+            "user.name",
+            "user.home",
+            "user.dir",
+            "os.memory.free",
+            "os.memory.max",
+            "os.memory.total",
+        ]
+    );
+    for key in ["os.memory.free", "os.memory.max", "os.memory.total"] {
+        let value = envi
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap();
+        let mb = value
+            .strip_suffix("MB")
+            .expect("a figure in MB, as ZooKeeper prints");
+        mb.parse::<u64>().expect("whole megabytes");
+    }
     server.stop().await.unwrap();
 }

@@ -28,6 +28,8 @@ pub(crate) struct ConnContext {
     pub outbound_capacity: usize,
     /// Bytes that may wait for a slow reader before it is disconnected.
     pub outbound_max_bytes: usize,
+    /// What `gtmk` reads and `stmk` sets; answered here, as it is no state of the core.
+    pub trace_mask: four_letter::TraceMask,
 }
 
 /// Bytes gathered into one write when several frames are queued.
@@ -53,7 +55,7 @@ pub(crate) async fn serve(
         }
     }
     if let Some(word) = four_letter_word(&frames.buffered()[..4]) {
-        answer_four_letter(word, peer, &ctx, &mut wr).await;
+        answer_four_letter(word, peer, &ctx, &mut rd, &mut frames, &mut wr).await;
         return;
     }
 
@@ -83,13 +85,42 @@ pub(crate) async fn serve(
     let _ = ctx.inbound.send(Inbound::Closed { conn }).await;
 }
 
+/// How long `stmk` waits for its 8-byte argument before the connection is dropped unanswered.
+const STMK_ARGUMENT_TIMEOUT_MS: u64 = 5_000;
+
 async fn answer_four_letter(
     word: &'static str,
     peer: SocketAddr,
     ctx: &ConnContext,
+    rd: &mut OwnedReadHalf,
+    frames: &mut FrameBuffer,
     wr: &mut OwnedWriteHalf,
 ) {
-    let text = if ctx.whitelist.allows(word) {
+    let allowed = ctx.whitelist.allows(word);
+    let text = if allowed && word == "gtmk" {
+        ctx.trace_mask.gtmk()
+    } else if allowed && word == "stmk" {
+        // ZooKeeper reads the mask right after the word; without it there is no answer.
+        let wanted = 4 + four_letter::STMK_ARGUMENT_BYTES;
+        let read_argument = async {
+            while frames.buffered().len() < wanted {
+                match rd.read_buf(frames.read_buf()).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(_) => {}
+                }
+            }
+            true
+        };
+        let timeout = std::time::Duration::from_millis(STMK_ARGUMENT_TIMEOUT_MS);
+        if !matches!(tokio::time::timeout(timeout, read_argument).await, Ok(true)) {
+            tracing::debug!(%peer, "stmk without its 8-byte mask");
+            return;
+        }
+        let mut argument = [0u8; four_letter::STMK_ARGUMENT_BYTES];
+        argument.copy_from_slice(&frames.buffered()[4..wanted]);
+        tracing::info!(word, %peer, "processing four-letter word");
+        ctx.trace_mask.stmk(argument)
+    } else if allowed {
         tracing::info!(word, %peer, "processing four-letter word");
         let (reply, answer) = oneshot::channel();
         if ctx

@@ -99,6 +99,7 @@ impl Server {
             whitelist: config.four_letter_whitelist.clone(),
             outbound_capacity: OUTBOUND_CAPACITY,
             outbound_max_bytes: OUTBOUND_MAX_BYTES,
+            trace_mask: Default::default(),
         });
         let limiter = ConnLimiter::new(config.max_client_cnxns);
         tracing::info!(addr = %local_addr, "serving clients");
