@@ -412,3 +412,33 @@ async fn envi_lists_zookeepers_keys_in_order() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestServer::start_in(TestServer::default_config(), dir.path())
+        .await
+        .unwrap();
+    let second = TestServer::start_in(TestServer::default_config(), dir.path()).await;
+    let Err(e) = second else {
+        panic!("two servers opened {}", dir.path().display());
+    };
+    let message = e.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
+    // The first server is unaffected, and once it stops the directory is free again.
+    assert!(four_letter(&first, "srvr")
+        .await
+        .starts_with("Zookeeper version:"));
+    first.stop().await.unwrap();
+    let again = TestServer::start_in(TestServer::default_config(), dir.path())
+        .await
+        .unwrap();
+    again.stop().await.unwrap();
+}

@@ -46,6 +46,12 @@ pub enum StorageError {
     /// The group-commit thread has stopped.
     #[error("log writer is closed")]
     Closed,
+    /// Another server (or another claim in this process) holds the directory's lock file.
+    #[error("{} is in use by another server ({}); two servers must not share a data directory", dir.display(), holder_pid.map_or_else(|| "holder unknown".to_string(), |p| format!("pid {p}")))]
+    Locked {
+        dir: PathBuf,
+        holder_pid: Option<u32>,
+    },
 }
 
 impl StorageError {

@@ -48,12 +48,27 @@ pub struct Server {
     local_addr: SocketAddr,
     config: Arc<ServerConfig>,
     driver: Driver,
+    /// The data directory (and a separate log directory) claimed for this server; released
+    /// when [`run`](Server::run) returns or the server is dropped.
+    dir_locks: Vec<corral_storage::DirLock>,
 }
 
 impl Server {
     /// Recovers the data directory and binds the client port. Errors here mean the server
     /// never served anything.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        // Claimed before anything reads or writes the files, and held while the server runs
+        // (recovery after a txn-log failure included): a second server on the same
+        // directories fails here instead of corrupting the first one's log.
+        let mut dir_locks =
+            vec![corral_storage::DirLock::acquire(&config.data_dir)
+                .map_err(ServerError::Recovery)?];
+        if config.data_log_dir() != config.data_dir.as_path() {
+            dir_locks.push(
+                corral_storage::DirLock::acquire(config.data_log_dir())
+                    .map_err(ServerError::Recovery)?,
+            );
+        }
         let addr = config.client_addr();
         let listener = TcpListener::bind(addr)
             .await
@@ -72,6 +87,7 @@ impl Server {
             local_addr,
             config,
             driver,
+            dir_locks,
         })
     }
 
@@ -89,6 +105,7 @@ impl Server {
             local_addr,
             config,
             driver,
+            dir_locks,
         } = self;
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -142,10 +159,13 @@ impl Server {
                 driver_task.await
             }
         };
-        match result {
+        let outcome = match result {
             Ok(r) => r,
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             Err(_) => Ok(()), // the runtime is shutting down under us
-        }
+        };
+        // The driver has closed the log and joined its threads: the directories are free.
+        drop(dir_locks);
+        outcome
     }
 }
