@@ -454,6 +454,51 @@ mod tests {
         }
     }
 
+    /// Levels of the chain in the deep-tree test: far more than a 2 MiB stack survives when
+    /// anything recurses once per level.
+    const DEEP_CHAIN_LEVELS: usize = 25_000;
+
+    #[test]
+    fn a_deep_chain_counts_snapshots_and_loads_on_a_default_stack() {
+        // The default stack of a spawned thread (and of tokio's workers): the server's.
+        const STACK_BYTES: usize = 2 << 20;
+        let worker = std::thread::Builder::new()
+            .stack_size(STACK_BYTES)
+            .spawn(|| {
+                let mut core = Core::new(CoreConfig::default(), 0);
+                core.sessions.add(77, 4000, 0);
+                let mut path = String::with_capacity(2 * DEEP_CHAIN_LEVELS + 8);
+                for level in 0..DEEP_CHAIN_LEVELS {
+                    path.push_str("/a");
+                    let zxid = level as i64 + 1;
+                    core.tree
+                        .create(&path, None, super::super::acl::open_acl(), 0, -1, zxid, 0)
+                        .unwrap();
+                }
+                let leaf = format!("{path}/e");
+                core.tree
+                    .create(&leaf, None, super::super::acl::open_acl(), 77, -1, 0, 0)
+                    .unwrap();
+                // The chain, its ephemeral leaf, and the three /zookeeper nodes.
+                let below_root = DEEP_CHAIN_LEVELS + 1 + 3;
+                assert_eq!(core.tree.descendant_count("/"), below_root);
+                assert_eq!(core.tree.descendant_count("/a/a"), DEEP_CHAIN_LEVELS - 1);
+                assert_eq!(core.tree.ephemerals_of(77).collect::<Vec<_>>(), vec![&leaf]);
+
+                let image = core.snapshot_view().encode();
+                let back =
+                    Core::from_snapshot(CoreConfig::default(), &image[..], image.len() as u64, 0)
+                        .unwrap();
+                assert_eq!(back.tree.node_count(), core.tree.node_count());
+                assert_eq!(back.tree.descendant_count("/"), below_root);
+                assert_eq!(back.sessions()[0].ephemerals, vec![leaf]);
+            })
+            .unwrap();
+        worker
+            .join()
+            .expect("no stack overflow, no failed assertion");
+    }
+
     #[test]
     fn parents_come_before_their_children() {
         let mut tree = DataTree::new(false);

@@ -319,14 +319,19 @@ impl DataTree {
         self.nodes.iter()
     }
 
-    /// Number of descendants of `path` (not counting itself).
+    /// Number of descendants of `path` (not counting itself). Walks with an explicit stack
+    /// of paths still to visit, never recursion: a client can make the tree as deep as it
+    /// likes, and the stack of the thread that runs the core is a few megabytes.
     pub fn descendant_count(&self, path: &str) -> usize {
-        let Some(node) = self.nodes.get(path) else {
-            return 0;
-        };
-        node.children()
-            .map(|c| 1 + self.descendant_count(&path::join(path, c)))
-            .sum()
+        let mut count = 0;
+        let mut to_visit = vec![path.to_string()];
+        while let Some(p) = to_visit.pop() {
+            if let Some(node) = self.nodes.get(&p) {
+                count += node.child_count();
+                to_visit.extend(node.children().map(|c| path::join(&p, c)));
+            }
+        }
+        count
     }
 
     /// The index of `acl` in the table of distinct lists (added if new).
