@@ -442,3 +442,142 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
         .unwrap();
     again.stop().await.unwrap();
 }
+
+/// Sends `requests` on `s` in windows of a few hundred (replies to deep paths are large, and
+/// a server drops a client whose unread replies pile up), and returns each reply's error
+/// code and body, in order.
+async fn pipeline(mut s: TcpStream, requests: Vec<Vec<u8>>) -> (TcpStream, Vec<(i32, Vec<u8>)>) {
+    const WINDOW: usize = 256;
+    let mut replies = Vec::with_capacity(requests.len());
+    for window in requests.chunks(WINDOW) {
+        s.write_all(&window.concat()).await.unwrap();
+        for _ in window {
+            let body = read_frame(&mut s).await.expect("a reply");
+            let mut r = corral_proto::Reader::new(&body);
+            let header = ReplyHeader::read(&mut r).unwrap();
+            replies.push((header.err, r.rest().to_vec()));
+        }
+    }
+    (s, replies)
+}
+
+async fn all_children_number(s: TcpStream, path: &str) -> (TcpStream, i32) {
+    let req = corral_proto::records::PathRequest { path: path.into() };
+    let (s, replies) = pipeline(
+        s,
+        vec![request(9, OpCode::GetAllChildrenNumber, &|w| req.write(w))],
+    )
+    .await;
+    assert_eq!(replies[0].0, 0);
+    let mut r = corral_proto::Reader::new(&replies[0].1);
+    (s, r.read_i32().unwrap())
+}
+
+/// A chain this deep overflows a 2 MiB stack (the test thread's, and what the server's
+/// threads get) if anything recurses once per level.
+const DEEP_CHAIN_LEVELS: usize = 25_000;
+
+#[tokio::test]
+async fn a_deep_chain_is_served_snapshotted_recovered_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        // Durability is not under test here; fsyncs would only slow it down.
+        force_sync: false,
+        // Due somewhere in the creates, so recovery loads the chain from a snapshot.
+        snap_count: DEEP_CHAIN_LEVELS as u64,
+        ..TestServer::default_config()
+    };
+    let server = TestServer::start_in(config.clone(), dir.path())
+        .await
+        .unwrap();
+    let s = session(&server).await;
+    let mut paths = Vec::with_capacity(DEEP_CHAIN_LEVELS);
+    let mut path = String::new();
+    for _ in 0..DEEP_CHAIN_LEVELS {
+        path.push_str("/a");
+        paths.push(path.clone());
+    }
+    let creates = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| create(i as i32 + 1, p, b""))
+        .collect();
+    let (s, replies) = pipeline(s, creates).await;
+    assert!(replies.iter().all(|(err, _)| *err == 0));
+    let leaf = format!("{path}/e");
+    let eph = CreateRequest {
+        path: leaf.clone(),
+        data: None,
+        acl: vec![corral_proto::records::Acl {
+            perms: corral_proto::perms::ALL,
+            id: corral_proto::records::Id {
+                scheme: "world".into(),
+                id: "anyone".into(),
+            },
+        }],
+        flags: 1, // ephemeral
+    };
+    let list = corral_proto::records::PathRequest { path: "/".into() };
+    let (s, replies) = pipeline(
+        s,
+        vec![
+            request(1, OpCode::Create, &|w| eph.write(w)),
+            request(2, OpCode::GetEphemerals, &|w| list.write(w)),
+        ],
+    )
+    .await;
+    assert_eq!(replies[0].0, 0);
+    let mut r = corral_proto::Reader::new(&replies[1].1);
+    assert_eq!(r.read_vec::<String>().unwrap(), vec![leaf]);
+    // The chain, its ephemeral leaf and the three /zookeeper nodes.
+    let (s, count) = all_children_number(s, "/").await;
+    assert_eq!(count as usize, DEEP_CHAIN_LEVELS + 1 + 3);
+    // Wait (bounded) for the snapshot the creates made due.
+    let snapshot_written = async {
+        loop {
+            let found = std::fs::read_dir(dir.path()).unwrap().flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("snapshot.") && !name.ends_with(".tmp")
+            });
+            if found {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(GUARD * 6, snapshot_written)
+        .await
+        .expect("a snapshot of the chain");
+    drop(s);
+    server.stop().await.unwrap();
+
+    let server = TestServer::start_in(config, dir.path()).await.unwrap();
+    let s = session(&server).await;
+    let (s, count) = all_children_number(s, "/").await;
+    // The ephemeral leaf may already be gone with its session; the chain is not.
+    assert!(count as usize >= DEEP_CHAIN_LEVELS + 3, "{count}");
+    // deleteall's order: deepest first.
+    let mut deletes = Vec::with_capacity(DEEP_CHAIN_LEVELS + 1);
+    let leaf = format!("{path}/e");
+    for p in std::iter::once(&leaf).chain(paths.iter().rev()) {
+        let req = corral_proto::records::DeleteRequest {
+            path: p.clone(),
+            version: -1,
+        };
+        deletes.push(request(deletes.len() as i32 + 1, OpCode::Delete, &|w| {
+            req.write(w)
+        }));
+    }
+    let (s, replies) = pipeline(s, deletes).await;
+    // The leaf: deleted now, or already gone with its session.
+    assert!(
+        replies[0].0 == 0 || replies[0].0 == -101,
+        "{}",
+        replies[0].0
+    );
+    assert!(replies[1..].iter().all(|(err, _)| *err == 0));
+    let (s, count) = all_children_number(s, "/").await;
+    assert_eq!(count, 3);
+    drop(s);
+    server.stop().await.unwrap();
+}
