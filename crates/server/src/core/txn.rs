@@ -97,6 +97,14 @@ impl Txn {
                 let m = MultiTxn::read(r)?;
                 let mut txns = Vec::with_capacity(m.txns.len());
                 for t in m.txns {
+                    // A multi never holds a multi (prepare never builds one); refusing it
+                    // here also keeps decoding from recursing once per nesting level.
+                    if t.txn_type == OpCode::Multi.code() {
+                        return Err(DecodeError::UnknownValue {
+                            what: "txn type inside a multi",
+                            value: t.txn_type,
+                        });
+                    }
                     let data = t.data.unwrap_or_default();
                     let mut inner = Reader::new(&data);
                     txns.push(Txn::read_body(t.txn_type, &mut inner)?);
@@ -180,6 +188,15 @@ mod tests {
         let back = TxnRecord::decode(&enc).unwrap();
         assert_eq!(back.txn, rec.txn);
         assert_eq!(back.header.txn_type, OpCode::Multi.code());
+    }
+
+    #[test]
+    fn a_multi_inside_a_multi_is_refused() {
+        let nested = Txn::Multi(vec![Txn::Multi(vec![Txn::Error(-1)])]);
+        let mut w = Writer::new();
+        nested.write_body(&mut w);
+        let body = w.into_inner();
+        assert!(Txn::read_body(OpCode::Multi.code(), &mut Reader::new(&body)).is_err());
     }
 
     #[test]
