@@ -128,12 +128,8 @@ impl MemberState {
 /// What the consensus layer tells the driver.
 #[derive(Debug)]
 pub enum Event {
-    /// Entries are committed; apply them in order, then answer `done` (the state machine
-    /// reports them applied only then).
-    Applied {
-        entries: Vec<Applied>,
-        done: oneshot::Sender<()>,
-    },
+    /// Entries are committed; apply them in order.
+    Applied { entries: Vec<Applied> },
     /// Leader, term or membership changed.
     Status(Status),
     /// This member is the leader of `term` and has applied every entry before its term: it may

@@ -1,8 +1,11 @@
 //! openraft's state machine: committed entries go to the driver, which owns the `Core`.
 //!
-//! `apply` returns only after the driver has applied the entries, so what openraft reports as
-//! applied is exactly what the core holds. The state is rebuilt from the log at start-up
-//! (there are no snapshots of the replicated state yet), so `applied_state` starts empty.
+//! `apply` queues the entries for the driver and returns without waiting: openraft re-applies
+//! the committed log inside `Raft::new`, before the driver runs. Everything the consensus layer
+//! tells the driver travels over one ordered channel, so the driver still sees every entry
+//! before any later event (e.g. `LeaderReady`, sent once openraft reports them applied). The
+//! state is rebuilt from the log at start-up (there are no snapshots of the replicated state
+//! yet), so `applied_state` starts empty.
 
 use std::io::Cursor;
 
@@ -11,7 +14,7 @@ use openraft::{
     BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{Applied, Event, MemberId, TypeConfig};
 
@@ -85,18 +88,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             });
         }
         let n = applied.len();
-        let (done, wait) = oneshot::channel();
-        if self
-            .events
-            .send(Event::Applied {
-                entries: applied,
-                done,
-            })
-            .is_ok()
-        {
-            // The driver is gone only during shutdown; then nothing waits for the answer.
-            let _ = wait.await;
-        }
+        // Fails only once the driver is gone (shutdown): nothing waits for the entries then.
+        let _ = self.events.send(Event::Applied { entries: applied });
         Ok(vec![(); n])
     }
 

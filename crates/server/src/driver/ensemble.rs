@@ -119,10 +119,7 @@ impl Driver {
                 );
                 self.close_conn(conn);
             }
-            EnsembleEvent::Consensus(Event::Applied { entries, done }) => {
-                self.on_applied(entries);
-                let _ = done.send(());
-            }
+            EnsembleEvent::Consensus(Event::Applied { entries }) => self.on_applied(entries),
             EnsembleEvent::Consensus(Event::Status(status)) => self.on_status(status),
             EnsembleEvent::Consensus(Event::LeaderReady { term }) => self.on_leader_ready(term),
             EnsembleEvent::Consensus(Event::Forwarded { from, fwd, reply }) => {
