@@ -386,9 +386,8 @@ impl Driver {
             server_id: ensemble_config.my_id as u8,
             ..config.core_config()
         };
-        let mut core = Core::new(core_config.clone(), started_ms);
-        core.set_role(Role::Follower);
-        let ensemble = Ensemble::start(&config, &ensemble_config).await?;
+        let (mut ensemble, snapshot) = Ensemble::start(&config, &ensemble_config).await?;
+        let core = ensemble.initial_core(core_config.clone(), snapshot, started_ms)?;
         tracing::info!(
             my_id = ensemble_config.my_id,
             members = ensemble_config.members.len(),
@@ -396,7 +395,7 @@ impl Driver {
             "joining the ensemble"
         );
         Ok(Driver {
-            durable_zxid: 0,
+            durable_zxid: core.last_zxid(),
             core,
             snap_schedule: SnapSchedule::new(config.snap_count),
             config,
@@ -494,8 +493,11 @@ impl Driver {
                     if self.ensemble.is_some() && self.core.role() == Role::Follower {
                         self.report_touches();
                     }
-                    let step = self.core.tick(now_ms());
-                    self.apply(step);
+                    // A leader waiting for a snapshot view prepares nothing new meanwhile.
+                    if !self.ensemble.as_ref().is_some_and(|e| e.parking()) {
+                        let step = self.core.tick(now_ms());
+                        self.apply(step);
+                    }
                 }
             }
             if let Some(fatal) = self.fatal.take() {
@@ -744,7 +746,13 @@ impl Driver {
         }
     }
 
-    fn on_inbound(&mut self, event: Inbound) {
+    pub(super) fn on_inbound(&mut self, event: Inbound) {
+        if let Some(e) = self.ensemble.as_mut().filter(|e| e.parking()) {
+            if !matches!(event, Inbound::FourLetter { .. }) {
+                e.park(ensemble::Parked::Inbound(event));
+                return;
+            }
+        }
         let now = now_ms();
         match event {
             Inbound::Opened { conn, peer, handle } => {

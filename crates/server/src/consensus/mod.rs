@@ -14,11 +14,13 @@
 //! - Log index `i` of openraft is stored as record `i + 1` of `corral_storage::RaftLog`
 //!   (openraft's first entry, the initial membership, has index 0).
 //! - Members: `server.N` participants are voters; observers are learners.
-//! - Snapshots of the replicated state are not built yet (`SnapshotPolicy::Never`): the log
-//!   is kept whole and a member that was away catches up from it.
+//! - Snapshots: every `snapCount` entries each member snapshots its state (Corral's snapshot
+//!   image plus Raft's meta, `snapshot_store`) and openraft purges the log before it; a member
+//!   too far behind is sent the leader's snapshot, in chunks, then the log after it.
 
 mod log_store;
 mod network;
+mod snapshot_store;
 mod state_machine;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{EnsembleConfig, MemberRole};
-use crate::core::{ConnId, Forward, ForwardRequest};
+use crate::core::{ConnId, Forward, ForwardRequest, SnapshotView};
 use crate::net::peer::{PeerClient, PeerHandler, PeerLimits, PeerServer};
 
 pub use log_store::LogStore;
@@ -85,7 +87,60 @@ pub enum Payload {
 #[derive(Debug)]
 pub struct Applied {
     pub index: u64,
+    /// The term and leader that created the entry (its Raft log id, with `index`).
+    pub term: u64,
+    pub leader: MemberId,
     pub payload: Option<Payload>,
+}
+
+/// The driver's state for a snapshot: a copy-on-write view of the core at `index`.
+pub struct SnapshotTaken {
+    pub view: SnapshotView,
+    pub index: u64,
+    pub term: u64,
+    pub leader: MemberId,
+    pub secret: Option<[u8; 16]>,
+}
+
+impl std::fmt::Debug for SnapshotTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotTaken")
+            .field("index", &self.index)
+            .field("zxid", &self.view.zxid())
+            .finish()
+    }
+}
+
+/// A snapshot to start from or to install: its Raft index and Corral image.
+pub struct SnapshotImage {
+    pub index: u64,
+    pub term: u64,
+    pub leader: MemberId,
+    pub secret: Option<[u8; 16]>,
+    pub zxid: i64,
+    /// The whole snapshot data; `image()` is the Corral image inside it.
+    data: Vec<u8>,
+    image_at: usize,
+}
+
+impl SnapshotImage {
+    fn from_data(index: u64, term: u64, leader: MemberId, data: Vec<u8>) -> Result<SnapshotImage, String> {
+        let (extra, image) = snapshot_store::decode_data(&data)?;
+        let image_at = data.len() - image.len();
+        Ok(SnapshotImage {
+            index,
+            term,
+            leader,
+            secret: extra.secret,
+            zxid: extra.zxid,
+            data,
+            image_at,
+        })
+    }
+
+    pub fn image(&self) -> &[u8] {
+        &self.data[self.image_at..]
+    }
 }
 
 /// This member's view of the ensemble, as of the last change.
@@ -143,6 +198,15 @@ pub enum Event {
     },
     /// Another member's clients were heard from.
     Touches { sessions: Vec<SessionId> },
+    /// openraft wants a snapshot: answer with a view of the core at exactly the last applied
+    /// entry (a leader first waits until nothing it prepared is uncommitted).
+    BuildSnapshot { reply: oneshot::Sender<SnapshotTaken> },
+    /// The leader sent a snapshot (this member was too far behind): replace the state with it.
+    InstallSnapshot {
+        data: Vec<u8>,
+        index: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +221,8 @@ pub enum ConsensusError {
     Storage(#[from] corral_storage::StorageError),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("{0}")]
+    Snapshot(String),
 }
 
 /// Message kinds of the peer protocol.
@@ -171,6 +237,15 @@ mod kind {
 /// How long a forwarded request may take to be accepted by the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Where and how a member keeps its Raft state.
+pub struct Settings<'a> {
+    pub tick_time_ms: i32,
+    pub snap_count: u64,
+    pub force_sync: bool,
+    pub raft_dir: &'a std::path::Path,
+    pub snapshot_dir: &'a std::path::Path,
+}
+
 /// The running consensus layer of one member.
 pub struct Consensus {
     my_id: MemberId,
@@ -180,22 +255,21 @@ pub struct Consensus {
     proposals: mpsc::UnboundedSender<Payload>,
     _peer_server: PeerServer,
     status: watch::Receiver<Status>,
+    snapshots: Arc<snapshot_store::SnapshotStore>,
 }
 
 /// Timing derived from tickTime, so a ZooKeeper operator's one knob still sets the pace:
 /// the default tickTime of 2000 ms gives heartbeats every 100 ms and elections after 400–800 ms
 /// of silence (ZooKeeper's leader is given up after syncLimit ticks; Raft reacts faster).
-fn raft_config(ensemble: &EnsembleConfig, tick_time_ms: i32) -> openraft::Config {
+fn raft_config(ensemble: &EnsembleConfig, tick_time_ms: i32, snap_count: u64) -> openraft::Config {
     let election_min_ms = (tick_time_ms.max(250) as u64) / 5;
     openraft::Config {
         cluster_name: "corral".into(),
         heartbeat_interval: (election_min_ms / 4).max(10),
         election_timeout_min: election_min_ms,
         election_timeout_max: election_min_ms * 2,
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snap_count.max(100)),
         max_payload_entries: 1000,
-        // Followers that fall far behind are sent the log, never a snapshot (see module doc).
-        replication_lag_threshold: u64::MAX / 2,
         purge_batch_size: 1024,
         ..Default::default()
     }
@@ -207,20 +281,43 @@ fn raft_config(ensemble: &EnsembleConfig, tick_time_ms: i32) -> openraft::Config
 }
 
 impl Consensus {
-    /// Opens the Raft log in `raft_dir`, listens for peers, joins (or bootstraps) the ensemble.
+    /// Opens the Raft log in `raft_dir` and the snapshots in `snapshot_dir`, listens for peers,
+    /// joins (or bootstraps) the ensemble. Returns the snapshot the state starts from, if any:
+    /// the driver loads it before it handles any event.
     pub async fn start(
         ensemble: &EnsembleConfig,
-        tick_time_ms: i32,
-        raft_dir: &std::path::Path,
-        force_sync: bool,
+        settings: Settings<'_>,
         events: mpsc::UnboundedSender<Event>,
-    ) -> Result<Consensus, ConsensusError> {
+    ) -> Result<(Consensus, Option<SnapshotImage>), ConsensusError> {
         let my_id = ensemble.my_id;
         let me = ensemble.me();
         let limits = PeerLimits::default();
-        let config = Arc::new(raft_config(ensemble, tick_time_ms));
-        let log = LogStore::open(raft_dir, force_sync)?;
-        let sm = state_machine::StateMachine::new(events.clone());
+        let config = Arc::new(raft_config(ensemble, settings.tick_time_ms, settings.snap_count));
+        let log = LogStore::open(settings.raft_dir, settings.force_sync)?;
+        let snapshots = Arc::new(snapshot_store::SnapshotStore::new(settings.snapshot_dir));
+        let latest = snapshots.load_latest().map_err(ConsensusError::Snapshot)?;
+        let sm = state_machine::StateMachine::new(
+            events.clone(),
+            snapshots.clone(),
+            latest.as_ref().map(|(meta, _)| meta),
+        );
+        let initial = match latest {
+            Some((meta, data)) => {
+                let last = meta.last_log_id.ok_or_else(|| {
+                    ConsensusError::Snapshot("snapshot without a log id".into())
+                })?;
+                Some(
+                    SnapshotImage::from_data(
+                        last.index,
+                        last.leader_id.term,
+                        last.leader_id.node_id,
+                        data,
+                    )
+                    .map_err(ConsensusError::Snapshot)?,
+                )
+            }
+            None => None,
+        };
         let mut peers = HashMap::new();
         for m in &ensemble.members {
             if m.id != my_id {
@@ -287,7 +384,8 @@ impl Consensus {
             events,
             status_tx,
         ));
-        Ok(Consensus {
+        let consensus = Consensus {
+            snapshots,
             my_id,
             log,
             raft,
@@ -295,7 +393,25 @@ impl Consensus {
             proposals,
             _peer_server: peer_server,
             status,
-        })
+        };
+        Ok((consensus, initial))
+    }
+
+    /// The newest snapshot on disk (for rebuilding the state without openraft).
+    pub fn latest_snapshot(&self) -> Result<Option<SnapshotImage>, String> {
+        match self.snapshots.load_latest()? {
+            None => Ok(None),
+            Some((meta, data)) => {
+                let last = meta.last_log_id.ok_or("snapshot without a log id")?;
+                SnapshotImage::from_data(last.index, last.leader_id.term, last.leader_id.node_id, data)
+                    .map(Some)
+            }
+        }
+    }
+
+    /// Decodes snapshot data the leader sent.
+    pub fn snapshot_image(index: u64, data: Vec<u8>) -> Result<SnapshotImage, String> {
+        SnapshotImage::from_data(index, 0, 0, data)
     }
 
     pub fn my_id(&self) -> MemberId {

@@ -2,52 +2,143 @@
 //!
 //! `apply` queues the entries for the driver and returns without waiting: openraft re-applies
 //! the committed log inside `Raft::new`, before the driver runs. Everything the consensus layer
-//! tells the driver travels over one ordered channel, so the driver still sees every entry
-//! before any later event (e.g. `LeaderReady`, sent once openraft reports them applied). The
-//! state is rebuilt from the log at start-up (there are no snapshots of the replicated state
-//! yet), so `applied_state` starts empty.
+//! tells the driver travels over one ordered channel, so the driver sees every entry before any
+//! later event (e.g. `LeaderReady`, sent once openraft reports them applied, or a snapshot
+//! request, made after the entries it must cover were queued).
+//!
+//! Snapshots are images of the driver's core (see `snapshot_store`); building one asks the
+//! driver for a copy-on-write view of its state and encodes it here, off the driver task.
 
 use std::io::Cursor;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{Applied, Event, MemberId, TypeConfig};
+use super::snapshot_store::{decode_data, encode_data, Extra, Meta, SnapshotStore};
+use super::{Applied, Event, MemberId, SnapshotTaken, TypeConfig};
 
-pub struct StateMachine {
-    events: mpsc::UnboundedSender<Event>,
+/// Membership configs remembered to pick the one a snapshot covers.
+const MEMBERSHIP_HISTORY: usize = 8;
+
+#[derive(Default)]
+struct Shared {
     last_applied: Option<LogId<MemberId>>,
-    membership: StoredMembership<MemberId, BasicNode>,
+    /// Recent membership configs, oldest first (the last is the current one).
+    memberships: Vec<StoredMembership<MemberId, BasicNode>>,
 }
 
-impl StateMachine {
-    pub fn new(events: mpsc::UnboundedSender<Event>) -> StateMachine {
-        StateMachine {
-            events,
-            last_applied: None,
-            membership: StoredMembership::default(),
+impl Shared {
+    fn membership_at(&self, index: u64) -> StoredMembership<MemberId, BasicNode> {
+        self.memberships
+            .iter()
+            .rev()
+            .find(|m| m.log_id().map_or(true, |l| l.index <= index))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn push_membership(&mut self, m: StoredMembership<MemberId, BasicNode>) {
+        self.memberships.push(m);
+        if self.memberships.len() > MEMBERSHIP_HISTORY {
+            self.memberships.remove(0);
         }
     }
 }
 
-fn unsupported(what: &str) -> StorageError<MemberId> {
+#[derive(Clone)]
+pub struct StateMachine {
+    events: mpsc::UnboundedSender<Event>,
+    shared: Arc<Mutex<Shared>>,
+    store: Arc<SnapshotStore>,
+}
+
+fn storage_error(verb: ErrorVerb, text: impl ToString) -> StorageError<MemberId> {
     StorageIOError::new(
         ErrorSubject::Snapshot(None),
-        ErrorVerb::Write,
-        openraft::AnyError::error(format!(
-            "{what}: snapshots of the replicated state are not implemented; the log is kept whole"
-        )),
+        verb,
+        openraft::AnyError::error(text.to_string()),
     )
     .into()
 }
 
+impl StateMachine {
+    /// A state machine whose state starts at `initial` (the snapshot the driver's core was
+    /// loaded from), or empty.
+    pub fn new(
+        events: mpsc::UnboundedSender<Event>,
+        store: Arc<SnapshotStore>,
+        initial: Option<&Meta>,
+    ) -> StateMachine {
+        let mut shared = Shared::default();
+        if let Some(meta) = initial {
+            shared.last_applied = meta.last_log_id;
+            shared.push_membership(meta.last_membership.clone());
+        }
+        StateMachine {
+            events,
+            shared: Arc::new(Mutex::new(shared)),
+            store,
+        }
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<MemberId>> {
-        Err(unsupported("build_snapshot"))
+        let (reply, answer) = oneshot::channel();
+        self.events
+            .send(Event::BuildSnapshot { reply })
+            .map_err(|_| storage_error(ErrorVerb::Write, "the server is stopping"))?;
+        let taken: SnapshotTaken = answer
+            .await
+            .map_err(|_| storage_error(ErrorVerb::Write, "the server is stopping"))?;
+        let started = std::time::Instant::now();
+        let view = taken.view;
+        let zxid = view.zxid();
+        let image = tokio::task::spawn_blocking(move || view.encode())
+            .await
+            .map_err(|e| storage_error(ErrorVerb::Write, e))?;
+        let log_id = LogId::new(
+            CommittedLeaderId::new(taken.term, taken.leader),
+            taken.index,
+        );
+        let meta = Meta {
+            last_log_id: Some(log_id),
+            last_membership: self.shared().membership_at(taken.index),
+            snapshot_id: format!("{}-{}-{zxid:x}", taken.index, taken.term),
+        };
+        let data = encode_data(
+            &Extra {
+                secret: taken.secret,
+                zxid,
+            },
+            &image,
+        );
+        let store = self.store.clone();
+        let (meta2, data2) = (meta.clone(), data.clone());
+        tokio::task::spawn_blocking(move || store.save(&meta2, &data2))
+            .await
+            .map_err(|e| storage_error(ErrorVerb::Write, e))?
+            .map_err(|e| storage_error(ErrorVerb::Write, e))?;
+        tracing::info!(
+            index = taken.index,
+            zxid = format_args!("{zxid:#x}"),
+            bytes = data.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -63,7 +154,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         ),
         StorageError<MemberId>,
     > {
-        Ok((self.last_applied, self.membership.clone()))
+        let s = self.shared();
+        Ok((
+            s.last_applied,
+            s.memberships.last().cloned().unwrap_or_default(),
+        ))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, StorageError<MemberId>>
@@ -72,20 +167,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut applied = Vec::new();
-        for e in entries {
-            self.last_applied = Some(e.log_id);
-            let payload = match e.payload {
-                EntryPayload::Normal(p) => Some(p),
-                EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(e.log_id), m);
-                    None
-                }
-                EntryPayload::Blank => None,
-            };
-            applied.push(Applied {
-                index: e.log_id.index,
-                payload,
-            });
+        {
+            let mut s = self.shared();
+            for e in entries {
+                s.last_applied = Some(e.log_id);
+                let payload = match e.payload {
+                    EntryPayload::Normal(p) => Some(p),
+                    EntryPayload::Membership(m) => {
+                        s.push_membership(StoredMembership::new(Some(e.log_id), m));
+                        None
+                    }
+                    EntryPayload::Blank => None,
+                };
+                applied.push(Applied {
+                    index: e.log_id.index,
+                    term: e.log_id.leader_id.term,
+                    leader: e.log_id.leader_id.node_id,
+                    payload,
+                });
+            }
         }
         let n = applied.len();
         // Fails only once the driver is gone (shutdown): nothing waits for the entries then.
@@ -94,11 +194,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        StateMachine {
-            events: self.events.clone(),
-            last_applied: self.last_applied,
-            membership: self.membership.clone(),
-        }
+        self.clone()
     }
 
     async fn begin_receiving_snapshot(
@@ -109,15 +205,51 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<MemberId, BasicNode>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<MemberId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<MemberId>> {
-        Err(unsupported("install_snapshot"))
+        let data = snapshot.into_inner();
+        let last = meta
+            .last_log_id
+            .ok_or_else(|| storage_error(ErrorVerb::Read, "snapshot without a log id"))?;
+        decode_data(&data).map_err(|e| storage_error(ErrorVerb::Read, e))?;
+        // Durable before the state moves to it, so a restart finds it.
+        let store = self.store.clone();
+        let (meta2, data2) = (meta.clone(), data.clone());
+        tokio::task::spawn_blocking(move || store.save(&meta2, &data2))
+            .await
+            .map_err(|e| storage_error(ErrorVerb::Write, e))?
+            .map_err(|e| storage_error(ErrorVerb::Write, e))?;
+        let (reply, answer) = oneshot::channel();
+        self.events
+            .send(Event::InstallSnapshot {
+                data,
+                index: last.index,
+                reply,
+            })
+            .map_err(|_| storage_error(ErrorVerb::Write, "the server is stopping"))?;
+        answer
+            .await
+            .map_err(|_| storage_error(ErrorVerb::Write, "the server is stopping"))?
+            .map_err(|e| storage_error(ErrorVerb::Read, e))?;
+        let mut s = self.shared();
+        s.last_applied = Some(last);
+        s.push_membership(meta.last_membership.clone());
+        tracing::info!(index = last.index, "installed a snapshot from the leader");
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<MemberId>> {
-        Ok(None)
+        let store = self.store.clone();
+        let latest = tokio::task::spawn_blocking(move || store.load_latest())
+            .await
+            .map_err(|e| storage_error(ErrorVerb::Read, e))?
+            .map_err(|e| storage_error(ErrorVerb::Read, e))?;
+        Ok(latest.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }

@@ -1285,3 +1285,5 @@ fn notification(t: EventType, path: &str, zxid: Zxid) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod ensemble_tests;

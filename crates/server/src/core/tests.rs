@@ -87,6 +87,7 @@ impl H {
                     }
                 }
                 Effect::Close { conn, .. } => self.closed.push(conn),
+                Effect::Forward(f) => panic!("a leader never forwards: {f:?}"),
             }
         }
         out

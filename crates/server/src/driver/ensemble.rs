@@ -13,11 +13,14 @@
 //!   closed (clients resume their sessions elsewhere). Any change of leader closes client
 //!   connections, as ZooKeeper's members do; a member without a leader accepts none.
 
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
 
-use super::{now_ms, Driver, Outbound, ServerError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{now_ms, Driver, Inbound, Outbound, ServerError};
 use crate::consensus::{
-    Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin, Payload, Status,
+    Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin, Payload, Settings,
+    SnapshotImage, SnapshotTaken, Status,
 };
 use crate::core::{ConnId, Core, Forward, ForwardRequest, Role};
 
@@ -32,10 +35,20 @@ pub(crate) struct Ensemble {
     pub status: Status,
     /// The term in which this member leads and prepares writes.
     ready_term: Option<u64>,
-    /// Highest log index applied to the core.
-    applied_index: Option<u64>,
-    /// The replicated session secret has been applied (or proposed by this leader).
-    has_secret: bool,
+    /// Log id (index, term, leader) of the last entry applied to the core.
+    applied: Option<(u64, u64, MemberId)>,
+    /// The replicated session secret, once applied (or proposed by this leader).
+    secret: Option<[u8; 16]>,
+    /// A snapshot was asked for while this leader had uncommitted txns: client input waits
+    /// in `parked` until they are committed and the view is taken.
+    snapshot_waiting: Option<oneshot::Sender<SnapshotTaken>>,
+    parked: VecDeque<Parked>,
+}
+
+/// Input held back while a leader waits to take a snapshot view.
+pub(crate) enum Parked {
+    Inbound(Inbound),
+    Forwarded(MemberId, Forward, oneshot::Sender<Result<(), String>>),
 }
 
 pub(crate) enum EnsembleEvent {
@@ -59,21 +72,23 @@ impl Ensemble {
     pub async fn start(
         config: &crate::config::ServerConfig,
         ensemble: &crate::config::EnsembleConfig,
-    ) -> Result<Ensemble, ServerError> {
+    ) -> Result<(Ensemble, Option<SnapshotImage>), ServerError> {
         let (tx, events) = mpsc::unbounded_channel();
         let raft_dir = config.data_log_dir().join("raft");
-        let consensus = Consensus::start(
-            ensemble,
-            config.tick_time_ms,
-            &raft_dir,
-            config.force_sync,
-            tx,
-        )
-        .await
-        .map_err(ServerError::Consensus)?;
+        let snapshot_dir = config.data_dir.join("raft-snapshots");
+        let settings = Settings {
+            tick_time_ms: config.tick_time_ms,
+            snap_count: config.snap_count,
+            force_sync: config.force_sync,
+            raft_dir: &raft_dir,
+            snapshot_dir: &snapshot_dir,
+        };
+        let (consensus, initial) = Consensus::start(ensemble, settings, tx)
+            .await
+            .map_err(ServerError::Consensus)?;
         let log = consensus.log_store();
         let (failed_forwards_tx, failed_forwards) = mpsc::unbounded_channel();
-        Ok(Ensemble {
+        let ensemble = Ensemble {
             status: consensus.status(),
             consensus,
             log,
@@ -81,9 +96,40 @@ impl Ensemble {
             failed_forwards_tx,
             failed_forwards,
             ready_term: None,
-            applied_index: None,
-            has_secret: false,
-        })
+            applied: None,
+            secret: None,
+            snapshot_waiting: None,
+            parked: VecDeque::new(),
+        };
+        Ok((ensemble, initial))
+    }
+
+    /// Client input must wait (a leader is about to take a snapshot view).
+    pub fn parking(&self) -> bool {
+        self.snapshot_waiting.is_some()
+    }
+
+    pub fn park(&mut self, input: Parked) {
+        self.parked.push_back(input);
+    }
+
+    /// The core a member starts with: empty, or loaded from its newest snapshot.
+    pub fn initial_core(
+        &mut self,
+        config: crate::core::CoreConfig,
+        snapshot: Option<SnapshotImage>,
+        now: i64,
+    ) -> Result<Core, ServerError> {
+        let mut core = match &snapshot {
+            None => Core::new(config, now),
+            Some(s) => load_image(config, s, now)?,
+        };
+        core.set_role(Role::Follower);
+        if let Some(s) = snapshot {
+            self.applied = Some((s.index, s.term, s.leader));
+            self.secret = s.secret;
+        }
+        Ok(core)
     }
 
     pub fn my_id(&self) -> MemberId {
@@ -123,14 +169,86 @@ impl Driver {
             EnsembleEvent::Consensus(Event::Status(status)) => self.on_status(status),
             EnsembleEvent::Consensus(Event::LeaderReady { term }) => self.on_leader_ready(term),
             EnsembleEvent::Consensus(Event::Forwarded { from, fwd, reply }) => {
-                let _ = reply.send(self.on_forwarded(from, fwd));
+                self.on_forwarded_or_park(from, fwd, reply)
             }
             EnsembleEvent::Consensus(Event::Touches { sessions }) => {
                 if self.ensemble().is_ready_leader() {
                     self.core.touch_sessions(&sessions, now_ms());
                 }
             }
+            EnsembleEvent::Consensus(Event::BuildSnapshot { reply }) => {
+                self.ensemble_mut().snapshot_waiting = Some(reply);
+                self.maybe_take_snapshot_view();
+            }
+            EnsembleEvent::Consensus(Event::InstallSnapshot { data, index, reply }) => {
+                let _ = reply.send(self.install_snapshot(index, data));
+            }
         }
+    }
+
+    /// Answers a waiting snapshot request once the core holds only committed state, then lets
+    /// parked input through.
+    fn maybe_take_snapshot_view(&mut self) {
+        if self.core.last_zxid() > self.durable_zxid {
+            return;
+        }
+        let e = self.ensemble_mut();
+        let (Some(reply), Some((index, term, leader))) = (e.snapshot_waiting.take(), e.applied)
+        else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let view = self.core.snapshot_view();
+        tracing::info!(
+            index,
+            zxid = format_args!("{:#x}", view.zxid()),
+            blocked_ms = started.elapsed().as_millis() as u64,
+            "taking snapshot"
+        );
+        let secret = self.ensemble().secret;
+        let _ = reply.send(SnapshotTaken {
+            view,
+            index,
+            term,
+            leader,
+            secret,
+        });
+        let parked = std::mem::take(&mut self.ensemble_mut().parked);
+        for input in parked {
+            match input {
+                Parked::Inbound(ev) => self.on_inbound(ev),
+                Parked::Forwarded(from, fwd, reply) => {
+                    let _ = reply.send(self.on_forwarded(from, fwd));
+                }
+            }
+            if self.ensemble().parking() {
+                // Cannot happen (requests come one at a time), but never reorder input.
+                break;
+            }
+        }
+    }
+
+    /// Replaces the state with a snapshot the leader sent.
+    fn install_snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<(), String> {
+        let image = Consensus::snapshot_image(index, data)?;
+        let now = now_ms();
+        let core = load_image(self.core_config.clone(), &image, now).map_err(|e| e.to_string())?;
+        self.close_all_client_connections("the state was replaced by the leader's snapshot");
+        self.held.clear();
+        self.core = core;
+        self.core.set_role(Role::Follower);
+        self.durable_zxid = self.core.last_zxid();
+        let e = self.ensemble_mut();
+        e.applied = Some((index, image.term, image.leader));
+        if image.secret.is_some() {
+            e.secret = image.secret;
+        }
+        tracing::info!(
+            index,
+            zxid = format_args!("{:#x}", image.zxid),
+            "state replaced by the leader's snapshot"
+        );
+        Ok(())
     }
 
     fn ensemble(&self) -> &Ensemble {
@@ -143,12 +261,22 @@ impl Driver {
 
     fn on_applied(&mut self, entries: Vec<Applied>) {
         let me = self.ensemble().my_id();
-        for Applied { index, payload } in entries {
+        for Applied {
+            index,
+            term,
+            leader,
+            payload,
+        } in entries
+        {
+            if self.ensemble().applied.is_some_and(|(i, _, _)| i >= index) {
+                // Covered by the snapshot the state was loaded from.
+                continue;
+            }
             match payload {
                 None => {}
                 Some(Payload::SessionSecret(secret)) => {
                     self.core.set_session_secret(secret);
-                    self.ensemble_mut().has_secret = true;
+                    self.ensemble_mut().secret = Some(secret);
                 }
                 Some(Payload::Txn {
                     zxid,
@@ -186,7 +314,10 @@ impl Driver {
                     }
                 }
             }
-            self.ensemble_mut().applied_index = Some(index);
+            self.ensemble_mut().applied = Some((index, term, leader));
+        }
+        if self.ensemble().parking() {
+            self.maybe_take_snapshot_view();
         }
     }
 
@@ -222,9 +353,9 @@ impl Driver {
         self.durable_zxid = self.core.last_zxid();
         let e = self.ensemble_mut();
         e.ready_term = Some(term);
-        if !e.has_secret {
+        if e.secret.is_none() {
             let secret: [u8; 16] = rand::random();
-            e.has_secret = true;
+            e.secret = Some(secret);
             e.consensus.propose(Payload::SessionSecret(secret));
             self.core.set_session_secret(secret);
         }
@@ -233,6 +364,20 @@ impl Driver {
             last_zxid = format_args!("{:#x}", self.core.last_zxid()),
             "leading: preparing writes"
         );
+    }
+
+    pub(super) fn on_forwarded_or_park(
+        &mut self,
+        from: MemberId,
+        fwd: Forward,
+        reply: oneshot::Sender<Result<(), String>>,
+    ) {
+        if self.ensemble().parking() {
+            self.ensemble_mut()
+                .park(Parked::Forwarded(from, fwd, reply));
+        } else {
+            let _ = reply.send(self.on_forwarded(from, fwd));
+        }
     }
 
     fn on_forwarded(&mut self, from: MemberId, fwd: Forward) -> Result<(), String> {
@@ -307,8 +452,13 @@ impl Driver {
         let outstanding = self.core.last_zxid() > self.durable_zxid;
         self.close_all_client_connections("this member stopped leading");
         self.held.clear();
+        // Input parked for a snapshot view is dropped with the connections it came from.
+        self.ensemble_mut().parked.clear();
+        if let Some(reply) = self.ensemble_mut().snapshot_waiting.take() {
+            drop(reply);
+        }
         if outstanding {
-            let upto = self.ensemble().applied_index;
+            let upto = self.ensemble().applied.map(|(i, _, _)| i);
             match self.rebuild_core(upto) {
                 Ok(core) => self.core = core,
                 Err(e) => {
@@ -321,20 +471,32 @@ impl Driver {
         self.durable_zxid = self.core.last_zxid();
     }
 
-    /// A fresh core with every committed entry up to `upto` (inclusive) applied.
+    /// A fresh core with every committed entry up to `upto` (inclusive) applied: the newest
+    /// snapshot, then the log after it.
     fn rebuild_core(&self, upto: Option<u64>) -> Result<Core, ServerError> {
         let started = std::time::Instant::now();
         let now = now_ms();
-        let mut core = Core::new(self.core_config.clone(), now);
+        let snapshot = self
+            .ensemble()
+            .consensus
+            .latest_snapshot()
+            .map_err(ServerError::Raft)?;
+        let (mut core, from) = match &snapshot {
+            Some(s) => (load_image(self.core_config.clone(), s, now)?, s.index + 1),
+            None => (Core::new(self.core_config.clone(), now), 0),
+        };
         core.set_role(Role::Follower);
-        let Some(upto) = upto else {
+        if let Some(secret) = self.ensemble().secret {
+            core.set_session_secret(secret);
+        }
+        let Some(upto) = upto.filter(|u| *u >= from) else {
             return Ok(core);
         };
         let entries = self
             .ensemble()
             .log
-            .payloads_blocking(0, upto + 1)
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
+            .payloads_blocking(from, upto + 1)
+            .map_err(ServerError::Raft)?;
         for (index, payload) in entries {
             match payload {
                 Some(Payload::Txn { zxid, record, .. }) => core
@@ -391,4 +553,20 @@ impl Driver {
             .count();
         Some((followers, synced))
     }
+}
+
+/// A core loaded from a snapshot image, with the replicated session secret it carries.
+fn load_image(
+    config: crate::core::CoreConfig,
+    s: &SnapshotImage,
+    now: i64,
+) -> Result<Core, ServerError> {
+    let image = s.image();
+    let mut core = Core::from_snapshot(config, image, image.len() as u64, now).map_err(|e| {
+        ServerError::Raft(format!("snapshot at raft index {} cannot be loaded: {e}", s.index))
+    })?;
+    if let Some(secret) = s.secret {
+        core.set_session_secret(secret);
+    }
+    Ok(core)
 }

@@ -1,0 +1,279 @@
+//! Two cores as an ensemble would drive them: a leader that prepares, a follower that forwards
+//! and applies committed txns. The "network" is this test: forwarded requests go straight to
+//! the leader, and the leader's txns are applied on the follower in order.
+
+use super::*;
+use corral_proto::records::*;
+use corral_proto::{CreateMode, OpCode};
+
+const T0: i64 = 1_700_000_000_000;
+const FOLLOWER_CONN: ConnId = 7;
+
+fn peer() -> SocketAddr {
+    "127.0.0.1:5000".parse().unwrap()
+}
+
+/// What the follower's client saw, decoded.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Connected(SessionId),
+    Reply { xid: i32, err: i32 },
+    Event { t: i32, path: String },
+    Closed,
+}
+
+struct Pair {
+    leader: Core,
+    follower: Core,
+    /// Frames the follower's connection got, in order.
+    seen: Vec<Seen>,
+    /// Txns the leader prepared and the follower has not applied yet: (record, origin conn).
+    in_flight: Vec<(Vec<u8>, Option<ConnId>)>,
+    now: i64,
+    /// The next frame is a ConnectResponse (it has no reply header).
+    awaiting_connect: bool,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let cfg = CoreConfig {
+            session_secret: [9; 16],
+            ..CoreConfig::default()
+        };
+        let leader = Core::new(cfg.clone(), T0);
+        let mut follower = Core::new(cfg, T0);
+        follower.set_role(Role::Follower);
+        follower.connection_opened(FOLLOWER_CONN, peer(), T0);
+        Pair {
+            leader,
+            follower,
+            seen: Vec::new(),
+            in_flight: Vec::new(),
+            now: T0,
+            awaiting_connect: true,
+        }
+    }
+
+    /// Routes a follower step: frames to `seen`, forwards to the leader.
+    fn route(&mut self, step: Step) {
+        assert!(step.txns.is_empty(), "a follower prepares no txn");
+        for e in step.effects {
+            match e {
+                Effect::Send { conn, frame } => {
+                    assert_eq!(conn, FOLLOWER_CONN);
+                    if std::mem::take(&mut self.awaiting_connect) {
+                        let r = ConnectResponse::decode(&frame[4..]).unwrap();
+                        self.seen.push(Seen::Connected(r.session_id));
+                    } else {
+                        self.seen.push(decode(&frame));
+                    }
+                }
+                Effect::Close { .. } => self.seen.push(Seen::Closed),
+                Effect::Forward(f) => {
+                    let origin = Some(f.conn);
+                    let step = self.leader.receive_forwarded(f, self.now);
+                    for t in step.txns {
+                        self.in_flight.push((t.record, origin));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commits everything in flight: the follower applies it.
+    fn commit(&mut self) {
+        for (record, origin) in std::mem::take(&mut self.in_flight) {
+            let step = self
+                .follower
+                .apply_committed(&record, origin, self.now)
+                .unwrap();
+            self.route(step);
+        }
+    }
+
+    fn send(&mut self, body: Vec<u8>) {
+        let step = self.follower.receive(FOLLOWER_CONN, &body, self.now);
+        self.route(step);
+    }
+}
+
+fn decode(frame: &[u8]) -> Seen {
+    let mut r = Reader::new(&frame[4..]);
+    let h = ReplyHeader::read(&mut r).unwrap();
+    if h.xid == -1 {
+        let ev = WatcherEvent::read(&mut r).unwrap();
+        return Seen::Event {
+            t: ev.event_type,
+            path: ev.path,
+        };
+    }
+    Seen::Reply {
+        xid: h.xid,
+        err: h.err,
+    }
+}
+
+fn connect_body(session_id: i64, passwd: [u8; 16]) -> Vec<u8> {
+    let mut w = Writer::new();
+    corral_proto::request::encode_connect(
+        &ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            timeout_ms: 10_000,
+            session_id,
+            passwd: Some(Bytes::copy_from_slice(&passwd)),
+        },
+        false,
+        &mut w,
+    );
+    w.into_inner()
+}
+
+fn request_body(xid: i32, req: Request) -> Vec<u8> {
+    let mut w = Writer::new();
+    RequestHeader {
+        xid,
+        op: req.op().code(),
+    }
+    .write(&mut w);
+    req.write(&mut w);
+    w.into_inner()
+}
+
+fn create(path: &str, mode: CreateMode) -> Request {
+    Request::Create {
+        op: OpCode::Create,
+        req: CreateRequest {
+            path: path.into(),
+            data: Some(Bytes::from_static(b"d")),
+            acl: acl::open_acl(),
+            flags: mode.code(),
+        },
+    }
+}
+
+fn get_data(path: &str, watch: bool) -> Request {
+    Request::GetData(PathWatch {
+        path: path.into(),
+        watch,
+    })
+}
+
+/// Connects the follower's client through the leader; returns the session id.
+fn connected(p: &mut Pair) -> SessionId {
+    p.send(connect_body(0, [0; 16]));
+    assert!(p.seen.is_empty(), "no answer before the session is committed");
+    p.commit();
+    let Some(Seen::Connected(sid)) = p.seen.pop() else {
+        panic!("expected a connect response, got {:?}", p.seen);
+    };
+    assert_ne!(sid, 0);
+    sid
+}
+
+#[test]
+fn a_session_created_through_the_leader_is_answered_by_the_follower() {
+    let mut p = Pair::new();
+    let sid = connected(&mut p);
+    assert!(p.follower.sessions.get(sid).is_some());
+    assert!(p.leader.sessions.get(sid).is_some());
+    // Both derive the same password, so the session resumes on either member.
+    assert_eq!(p.follower.sessions.password(sid), p.leader.sessions.password(sid));
+}
+
+#[test]
+fn a_forwarded_write_is_answered_after_commit_and_later_reads_wait_for_it() {
+    let mut p = Pair::new();
+    connected(&mut p);
+    p.send(request_body(1, create("/a", CreateMode::Persistent)));
+    // A read pipelined behind the write must not overtake it.
+    p.send(request_body(2, get_data("/a", false)));
+    assert!(p.seen.is_empty(), "nothing answered before the commit: {:?}", p.seen);
+    p.commit();
+    assert_eq!(
+        p.seen,
+        vec![Seen::Reply { xid: 1, err: 0 }, Seen::Reply { xid: 2, err: 0 }]
+    );
+    assert_eq!(p.follower.last_zxid(), p.leader.last_zxid());
+}
+
+#[test]
+fn a_failed_write_still_commits_its_error_and_answers_it() {
+    let mut p = Pair::new();
+    connected(&mut p);
+    p.send(request_body(1, create("/missing/child", CreateMode::Persistent)));
+    p.commit();
+    assert_eq!(
+        p.seen,
+        vec![Seen::Reply {
+            xid: 1,
+            err: ZkError::NoNode.code()
+        }]
+    );
+}
+
+#[test]
+fn watches_set_on_the_follower_fire_from_its_apply_before_the_reply() {
+    let mut p = Pair::new();
+    connected(&mut p);
+    p.send(request_body(1, create("/w", CreateMode::Persistent)));
+    p.commit();
+    p.send(request_body(2, get_data("/w", true)));
+    p.seen.clear();
+    p.send(request_body(
+        3,
+        Request::SetData(SetDataRequest {
+            path: "/w".into(),
+            data: Some(Bytes::from_static(b"x")),
+            version: -1,
+        }),
+    ));
+    p.commit();
+    assert_eq!(
+        p.seen,
+        vec![
+            Seen::Event {
+                t: EventType::NodeDataChanged.code(),
+                path: "/w".into()
+            },
+            Seen::Reply { xid: 3, err: 0 }
+        ]
+    );
+}
+
+#[test]
+fn a_follower_neither_expires_sessions_nor_prepares_txns_on_tick() {
+    let mut p = Pair::new();
+    let sid = connected(&mut p);
+    let step = p.follower.tick(T0 + 3_600_000);
+    assert!(step.txns.is_empty() && step.effects.is_empty());
+    assert!(p.follower.sessions.get(sid).is_some());
+    // The follower reports who it heard from; the leader keeps those sessions alive.
+    p.send(request_body(xid::PING, Request::Ping));
+    assert_eq!(p.follower.take_touched_sessions(), vec![sid]);
+}
+
+#[test]
+fn closing_a_session_on_the_follower_removes_its_ephemerals_everywhere() {
+    let mut p = Pair::new();
+    let sid = connected(&mut p);
+    p.send(request_body(1, create("/e", CreateMode::Ephemeral)));
+    p.commit();
+    assert_eq!(p.follower.tree.ephemerals_of(sid).count(), 1);
+    p.send(request_body(2, Request::CloseSession));
+    p.commit();
+    assert!(p.seen.contains(&Seen::Closed));
+    assert!(!p.follower.tree.contains("/e"));
+    assert!(!p.leader.tree.contains("/e"));
+    assert!(p.follower.sessions.get(sid).is_none());
+}
+
+#[test]
+fn zxids_of_a_new_epoch_start_above_the_old_ones() {
+    let mut p = Pair::new();
+    connected(&mut p);
+    p.leader.begin_epoch(3);
+    p.send(request_body(1, create("/z", CreateMode::Persistent)));
+    p.commit();
+    assert_eq!(p.follower.last_zxid(), (3 << 32) + 1);
+}
