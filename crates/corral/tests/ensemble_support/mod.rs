@@ -1,0 +1,462 @@
+//! Harness for the ensemble tests: several real `corral server` processes forming one ensemble
+//! on loopback ports, each with its own data directory, zoo.cfg and log file. Members can be
+//! killed with SIGKILL and restarted on the same directory; waits poll `srvr` up to a deadline.
+//!
+//! When a test panics, dropping the [`Ensemble`] prints the tail of every member's log.
+
+#![allow(dead_code)] // not every test uses every helper
+
+use std::fs;
+use std::io::Write as _;
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_client::{Client, Error};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Hang guard only: how long one wait of the harness may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(40);
+/// Pause between two polls of `srvr`.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How many lines of each member's log a failing test prints.
+const LOG_TAIL_LINES: usize = 60;
+/// ZooKeeper's default tick; Raft elections then happen after 400–800 ms without a leader.
+pub const TICK_TIME_MS: u32 = 2000;
+
+/// Role of a member as `server.N` declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Participant,
+    Observer,
+}
+
+/// What `srvr` says about one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Srvr {
+    /// `leader`, `follower`, `observer` or `looking`.
+    pub mode: String,
+    pub zxid: i64,
+}
+
+/// One member: its ports, its directory and, while running, its process.
+pub struct Member {
+    pub id: u64,
+    pub role: Role,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub election_port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Member {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("zoo.cfg")
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Starts the process; its output is appended to the member's log file, so a restarted
+    /// member's log keeps what the earlier process wrote.
+    fn spawn(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "member {} is already running",
+            self.id
+        );
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("member log file");
+        writeln!(log, "===== harness: starting member {} =====", self.id).unwrap();
+        let log_err = log.try_clone().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .arg("server")
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .expect("spawn corral server");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL and reap; nothing gets flushed.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // std sends SIGKILL on Unix
+            let _ = c.wait();
+        }
+    }
+
+    /// Fails the test if the process exited on its own.
+    fn check_alive(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!(
+                    "member {} exited with {status}; its log:\n{}",
+                    self.id,
+                    self.log()
+                );
+            }
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        // The harness's own `srvr` polls would crowd out everything else.
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("processing four-letter word"))
+            .collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+}
+
+/// A running ensemble of real server processes. Drop kills every process.
+pub struct Ensemble {
+    pub members: Vec<Member>,
+    /// Holds every member's directory; removed on drop.
+    _root: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Distinct free ports. A port found free can be taken by another process before the server
+/// binds it; a member that then fails to start shows up in `wait_stable`'s error with its log.
+fn free_ports(n: usize) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::with_capacity(n);
+    while ports.len() < n {
+        let p = free_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    ports
+}
+
+fn write_config(members: &[Member], me: &Member) {
+    let mut text = format!(
+        "tickTime={TICK_TIME_MS}\n\
+         initLimit=10\n\
+         syncLimit=5\n\
+         dataDir={}\n\
+         maxClientCnxns=0\n\
+         4lw.commands.whitelist=*\n",
+        me.data_dir().display()
+    );
+    for m in members {
+        let role = match m.role {
+            Role::Participant => "participant",
+            Role::Observer => "observer",
+        };
+        text.push_str(&format!(
+            "server.{}=127.0.0.1:{}:{}:{role};127.0.0.1:{}\n",
+            m.id, m.peer_port, m.election_port, m.client_port
+        ));
+    }
+    fs::create_dir_all(me.data_dir()).expect("member data dir");
+    fs::write(me.data_dir().join("myid"), format!("{}\n", me.id)).expect("write myid");
+    fs::write(me.config_path(), text).expect("write zoo.cfg");
+}
+
+impl Ensemble {
+    /// Starts `n_voters` participants (ids 1..=n_voters) and `n_observers` observers (the ids
+    /// after them) and waits until every member has a role and exactly one is the leader.
+    pub async fn start(n_voters: usize, n_observers: usize) -> Ensemble {
+        let root = tempfile::Builder::new()
+            .prefix("corral-ensemble-")
+            .tempdir()
+            .expect("temp dir");
+        let total = n_voters + n_observers;
+        let ports = free_ports(3 * total);
+        let mut members: Vec<Member> = (0..total)
+            .map(|i| {
+                let id = i as u64 + 1;
+                let dir = root.path().join(format!("member-{id}"));
+                fs::create_dir_all(&dir).expect("member dir");
+                Member {
+                    id,
+                    role: if i < n_voters {
+                        Role::Participant
+                    } else {
+                        Role::Observer
+                    },
+                    client_port: ports[3 * i],
+                    peer_port: ports[3 * i + 1],
+                    election_port: ports[3 * i + 2],
+                    log_path: dir.join("server.log"),
+                    dir,
+                    child: None,
+                }
+            })
+            .collect();
+        for m in &members {
+            write_config(&members, m);
+        }
+        for m in &mut members {
+            m.spawn();
+        }
+        let mut ens = Ensemble {
+            members,
+            _root: root,
+        };
+        ens.wait_stable().await;
+        ens
+    }
+
+    pub fn member(&self, id: u64) -> &Member {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("no member {id}"))
+    }
+
+    fn member_mut(&mut self, id: u64) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("no member {id}"))
+    }
+
+    /// Ids of the members whose process runs.
+    pub fn running(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// `srvr` of one member; `None` if it does not answer (down, or refusing connections).
+    pub async fn srvr(&self, id: u64) -> Option<Srvr> {
+        let text = four_letter_word(self.member(id).client_port, "srvr")
+            .await
+            .ok()?;
+        parse_srvr(&text)
+    }
+
+    /// Waits until every running member answers `srvr` with a role (`leader`, `follower` or
+    /// `observer`, as its `server.N` line says) and exactly one is the leader; returns the
+    /// leader's id. Panics (with every member's log tail) after [`PATIENCE`].
+    pub async fn wait_stable(&mut self) -> u64 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            for m in &mut self.members {
+                m.check_alive();
+            }
+            let mut leaders = Vec::new();
+            let mut ok = true;
+            let mut seen = Vec::new();
+            for id in self.running() {
+                let s = self.srvr(id).await;
+                let role = self.member(id).role;
+                match s.as_ref().map(|s| s.mode.as_str()) {
+                    Some("leader") if role == Role::Participant => leaders.push(id),
+                    Some("follower") if role == Role::Participant => {}
+                    Some("observer") if role == Role::Observer => {}
+                    _ => ok = false,
+                }
+                seen.push((id, s));
+            }
+            if ok && leaders.len() == 1 {
+                return leaders[0];
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "ensemble did not settle within {PATIENCE:?}; srvr per member: {seen:?}\n{}",
+                    self.log_tails()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The current leader (after waiting for a stable ensemble).
+    pub async fn leader(&mut self) -> u64 {
+        self.wait_stable().await
+    }
+
+    /// Running participants that are not the leader.
+    pub async fn followers(&mut self) -> Vec<u64> {
+        let leader = self.wait_stable().await;
+        self.running()
+            .into_iter()
+            .filter(|id| *id != leader && self.member(*id).role == Role::Participant)
+            .collect()
+    }
+
+    /// Waits until every running member reports the same zxid in `srvr`, and returns it.
+    pub async fn wait_same_zxid(&mut self) -> i64 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mut zxids = Vec::new();
+            for id in self.running() {
+                zxids.push((id, self.srvr(id).await.map(|s| s.zxid)));
+            }
+            if let Some((_, Some(first))) = zxids.first() {
+                if zxids.iter().all(|(_, z)| *z == Some(*first)) {
+                    return *first;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "members did not reach the same zxid within {PATIENCE:?}: {zxids:x?}\n{}",
+                    self.log_tails()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    pub fn kill9(&mut self, id: u64) {
+        self.member_mut(id).kill9();
+    }
+
+    /// Starts a killed member again on the same directory and configuration (no wait).
+    pub fn restart(&mut self, id: u64) {
+        self.member_mut(id).spawn();
+    }
+
+    pub fn stop_all(&mut self) {
+        for m in &mut self.members {
+            m.kill9();
+        }
+    }
+
+    /// Connect string naming every member (observers included).
+    pub fn connect_string(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.addr())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Connect string naming one member only.
+    pub fn connect_string_of(&self, id: u64) -> String {
+        self.member(id).addr()
+    }
+
+    /// A new session through `connect_string`.
+    pub async fn client(&self, connect_string: &str, session_timeout_ms: u64) -> Client {
+        Client::builder(connect_string)
+            .session_timeout(Duration::from_millis(session_timeout_ms))
+            .connect_timeout(PATIENCE)
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect to {connect_string}: {e}\n{}",
+                    self.log_tails()
+                )
+            })
+    }
+
+    /// A new session with one member only.
+    pub async fn client_of(&self, id: u64) -> Client {
+        self.client(&self.connect_string_of(id), 10_000).await
+    }
+
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for m in &self.members {
+            out.push_str(&format!(
+                "----- member {} ({:?}, {}) log tail -----\n{}\n",
+                m.id,
+                m.role,
+                if m.is_running() { "running" } else { "down" },
+                m.log_tail()
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Ensemble {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails());
+        }
+        self.stop_all();
+    }
+}
+
+/// Runs `op` until it succeeds, retrying on errors a client may see around a leader change
+/// (connection loss, timeouts); panics on any other error or after [`PATIENCE`].
+pub async fn retry<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, op()).await {
+            Ok(Ok(v)) => return v,
+            Ok(Err(e)) if e.is_retryable() => {}
+            Ok(Err(e)) => panic!("{what}: {e}"),
+            Err(_) => panic!("{what}: no success within {PATIENCE:?}"),
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: no success within {PATIENCE:?}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+pub async fn four_letter_word(port: u16, word: &str) -> Result<String, String> {
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(word.as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), io).await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("{word}: no answer in 5 s")),
+    }
+}
+
+fn parse_srvr(text: &str) -> Option<Srvr> {
+    let mut mode = None;
+    let mut zxid = None;
+    for line in text.lines() {
+        if let Some(m) = line.strip_prefix("Mode: ") {
+            mode = Some(m.trim().to_string());
+        } else if let Some(z) = line.strip_prefix("Zxid: 0x") {
+            zxid = i64::from_str_radix(z.trim(), 16).ok();
+        }
+    }
+    Some(Srvr {
+        mode: mode?,
+        zxid: zxid?,
+    })
+}
