@@ -1003,7 +1003,7 @@ impl Driver {
             "envi" => flw::envi(&flw::process_environment()),
             "mntr" => {
                 let (open_fds, max_fds) = flw::file_descriptors();
-                flw::mntr(
+                let mut out = flw::mntr(
                     &self.summary(),
                     flw::ProcessFigures {
                         uptime_ms: now - self.started_ms,
@@ -1011,7 +1011,9 @@ impl Driver {
                         max_fds,
                         fsync_count: self.log.as_ref().map_or(0, |l| l.log.stats().syncs),
                     },
-                )
+                );
+                out.push_str(&self.ensemble_mntr_lines());
+                out
             }
             "srst" => {
                 self.core.reset_stats();

@@ -76,18 +76,17 @@ impl LogStore {
             })
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        records
-            .iter()
-            .map(|r| {
-                bincode::deserialize::<Entry<TypeConfig>>(&r.payload).map_err(|e| {
-                    io_err(
-                        ErrorSubject::Log(log_id(r.index, r.term, r.leader)),
-                        ErrorVerb::Read,
-                        e,
-                    )
-                })
-            })
-            .collect()
+        let mut entries = Vec::with_capacity(records.len());
+        for r in &records {
+            match bincode::deserialize::<Entry<TypeConfig>>(&r.payload) {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    let at = log_id(r.index, r.term, r.leader);
+                    return Err(io_err(ErrorSubject::Log(at), ErrorVerb::Read, e));
+                }
+            }
+        }
+        Ok(entries)
     }
 }
 

@@ -124,7 +124,12 @@ pub struct SnapshotImage {
 }
 
 impl SnapshotImage {
-    fn from_data(index: u64, term: u64, leader: MemberId, data: Vec<u8>) -> Result<SnapshotImage, String> {
+    fn from_data(
+        index: u64,
+        term: u64,
+        leader: MemberId,
+        data: Vec<u8>,
+    ) -> Result<SnapshotImage, String> {
         let (extra, image) = snapshot_store::decode_data(&data)?;
         let image_at = data.len() - image.len();
         Ok(SnapshotImage {
@@ -200,7 +205,9 @@ pub enum Event {
     Touches { sessions: Vec<SessionId> },
     /// openraft wants a snapshot: answer with a view of the core at exactly the last applied
     /// entry (a leader first waits until nothing it prepared is uncommitted).
-    BuildSnapshot { reply: oneshot::Sender<SnapshotTaken> },
+    BuildSnapshot {
+        reply: oneshot::Sender<SnapshotTaken>,
+    },
     /// The leader sent a snapshot (this member was too far behind): replace the state with it.
     InstallSnapshot {
         data: Vec<u8>,
@@ -292,7 +299,11 @@ impl Consensus {
         let my_id = ensemble.my_id;
         let me = ensemble.me();
         let limits = PeerLimits::default();
-        let config = Arc::new(raft_config(ensemble, settings.tick_time_ms, settings.snap_count));
+        let config = Arc::new(raft_config(
+            ensemble,
+            settings.tick_time_ms,
+            settings.snap_count,
+        ));
         let log = LogStore::open(settings.raft_dir, settings.force_sync)?;
         let snapshots = Arc::new(snapshot_store::SnapshotStore::new(settings.snapshot_dir));
         let latest = snapshots.load_latest().map_err(ConsensusError::Snapshot)?;
@@ -303,9 +314,9 @@ impl Consensus {
         );
         let initial = match latest {
             Some((meta, data)) => {
-                let last = meta.last_log_id.ok_or_else(|| {
-                    ConsensusError::Snapshot("snapshot without a log id".into())
-                })?;
+                let last = meta
+                    .last_log_id
+                    .ok_or_else(|| ConsensusError::Snapshot("snapshot without a log id".into()))?;
                 Some(
                     SnapshotImage::from_data(
                         last.index,
@@ -403,8 +414,13 @@ impl Consensus {
             None => Ok(None),
             Some((meta, data)) => {
                 let last = meta.last_log_id.ok_or("snapshot without a log id")?;
-                SnapshotImage::from_data(last.index, last.leader_id.term, last.leader_id.node_id, data)
-                    .map(Some)
+                SnapshotImage::from_data(
+                    last.index,
+                    last.leader_id.term,
+                    last.leader_id.node_id,
+                    data,
+                )
+                .map(Some)
             }
         }
     }

@@ -93,8 +93,8 @@ impl SnapshotStore {
             return Ok(None);
         };
         let (_, payload) = corral_storage::read_snapshot(&path).map_err(|e| e.to_string())?;
-        let (meta, data) = split_prefixed(&payload)
-            .map_err(|e| format!("snapshot {}: {e}", path.display()))?;
+        let (meta, data) =
+            split_prefixed(&payload).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
         let meta: Meta = bincode::deserialize(meta)
             .map_err(|e| format!("snapshot {}: meta: {e}", path.display()))?;
         Ok(Some((meta, data.to_vec())))
@@ -128,7 +128,10 @@ mod tests {
         };
         let data = encode_data(&extra, b"image");
         let (back, image) = decode_data(&data).unwrap();
-        assert_eq!((back.secret, back.zxid, image), (extra.secret, extra.zxid, &b"image"[..]));
+        assert_eq!(
+            (back.secret, back.zxid, image),
+            (extra.secret, extra.zxid, &b"image"[..])
+        );
         assert!(decode_data(&data[..3]).is_err());
         assert!(decode_data(&data[..6]).is_err());
     }
@@ -147,7 +150,18 @@ mod tests {
                 last_membership: Default::default(),
                 snapshot_id: format!("s{index}"),
             };
-            store.save(&meta, &encode_data(&Extra { secret: None, zxid: index as i64 }, b"x")).unwrap();
+            store
+                .save(
+                    &meta,
+                    &encode_data(
+                        &Extra {
+                            secret: None,
+                            zxid: index as i64,
+                        },
+                        b"x",
+                    ),
+                )
+                .unwrap();
         }
         let (meta, data) = store.load_latest().unwrap().unwrap();
         assert_eq!(meta.last_log_id.unwrap().index, 12);

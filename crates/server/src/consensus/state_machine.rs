@@ -37,7 +37,7 @@ impl Shared {
         self.memberships
             .iter()
             .rev()
-            .find(|m| m.log_id().map_or(true, |l| l.index <= index))
+            .find(|m| m.log_id().is_none_or(|l| l.index <= index))
             .cloned()
             .unwrap_or_default()
     }

@@ -162,7 +162,10 @@ fn get_data(path: &str, watch: bool) -> Request {
 /// Connects the follower's client through the leader; returns the session id.
 fn connected(p: &mut Pair) -> SessionId {
     p.send(connect_body(0, [0; 16]));
-    assert!(p.seen.is_empty(), "no answer before the session is committed");
+    assert!(
+        p.seen.is_empty(),
+        "no answer before the session is committed"
+    );
     p.commit();
     let Some(Seen::Connected(sid)) = p.seen.pop() else {
         panic!("expected a connect response, got {:?}", p.seen);
@@ -178,7 +181,10 @@ fn a_session_created_through_the_leader_is_answered_by_the_follower() {
     assert!(p.follower.sessions.get(sid).is_some());
     assert!(p.leader.sessions.get(sid).is_some());
     // Both derive the same password, so the session resumes on either member.
-    assert_eq!(p.follower.sessions.password(sid), p.leader.sessions.password(sid));
+    assert_eq!(
+        p.follower.sessions.password(sid),
+        p.leader.sessions.password(sid)
+    );
 }
 
 #[test]
@@ -188,11 +194,18 @@ fn a_forwarded_write_is_answered_after_commit_and_later_reads_wait_for_it() {
     p.send(request_body(1, create("/a", CreateMode::Persistent)));
     // A read pipelined behind the write must not overtake it.
     p.send(request_body(2, get_data("/a", false)));
-    assert!(p.seen.is_empty(), "nothing answered before the commit: {:?}", p.seen);
+    assert!(
+        p.seen.is_empty(),
+        "nothing answered before the commit: {:?}",
+        p.seen
+    );
     p.commit();
     assert_eq!(
         p.seen,
-        vec![Seen::Reply { xid: 1, err: 0 }, Seen::Reply { xid: 2, err: 0 }]
+        vec![
+            Seen::Reply { xid: 1, err: 0 },
+            Seen::Reply { xid: 2, err: 0 }
+        ]
     );
     assert_eq!(p.follower.last_zxid(), p.leader.last_zxid());
 }
@@ -201,7 +214,10 @@ fn a_forwarded_write_is_answered_after_commit_and_later_reads_wait_for_it() {
 fn a_failed_write_still_commits_its_error_and_answers_it() {
     let mut p = Pair::new();
     connected(&mut p);
-    p.send(request_body(1, create("/missing/child", CreateMode::Persistent)));
+    p.send(request_body(
+        1,
+        create("/missing/child", CreateMode::Persistent),
+    ));
     p.commit();
     assert_eq!(
         p.seen,

@@ -1284,6 +1284,6 @@ fn notification(t: EventType, path: &str, zxid: Zxid) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod ensemble_tests;
+#[cfg(test)]
+mod tests;

@@ -307,12 +307,12 @@ impl Driver {
                         }
                     }
                 }
-                Some(Payload::Sync { origin, xid, path }) => {
-                    if origin.member == me {
-                        let step = self.core.sync_done(origin.conn, xid, path, now_ms());
-                        self.apply(step);
-                    }
+                Some(Payload::Sync { origin, xid, path }) if origin.member == me => {
+                    let step = self.core.sync_done(origin.conn, xid, path, now_ms());
+                    self.apply(step);
                 }
+                // Another member's client asked; that member answers it.
+                Some(Payload::Sync { .. }) => {}
             }
             self.ensemble_mut().applied = Some((index, term, leader));
         }
@@ -536,22 +536,47 @@ impl Driver {
         }
     }
 
-    /// Connections per member for `mntr`-style figures: synced followers are those whose
-    /// replication reached the leader's applied index.
-    pub(super) fn ensemble_figures(&self) -> Option<(usize, usize)> {
-        let e = self.ensemble.as_ref()?;
-        if e.status.state != MemberState::Leader {
-            return None;
+    /// `mntr` lines an ensemble member adds (ZooKeeper 3.8's names): its peer state, and on
+    /// the leader the learners and how many of them are in sync (replicated to within a few
+    /// entries of what the leader applied).
+    pub(super) fn ensemble_mntr_lines(&self) -> String {
+        const IN_SYNC_ENTRIES: u64 = 16;
+        let Some(e) = self.ensemble.as_ref() else {
+            return String::new();
+        };
+        let peer_state = match e.status.state {
+            MemberState::Leader => "leading - broadcast",
+            MemberState::Follower => "following - broadcast",
+            MemberState::Observer => "observing - broadcast",
+            MemberState::Looking => "looking - election",
+        };
+        let mut out = format!("zk_peer_state\t{peer_state}\n");
+        if e.status.state == MemberState::Leader {
+            let applied = e.status.last_applied.unwrap_or(0);
+            let synced = |id: &MemberId| {
+                e.status
+                    .replication
+                    .get(id)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|i| i + IN_SYNC_ENTRIES >= applied)
+            };
+            let voters: Vec<&MemberId> = e
+                .status
+                .voters
+                .iter()
+                .filter(|v| **v != e.my_id())
+                .collect();
+            let learners = e.status.replication.len();
+            let synced_followers = voters.iter().filter(|v| synced(v)).count();
+            let synced_observers = e.status.learners.iter().filter(|l| synced(l)).count();
+            out.push_str(&format!(
+                "zk_learners\t{learners}\nzk_synced_followers\t{synced_followers}\n\
+                 zk_synced_non_voting_followers\t0\nzk_synced_observers\t{synced_observers}\n\
+                 zk_pending_syncs\t0\n"
+            ));
         }
-        let applied = e.status.last_applied.unwrap_or(0);
-        let followers = e.status.replication.len();
-        let synced = e
-            .status
-            .replication
-            .values()
-            .filter(|m| m.is_some_and(|i| i + 16 >= applied))
-            .count();
-        Some((followers, synced))
+        out
     }
 }
 
@@ -563,7 +588,10 @@ fn load_image(
 ) -> Result<Core, ServerError> {
     let image = s.image();
     let mut core = Core::from_snapshot(config, image, image.len() as u64, now).map_err(|e| {
-        ServerError::Raft(format!("snapshot at raft index {} cannot be loaded: {e}", s.index))
+        ServerError::Raft(format!(
+            "snapshot at raft index {} cannot be loaded: {e}",
+            s.index
+        ))
     })?;
     if let Some(secret) = s.secret {
         core.set_session_secret(secret);
