@@ -387,7 +387,8 @@ impl Driver {
             ..config.core_config()
         };
         let (mut ensemble, snapshot) = Ensemble::start(&config, &ensemble_config).await?;
-        let core = ensemble.initial_core(core_config.clone(), snapshot, started_ms)?;
+        let mut core = ensemble.initial_core(core_config.clone(), snapshot, started_ms)?;
+        core.set_config_text(&ensemble_config.zk_config_text());
         tracing::info!(
             my_id = ensemble_config.my_id,
             members = ensemble_config.members.len(),
@@ -985,6 +986,7 @@ impl Driver {
             "ruok" => "imok".into(),
             "isro" => match &self.ensemble {
                 Some(e) if !e.serving() => "null".into(),
+                Some(_) if self.core.role() == Role::ReadOnly => "ro".into(),
                 _ => "rw".into(),
             },
             "srvr" => flw::srvr(&self.summary()),

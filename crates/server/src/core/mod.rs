@@ -127,6 +127,10 @@ pub enum ForwardRequest {
 pub enum Role {
     Leader,
     Follower,
+    /// A member cut off from its leader, with `readonlymode.enabled`: it serves read-only
+    /// clients from its (possibly stale) state and refuses writes with `NotReadOnly`, as
+    /// ZooKeeper's read-only server does.
+    ReadOnly,
 }
 
 /// A write, encoded for the txn log. The effects returned alongside it must be held until the
@@ -232,6 +236,9 @@ pub struct Core {
     /// Sessions heard from since the last `take_touched_sessions` (followers report them to
     /// the leader, which alone decides expiry).
     touched: std::collections::HashSet<SessionId>,
+    /// Sessions a read-only member handed out itself: they exist only here, never in the
+    /// replicated session table, and end with the read-only period.
+    local_sessions: std::collections::HashSet<SessionId>,
 }
 
 /// The result of a request, before it is encoded as a reply.
@@ -259,6 +266,7 @@ impl Core {
             role: Role::Leader,
             zxid_floor: 0,
             touched: Default::default(),
+            local_sessions: Default::default(),
             config,
         }
     }
@@ -267,6 +275,18 @@ impl Core {
     pub fn set_role(&mut self, role: Role) {
         self.role = role;
         self.touched.clear();
+        if role != Role::ReadOnly {
+            self.local_sessions.clear();
+        }
+    }
+
+    /// The text of `/zookeeper/config` (ZooKeeper's membership format). Every member sets the
+    /// same text from the same configuration, so the node stays identical across members.
+    pub fn set_config_text(&mut self, text: &str) {
+        const CONFIG: &str = "/zookeeper/config";
+        let version = self.tree.get(CONFIG).map_or(0, |n| n.version());
+        let data = Some(Bytes::copy_from_slice(text.as_bytes()));
+        let _ = self.tree.set_data(CONFIG, data, version, 0, 0);
     }
 
     pub fn role(&self) -> Role {
@@ -301,6 +321,10 @@ impl Core {
 
     /// Keeps a session alive: on a follower, also remembered for the leader.
     fn touch(&mut self, sid: SessionId, now_ms: i64) -> bool {
+        if self.role == Role::ReadOnly {
+            return self.local_sessions.contains(&sid)
+                || self.sessions.get(sid).is_some_and(|s| !s.closing);
+        }
         if self.role == Role::Follower {
             // The leader decides expiry; here the session only needs to exist.
             self.touched.insert(sid);
@@ -364,6 +388,16 @@ impl Core {
             return;
         }
         match Request::decode(header.op, r.rest()) {
+            Ok(Request::CloseSession) if self.role == Role::ReadOnly => {
+                // The session (if replicated) lives on in the ensemble; only this connection ends.
+                self.local_sessions.remove(&session);
+                let zxid = self.last_zxid;
+                self.send_header(step, conn, header.xid, zxid, 0);
+                close(step, conn, "client closed its session".into());
+            }
+            Ok(req) if self.role == Role::ReadOnly && needs_leader(&req) => {
+                self.send_reply(step, conn, header.xid, Err(ZkError::NotReadOnly));
+            }
             Ok(req) if self.role == Role::Follower && needs_leader(&req) => {
                 let request = match req {
                     Request::Sync(p) => ForwardRequest::Sync {
@@ -775,6 +809,25 @@ impl Core {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.old_client = old_client;
         }
+        if self.role == Role::ReadOnly {
+            if connect.read_only != Some(true) {
+                close(
+                    step,
+                    conn,
+                    "refusing a client that does not accept a read-only server".into(),
+                );
+                return;
+            }
+            if req.session_id == 0 {
+                let sid = self.sessions.allocate_id();
+                self.local_sessions.insert(sid);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.session = Some(sid);
+                }
+                self.send_connect_response(step, conn, timeout_ms, sid);
+                return;
+            }
+        }
         if req.session_id == 0 && self.role == Role::Follower {
             self.forward(conn, 0, ForwardRequest::Connect { timeout_ms }, step);
             return;
@@ -847,7 +900,7 @@ impl Core {
             timeout_ms,
             session_id: sid,
             passwd: Some(Bytes::copy_from_slice(&passwd)),
-            read_only: false,
+            read_only: self.role == Role::ReadOnly,
         };
         let mut out = Vec::with_capacity(48);
         let at = frame::begin_frame(&mut out);

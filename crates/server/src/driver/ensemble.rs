@@ -43,6 +43,8 @@ pub(crate) struct Ensemble {
     /// in `parked` until they are committed and the view is taken.
     snapshot_waiting: Option<oneshot::Sender<SnapshotTaken>>,
     parked: VecDeque<Parked>,
+    /// `readonlymode.enabled`: without a leader, serve read-only clients.
+    read_only_enabled: bool,
 }
 
 /// Input held back while a leader waits to take a snapshot view.
@@ -100,6 +102,7 @@ impl Ensemble {
             secret: None,
             snapshot_waiting: None,
             parked: VecDeque::new(),
+            read_only_enabled: ensemble.read_only_mode_enabled,
         };
         Ok((ensemble, initial))
     }
@@ -124,7 +127,7 @@ impl Ensemble {
             None => Core::new(config, now),
             Some(s) => load_image(config, s, now)?,
         };
-        core.set_role(Role::Follower);
+        core.set_role(self.waiting_role());
         if let Some(s) = snapshot {
             self.applied = Some((s.index, s.term, s.leader));
             self.secret = s.secret;
@@ -136,12 +139,27 @@ impl Ensemble {
         self.consensus.my_id()
     }
 
-    /// Whether client requests can be served here now.
+    /// Whether client requests can be served here now (read-only ones included).
     pub fn serving(&self) -> bool {
         match self.status.state {
-            MemberState::Leader => self.ready_term == Some(self.status.term),
+            MemberState::Leader => {
+                self.ready_term == Some(self.status.term) || self.read_only_enabled
+            }
             MemberState::Follower | MemberState::Observer => self.status.leader.is_some(),
-            MemberState::Looking => false,
+            MemberState::Looking => self.read_only_enabled,
+        }
+    }
+
+    /// The role the core plays while this member is not a ready leader.
+    fn waiting_role(&self) -> Role {
+        let has_leader = matches!(
+            self.status.state,
+            MemberState::Follower | MemberState::Observer
+        ) && self.status.leader.is_some();
+        if !has_leader && self.read_only_enabled {
+            Role::ReadOnly
+        } else {
+            Role::Follower
         }
     }
 
@@ -236,7 +254,8 @@ impl Driver {
         self.close_all_client_connections("the state was replaced by the leader's snapshot");
         self.held.clear();
         self.core = core;
-        self.core.set_role(Role::Follower);
+        let role = self.ensemble().waiting_role();
+        self.core.set_role(role);
         self.durable_zxid = self.core.last_zxid();
         let e = self.ensemble_mut();
         e.applied = Some((index, image.term, image.leader));
@@ -335,8 +354,12 @@ impl Driver {
             // As ZooKeeper's members: a new leader means clients reconnect (to their sessions).
             self.close_all_client_connections("the ensemble leader changed");
         }
-        if status.state != MemberState::Leader {
-            self.core.set_role(Role::Follower);
+        if self.ensemble().ready_term.is_none() {
+            let role = self.ensemble().waiting_role();
+            if role != self.core.role() {
+                tracing::info!(?role, "serving as");
+                self.core.set_role(role);
+            }
         }
     }
 
@@ -467,7 +490,8 @@ impl Driver {
                 }
             }
         }
-        self.core.set_role(Role::Follower);
+        let role = self.ensemble().waiting_role();
+        self.core.set_role(role);
         self.durable_zxid = self.core.last_zxid();
     }
 
