@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::config::ServerConfig;
 use crate::consensus::Origin;
-use crate::core::{ConnId, Core, CoreConfig, Effect, Role, Step};
+use crate::core::{ConnId, Core, CoreConfig, Effect, Now, Role, Step};
 use crate::four_letter::{self as flw, ConnLine, ConnSessionLine, LatencyStats};
 use crate::persist::{self, Purger, SnapSchedule, SnapshotJob};
 
@@ -148,12 +148,23 @@ impl ConnHandle {
     }
 }
 
-/// Milliseconds since the UNIX epoch: the only clock the core ever sees.
+/// Milliseconds since the UNIX epoch (wall time: logs, 4lw output, znode times).
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The time as the core takes it: a monotonic clock for liveness (counted from the first call
+/// in this process) and the wall clock for znode times. See [`Now`].
+pub fn core_now() -> Now {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    Now {
+        mono_ms: i64::try_from(origin.elapsed().as_millis()).unwrap_or(i64::MAX),
+        wall_ms: now_ms(),
+    }
 }
 
 /// Name of the file in the data directory holding the secret session passwords derive from.
@@ -387,7 +398,7 @@ impl Driver {
             ..config.core_config()
         };
         let (mut ensemble, snapshot) = Ensemble::start(&config, &ensemble_config).await?;
-        let mut core = ensemble.initial_core(core_config.clone(), snapshot, started_ms)?;
+        let mut core = ensemble.initial_core(core_config.clone(), snapshot, core_now())?;
         core.set_config_text(&ensemble_config.zk_config_text());
         tracing::info!(
             my_id = ensemble_config.my_id,
@@ -433,7 +444,7 @@ impl Driver {
             session_secret: load_or_create_session_secret(&config.data_dir)?,
             ..config.core_config()
         };
-        let loaded = persist::load(&config, core_config.clone(), started_ms)?;
+        let loaded = persist::load(&config, core_config.clone(), core_now())?;
         let core = loaded.core;
         tracing::info!(
             snapshot = ?loaded.snapshot.as_ref().map(|p| p.display().to_string()),
@@ -496,7 +507,7 @@ impl Driver {
                     }
                     // A leader waiting for a snapshot view prepares nothing new meanwhile.
                     if !self.ensemble.as_ref().is_some_and(|e| e.parking()) {
-                        let step = self.core.tick(now_ms());
+                        let step = self.core.tick(core_now());
                         self.apply(step);
                     }
                 }
@@ -665,7 +676,7 @@ impl Driver {
                 job.abort();
             }
         }
-        let now = now_ms();
+        let now = core_now();
         let loaded = persist::load(&self.config, self.core_config.clone(), now)?;
         if loaded.core.last_zxid() != self.durable_zxid {
             tracing::warn!(
@@ -754,7 +765,8 @@ impl Driver {
                 return;
             }
         }
-        let now = now_ms();
+        let clock = core_now();
+        let now = clock.wall_ms;
         match event {
             Inbound::Opened { conn, peer, handle } => {
                 if self.ensemble.as_ref().is_some_and(|e| !e.serving()) {
@@ -765,7 +777,7 @@ impl Driver {
                     }
                     return;
                 }
-                self.core.connection_opened(conn, peer, now);
+                self.core.connection_opened(conn, peer, clock);
                 self.conns.insert(conn, ConnState::new(handle, peer, now));
             }
             Inbound::Frame { conn, body } => {
@@ -785,12 +797,12 @@ impl Driver {
                     }
                     state.last_op = short_op_name(op);
                 }
-                let step = self.core.receive(conn, &body, now);
+                let step = self.core.receive(conn, &body, clock);
                 self.apply(step);
             }
             Inbound::Closed { conn } => {
                 if self.conns.remove(&conn).is_some() {
-                    let step = self.core.connection_closed(conn, now);
+                    let step = self.core.connection_closed(conn, clock);
                     self.apply(step);
                 }
             }

@@ -15,7 +15,7 @@ use corral_proto::Zxid;
 use corral_storage::{LogWriter, SnapshotWriter, StorageError};
 
 use crate::config::ServerConfig;
-use crate::core::{Core, CoreConfig, SnapshotError, SnapshotView};
+use crate::core::{Core, CoreConfig, Now, SnapshotError, SnapshotView};
 use crate::driver::ServerError;
 
 /// The state rebuilt from disk, and the appender that continues its log.
@@ -30,11 +30,11 @@ pub(crate) struct Loaded {
 }
 
 /// Recovers storage and rebuilds the core: newest valid snapshot, then every later txn.
-/// Sessions get their full timeout again from `now_ms`.
+/// Sessions get their full timeout again from `now`.
 pub(crate) fn load(
     config: &ServerConfig,
     core_config: CoreConfig,
-    now_ms: i64,
+    now: Now,
 ) -> Result<Loaded, ServerError> {
     let rec = corral_storage::recover(&config.data_dir, config.data_log_dir())
         .map_err(ServerError::Recovery)?;
@@ -46,8 +46,8 @@ pub(crate) fn load(
         Some(snap) => {
             let image = snap.open().map_err(ServerError::Recovery)?;
             let image_bytes = image.payload_len();
-            let core = Core::from_snapshot(core_config, image, image_bytes, now_ms).map_err(
-                |e| match e {
+            let core =
+                Core::from_snapshot(core_config, image, image_bytes, now).map_err(|e| match e {
                     SnapshotError::Decode { offset, source } => ServerError::Snapshot {
                         path: snap.path.clone(),
                         // The image follows the file's header: report file offsets.
@@ -55,8 +55,7 @@ pub(crate) fn load(
                         source,
                     },
                     SnapshotError::Read(e) => ServerError::Recovery(snap.read_error(e)),
-                },
-            )?;
+                })?;
             if core.last_zxid() != snap.zxid {
                 return Err(ServerError::SnapshotZxid {
                     path: snap.path.clone(),
@@ -65,7 +64,7 @@ pub(crate) fn load(
             }
             core
         }
-        None => Core::new(core_config, now_ms),
+        None => Core::new(core_config, now),
     };
     let snapshot_ms = started.elapsed().as_millis() as u64;
     let started = Instant::now();
@@ -77,7 +76,7 @@ pub(crate) fn load(
             })?;
     }
     let replay_ms = started.elapsed().as_millis() as u64;
-    core.restart_session_clocks(now_ms);
+    core.restart_session_clocks(now);
     if core.last_zxid() != rec.last_zxid {
         tracing::warn!(
             core = core.last_zxid(),
@@ -350,7 +349,7 @@ mod tests {
                 id: "anyone".into(),
             },
         }];
-        let mut core = Core::new(CoreConfig::default(), 0);
+        let mut core = Core::new(CoreConfig::default(), Now::both(0));
         let mut zxid = 0;
         let mut create = |core: &mut Core, path: String| {
             zxid += 1;
@@ -393,8 +392,13 @@ mod tests {
         let image = view.encode();
         let encode = started.elapsed();
         let started = Instant::now();
-        let back =
-            Core::from_snapshot(CoreConfig::default(), &image[..], image.len() as u64, 0).unwrap();
+        let back = Core::from_snapshot(
+            CoreConfig::default(),
+            &image[..],
+            image.len() as u64,
+            Now::both(0),
+        )
+        .unwrap();
         let load = started.elapsed();
         assert_eq!(back.stats().znode_count, nodes);
         println!(

@@ -149,7 +149,10 @@ impl Core {
                 Outcome::Multi(txns.iter().map(|t| self.apply(h, t, triggers)).collect())
             }
             Txn::CreateSession(t) => {
-                self.sessions.add(h.client_id, t.timeout_ms, h.time_ms);
+                // Liveness runs on the monotonic clock of this server, never the header's wall
+                // time (replayed sessions get their clocks restarted after recovery anyway).
+                self.sessions
+                    .add(h.client_id, t.timeout_ms, self.clock.mono_ms);
                 Outcome::Session
             }
             Txn::CloseSession(t) => {

@@ -239,20 +239,55 @@ pub struct Core {
     /// Sessions a read-only member handed out itself: they exist only here, never in the
     /// replicated session table, and end with the read-only period.
     local_sessions: std::collections::HashSet<SessionId>,
+    /// The latest time the core was given. Applying a createSession starts the session's
+    /// expiry from `clock.mono_ms` (the txn header only has wall time, which must not decide
+    /// liveness); `sessions()` turns monotonic expiry back into wall time for `dump`.
+    clock: Now,
+    /// Outcomes of the txns prepared here, by zxid, for tests that compare them with replay.
+    #[cfg(test)]
+    live_outcomes: Vec<(Zxid, apply::Outcome)>,
+}
+
+/// The time, as the caller's two clocks tell it. The core reads no clock itself.
+///
+/// Liveness (session expiry, when to look for containers) runs on the monotonic clock, so a
+/// step of the wall clock (NTP, an operator) cannot expire every session at once. Wall time is
+/// only written into txns, becoming znodes' ctime/mtime, and ages TTL nodes (whose mtime is wall
+/// time, as in ZooKeeper).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Milliseconds on a clock that never jumps (any origin, e.g. process start).
+    pub mono_ms: i64,
+    /// Milliseconds since the UNIX epoch.
+    pub wall_ms: i64,
+}
+
+impl Now {
+    /// Both clocks reading `ms` (tests and tools that need no distinction).
+    pub fn both(ms: i64) -> Now {
+        Now {
+            mono_ms: ms,
+            wall_ms: ms,
+        }
+    }
 }
 
 /// The result of a request, before it is encoded as a reply.
 type Reply = Result<Response, ZkError>;
 
+/// The error a write gets when its txn would not fit one log record (ZooKeeper has no closer
+/// code: the request could not be serialized for the log).
+const TOO_LARGE_FOR_LOG: ZkError = ZkError::MarshallingError;
+
 impl Core {
     /// A fresh tree (with `/zookeeper`, `/zookeeper/quota`, `/zookeeper/config`).
-    pub fn new(config: CoreConfig, now_ms: i64) -> Core {
+    pub fn new(config: CoreConfig, now: Now) -> Core {
         Core {
             tree: DataTree::new(config.extended_types_enabled),
             sessions: Sessions::new(
                 config.tick_time_ms,
                 config.server_id,
-                now_ms,
+                now.wall_ms,
                 config.session_secret,
             ),
             data_watches: WatchManager::default(),
@@ -262,7 +297,10 @@ impl Core {
             recent: recent::RecentChanges::new(recent::DEFAULT_CAPACITY),
             packets_received: 0,
             packets_sent: 0,
-            next_container_check_ms: now_ms + config.container_check_interval_ms,
+            next_container_check_ms: now.mono_ms + config.container_check_interval_ms,
+            clock: now,
+            #[cfg(test)]
+            live_outcomes: Vec::new(),
             role: Role::Leader,
             zxid_floor: 0,
             touched: Default::default(),
@@ -313,14 +351,15 @@ impl Core {
     }
 
     /// The leader hears that other members' clients are alive.
-    pub fn touch_sessions(&mut self, sessions: &[SessionId], now_ms: i64) {
+    pub fn touch_sessions(&mut self, sessions: &[SessionId], now: Now) {
+        self.observe(now);
         for &sid in sessions {
-            self.sessions.touch(sid, now_ms);
+            self.sessions.touch(sid, now.mono_ms);
         }
     }
 
     /// Keeps a session alive: on a follower, also remembered for the leader.
-    fn touch(&mut self, sid: SessionId, now_ms: i64) -> bool {
+    fn touch(&mut self, sid: SessionId, now: Now) -> bool {
         if self.role == Role::ReadOnly {
             return self.local_sessions.contains(&sid)
                 || self.sessions.get(sid).is_some_and(|s| !s.closing);
@@ -330,11 +369,21 @@ impl Core {
             self.touched.insert(sid);
             return self.sessions.get(sid).is_some_and(|s| !s.closing);
         }
-        self.sessions.touch(sid, now_ms)
+        self.sessions.touch(sid, now.mono_ms)
+    }
+
+    /// Remembers the time of the call being handled (see `clock`). A monotonic clock that
+    /// appears to step back (a caller bug) is held where it was.
+    fn observe(&mut self, now: Now) {
+        self.clock = Now {
+            mono_ms: now.mono_ms.max(self.clock.mono_ms),
+            wall_ms: now.wall_ms,
+        };
     }
 
     /// A TCP connection was accepted.
-    pub fn connection_opened(&mut self, conn: ConnId, peer: SocketAddr, _now_ms: i64) {
+    pub fn connection_opened(&mut self, conn: ConnId, peer: SocketAddr, now: Now) {
+        self.observe(now);
         let auth = std::sync::Arc::new(vec![Id {
             scheme: "ip".into(),
             id: peer.ip().to_string(),
@@ -354,14 +403,15 @@ impl Core {
 
     /// A whole frame body (length prefix stripped) arrived on `conn`. The first frame of a
     /// connection is its ConnectRequest.
-    pub fn receive(&mut self, conn: ConnId, body: &[u8], now_ms: i64) -> Step {
+    pub fn receive(&mut self, conn: ConnId, body: &[u8], now: Now) -> Step {
+        self.observe(now);
         self.packets_received += 1;
         let mut step = Step::default();
-        self.receive_into(conn, body, now_ms, &mut step);
+        self.receive_into(conn, body, now, &mut step);
         step
     }
 
-    fn receive_into(&mut self, conn: ConnId, body: &[u8], now_ms: i64, step: &mut Step) {
+    fn receive_into(&mut self, conn: ConnId, body: &[u8], now: Now, step: &mut Step) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -371,7 +421,7 @@ impl Core {
             return;
         }
         let Some(session) = c.session else {
-            self.handle_connect(conn, body, now_ms, step);
+            self.handle_connect(conn, body, now, step);
             return;
         };
         let mut r = Reader::new(body);
@@ -382,7 +432,7 @@ impl Core {
                 return;
             }
         };
-        if !self.touch(session, now_ms) {
+        if !self.touch(session, now) {
             self.send_reply(step, conn, header.xid, Err(ZkError::SessionExpired));
             close(step, conn, "session expired".into());
             return;
@@ -410,7 +460,7 @@ impl Core {
                 };
                 self.forward(conn, session, request, step);
             }
-            Ok(req) => self.dispatch(conn, session, header.xid, req, now_ms, step),
+            Ok(req) => self.dispatch(conn, session, header.xid, req, now, step),
             Err(RequestError::UnknownOpcode(op)) => {
                 // As ZooKeeper: answer ZUNIMPLEMENTED, then close the connection.
                 self.send_reply(step, conn, header.xid, Err(ZkError::Unimplemented));
@@ -453,12 +503,13 @@ impl Core {
     /// The leader prepares a request another member forwarded. The txns of the returned step
     /// carry the outcome back to that member (it replies when it applies them); effects for
     /// [`REMOTE_CONN`] go nowhere, watch events for local connections are real.
-    pub fn receive_forwarded(&mut self, fwd: Forward, now_ms: i64) -> Step {
+    pub fn receive_forwarded(&mut self, fwd: Forward, now: Now) -> Step {
+        self.observe(now);
         let mut step = Step::default();
         match fwd.request {
             ForwardRequest::Connect { timeout_ms } => {
                 let sid = self.sessions.allocate_id();
-                let header = self.next_header(sid, 0, now_ms);
+                let header = self.next_header(sid, 0, now);
                 let txn =
                     Txn::CreateSession(corral_proto::records::CreateSessionTxn { timeout_ms });
                 self.commit(header, txn, &mut step);
@@ -473,28 +524,20 @@ impl Core {
                     return step;
                 };
                 let session = fwd.session;
-                if !self.sessions.touch(session, now_ms) {
+                if !self.sessions.touch(session, now.mono_ms) {
                     // As ZooKeeper's leader: the request becomes an error txn.
-                    let header = self.next_header(session, header.xid, now_ms);
+                    let header = self.next_header(session, header.xid, now);
                     let txn = Txn::Error(ZkError::SessionExpired.code());
                     self.commit(header, txn, &mut step);
                     return step;
                 }
                 match req {
                     Request::CloseSession => {
-                        self.close_session(session, header.xid, now_ms, &mut step);
+                        self.close_session(session, header.xid, now, &mut step);
                     }
                     req => {
                         let auth = std::sync::Arc::new(fwd.auth);
-                        self.write_as(
-                            REMOTE_CONN,
-                            auth,
-                            session,
-                            header.xid,
-                            req,
-                            now_ms,
-                            &mut step,
-                        );
+                        self.write_as(REMOTE_CONN, auth, session, header.xid, req, now, &mut step);
                     }
                 }
             }
@@ -511,8 +554,9 @@ impl Core {
         &mut self,
         record: &[u8],
         origin: Option<ConnId>,
-        now_ms: i64,
+        now: Now,
     ) -> Result<Step, corral_proto::DecodeError> {
+        self.observe(now);
         let rec = TxnRecord::decode(record)?;
         let mut step = Step::default();
         let mut triggers = Vec::new();
@@ -543,22 +587,23 @@ impl Core {
                 self.send_reply(&mut step, conn, xid, reply);
             }
         }
-        self.forward_done(conn, now_ms, &mut step);
+        self.forward_done(conn, now, &mut step);
         Ok(step)
     }
 
     /// A forwarded `sync` of `conn` is ordered behind everything committed before it.
-    pub fn sync_done(&mut self, conn: ConnId, xid: i32, path: String, now_ms: i64) -> Step {
+    pub fn sync_done(&mut self, conn: ConnId, xid: i32, path: String, now: Now) -> Step {
+        self.observe(now);
         let mut step = Step::default();
         if self.conns.contains_key(&conn) {
             self.send_reply(&mut step, conn, xid, Ok(Response::Path(path)));
-            self.forward_done(conn, now_ms, &mut step);
+            self.forward_done(conn, now, &mut step);
         }
         step
     }
 
     /// One forwarded request of `conn` is answered: run what queued behind it.
-    fn forward_done(&mut self, conn: ConnId, now_ms: i64, step: &mut Step) {
+    fn forward_done(&mut self, conn: ConnId, now: Now, step: &mut Step) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.forwarded = c.forwarded.saturating_sub(1);
         }
@@ -569,13 +614,14 @@ impl Core {
             let Some(body) = c.queued.pop_front() else {
                 break;
             };
-            self.receive_into(conn, &body, now_ms, step);
+            self.receive_into(conn, &body, now, step);
         }
     }
 
     /// The connection is gone (peer closed, error, or after an `Effect::Close`). Its watches are
     /// dropped; its session lives on until it expires or the client reconnects.
-    pub fn connection_closed(&mut self, conn: ConnId, _now_ms: i64) -> Step {
+    pub fn connection_closed(&mut self, conn: ConnId, now: Now) -> Step {
+        self.observe(now);
         if let Some(c) = self.conns.remove(&conn) {
             if let Some(sid) = c.session {
                 if let Some(s) = self.sessions.get_mut(sid) {
@@ -592,23 +638,24 @@ impl Core {
 
     /// Time passes: expires sessions not heard from within their timeout (as closeSession txns),
     /// removes expired TTL nodes and empty containers. Call every tick (tickTime / 2 is plenty).
-    pub fn tick(&mut self, now_ms: i64) -> Step {
+    pub fn tick(&mut self, now: Now) -> Step {
+        self.observe(now);
         let mut step = Step::default();
         if self.role == Role::Follower {
             // Expiry, TTLs and containers are the leader's decisions (its txns reach us).
             return step;
         }
-        for sid in self.sessions.expired(now_ms) {
+        for sid in self.sessions.expired(now.mono_ms) {
             tracing::info!(session = format!("0x{sid:x}"), "session expired");
             let conn = self.sessions.get(sid).and_then(|s| s.conn);
-            self.close_session(sid, 0, now_ms, &mut step);
+            self.close_session(sid, 0, now, &mut step);
             if let Some(conn) = conn {
                 close(&mut step, conn, "session expired".into());
             }
         }
-        if now_ms >= self.next_container_check_ms {
-            self.next_container_check_ms = now_ms + self.config.container_check_interval_ms;
-            self.remove_empty_containers_and_expired_ttls(now_ms, &mut step);
+        if now.mono_ms >= self.next_container_check_ms {
+            self.next_container_check_ms = now.mono_ms + self.config.container_check_interval_ms;
+            self.remove_empty_containers_and_expired_ttls(now, &mut step);
             self.tree.prune_acl_cache();
         }
         step
@@ -616,16 +663,28 @@ impl Core {
 
     /// Re-applies a txn read back from the log (recovery). Produces no effects.
     pub fn apply_logged(&mut self, record: &[u8]) -> Result<(), corral_proto::DecodeError> {
+        self.replay_record(record).map(|_| ())
+    }
+
+    /// [`Core::apply_logged`], returning the zxid and what applying produced (tests compare it
+    /// with the outcome the txn had when it was prepared).
+    fn replay_record(
+        &mut self,
+        record: &[u8],
+    ) -> Result<(Zxid, apply::Outcome), corral_proto::DecodeError> {
         let rec = TxnRecord::decode(record)?;
         let mut triggers = Vec::new();
-        self.apply(&rec.header, &rec.txn, &mut triggers);
+        let outcome = self.apply(&rec.header, &rec.txn, &mut triggers);
         self.last_zxid = self.last_zxid.max(rec.header.zxid);
-        Ok(())
+        // Replayed changes never reach the replay window: it must not claim to cover them.
+        self.recent.forget_through(self.last_zxid);
+        Ok((rec.header.zxid, outcome))
     }
 
     /// After recovery, every recovered session gets its full timeout from now (as ZooKeeper).
-    pub fn restart_session_clocks(&mut self, now_ms: i64) {
-        self.sessions.restart_all_clocks(now_ms);
+    pub fn restart_session_clocks(&mut self, now: Now) {
+        self.observe(now);
+        self.sessions.restart_all_clocks(now.mono_ms);
     }
 
     /// Copies the state of live connections (session binding, identities, watches) so that a
@@ -650,7 +709,8 @@ impl Core {
 
     /// Adopts exported connections. Returns those that cannot be adopted because their
     /// session is not in this core (its creation was not durable): close them.
-    pub fn import_connections(&mut self, transfer: ConnTransfer, now_ms: i64) -> Vec<ConnId> {
+    pub fn import_connections(&mut self, transfer: ConnTransfer, now: Now) -> Vec<ConnId> {
+        self.observe(now);
         let mut refused = Vec::new();
         for ExportedConn {
             id,
@@ -660,7 +720,7 @@ impl Core {
         } in transfer.conns
         {
             if let Some(sid) = conn.session {
-                if !self.touch(sid, now_ms) {
+                if !self.touch(sid, now) {
                     refused.push(id);
                     continue;
                 }
@@ -708,7 +768,8 @@ impl Core {
             .map(|s| SessionInfo {
                 session_id: s.id,
                 timeout_ms: s.timeout_ms,
-                expires_at_ms: s.expires_at_ms,
+                // Expiry is kept on the monotonic clock; shown as wall time.
+                expires_at_ms: self.clock.wall_ms + (s.expires_at_ms - self.clock.mono_ms),
                 ephemerals: self.tree.ephemerals_of(s.id).cloned().collect(),
                 conn: s.conn,
             })
@@ -779,7 +840,7 @@ impl Core {
 
     // ---- connection handshake ----
 
-    fn handle_connect(&mut self, conn: ConnId, body: &[u8], now_ms: i64, step: &mut Step) {
+    fn handle_connect(&mut self, conn: ConnId, body: &[u8], now: Now, step: &mut Step) {
         let connect = match decode_connect(body) {
             Ok(c) => c,
             Err(e) => {
@@ -834,7 +895,7 @@ impl Core {
         }
         if req.session_id == 0 {
             let sid = self.sessions.allocate_id();
-            let header = self.next_header(sid, 0, now_ms);
+            let header = self.next_header(sid, 0, now);
             let txn = Txn::CreateSession(corral_proto::records::CreateSessionTxn { timeout_ms });
             self.commit(header, txn, step);
             self.bind(conn, sid);
@@ -861,7 +922,7 @@ impl Core {
                 }
             }
         }
-        self.touch(sid, now_ms);
+        self.touch(sid, now);
         self.bind(conn, sid);
         self.send_connect_response(step, conn, timeout_ms, sid);
     }
@@ -923,7 +984,7 @@ impl Core {
         session: SessionId,
         xid: i32,
         req: Request,
-        now_ms: i64,
+        now: Now,
         step: &mut Step,
     ) {
         match req {
@@ -951,11 +1012,11 @@ impl Core {
                 self.send_header(step, conn, xid, zxid, 0);
             }
             Request::CloseSession => {
-                let zxid = self.close_session(session, xid, now_ms, step);
+                let zxid = self.close_session(session, xid, now, step);
                 self.send_header(step, conn, xid, zxid, 0);
                 close(step, conn, "client closed its session".into());
             }
-            req if req.is_write() => self.write(conn, session, xid, req, now_ms, step),
+            req if req.is_write() => self.write(conn, session, xid, req, now, step),
             req => {
                 let reply = self.read(conn, session, req);
                 self.send_reply(step, conn, xid, reply);
@@ -1069,33 +1130,45 @@ impl Core {
 
     // ---- writes ----
 
-    fn next_header(&self, client_id: SessionId, cxid: i32, now_ms: i64) -> TxnHeader {
+    fn next_header(&self, client_id: SessionId, cxid: i32, now: Now) -> TxnHeader {
         TxnHeader {
             client_id,
             cxid,
             zxid: self.last_zxid.max(self.zxid_floor) + 1,
-            time_ms: now_ms,
+            time_ms: now.wall_ms,
             txn_type: 0,
         }
     }
 
     /// Applies a new txn, fires its watches and queues it for the log. Returns the outcome.
+    /// A txn whose record would not fit the log becomes an error txn before anything changes.
     fn commit(&mut self, header: TxnHeader, txn: Txn, step: &mut Step) -> apply::Outcome {
+        let (txn, record) = match txn::encode_if_loggable(&header, &txn) {
+            Some(record) => (txn, record),
+            None => {
+                tracing::info!(
+                    zxid = header.zxid,
+                    "write refused: its txn would exceed the log's record limit"
+                );
+                let txn = Txn::Error(TOO_LARGE_FOR_LOG.code());
+                let record = txn::encode_record(&header, &txn);
+                (txn, record)
+            }
+        };
         let mut triggers = Vec::new();
         let outcome = self.apply(&header, &txn, &mut triggers);
-        self.log_applied(header, txn, &triggers, step);
+        #[cfg(test)]
+        self.live_outcomes.push((header.zxid, outcome.clone()));
+        self.log_applied(header.zxid, record, &triggers, step);
         outcome
     }
 
     /// The second half of a write, once the tree has the txn: advance the zxid, notify the
-    /// watches it triggered, queue it for the log.
-    fn log_applied(&mut self, header: TxnHeader, txn: Txn, triggers: &[Trigger], step: &mut Step) {
-        self.last_zxid = header.zxid;
-        self.fire(triggers, header.zxid, step);
-        step.txns.push(LoggedTxn {
-            zxid: header.zxid,
-            record: TxnRecord { header, txn }.encode(),
-        });
+    /// watches it triggered, queue its record for the log.
+    fn log_applied(&mut self, zxid: Zxid, record: Vec<u8>, triggers: &[Trigger], step: &mut Step) {
+        self.last_zxid = zxid;
+        self.fire(triggers, zxid, step);
+        step.txns.push(LoggedTxn { zxid, record });
     }
 
     fn write(
@@ -1104,11 +1177,11 @@ impl Core {
         session: SessionId,
         xid: i32,
         req: Request,
-        now_ms: i64,
+        now: Now,
         step: &mut Step,
     ) {
         let auth = self.auth_of(conn);
-        self.write_as(conn, auth, session, xid, req, now_ms, step);
+        self.write_as(conn, auth, session, xid, req, now, step);
     }
 
     /// A write with the identities of `auth` (those of `conn`, or of a forwarding member's
@@ -1121,46 +1194,52 @@ impl Core {
         session: SessionId,
         xid: i32,
         req: Request,
-        now_ms: i64,
+        now: Now,
         step: &mut Step,
     ) {
-        let header = self.next_header(session, xid, now_ms);
+        let header = self.next_header(session, xid, now);
         let ctx = prepare::Ctx { auth: &auth };
-        let (txn, pending_outcome) = match req {
-            Request::Multi(ops) => self.prepare_multi(&ctx, &header, ops),
-            req => match self.prepare(&ctx, &req) {
-                Ok(txn) => (txn, None),
-                Err(e) => (Txn::Error(e.code()), None),
-            },
-        };
-        let outcome = match pending_outcome {
-            // A multi was applied while it was prepared; log it and fire its watches now.
-            Some((outcome, triggers)) => {
-                self.log_applied(header, txn, &triggers, step);
-                outcome
+        let outcome = match req {
+            Request::Multi(ops) => {
+                // A multi is applied while it is prepared; log it and fire its watches now.
+                let prepared = self.prepare_multi(&ctx, &header, ops);
+                #[cfg(test)]
+                self.live_outcomes
+                    .push((header.zxid, prepared.outcome.clone()));
+                self.log_applied(header.zxid, prepared.record, &prepared.triggers, step);
+                prepared.outcome
             }
-            None => self.commit(header, txn, step),
+            req => {
+                let txn = match self.prepare(&ctx, &req) {
+                    Ok(txn) => txn,
+                    Err(e) => Txn::Error(e.code()),
+                };
+                self.commit(header, txn, step)
+            }
         };
         let reply = outcome.into_reply();
         self.send_reply(step, conn, xid, reply);
     }
 
     /// Closes a session with a closeSession txn (client request or expiry). Returns its zxid.
-    fn close_session(&mut self, sid: SessionId, cxid: i32, now_ms: i64, step: &mut Step) -> Zxid {
+    fn close_session(&mut self, sid: SessionId, cxid: i32, now: Now, step: &mut Step) -> Zxid {
         if let Some(s) = self.sessions.get_mut(sid) {
             s.closing = true;
         }
-        let paths: Vec<String> = self.tree.ephemerals_of(sid).cloned().collect();
-        let header = self.next_header(sid, cxid, now_ms);
+        let header = self.next_header(sid, cxid, now);
         let zxid = header.zxid;
+        // The record lists no paths: a session may own more ephemeral bytes than one log
+        // record holds, and such a record would fail the log on every restart. Apply deletes
+        // what the ephemeral index holds for the session, which every replica and every replay
+        // derives identically (records written with paths still apply the same way).
         let txn = Txn::CloseSession(corral_proto::records::CloseSessionTxn {
-            paths_to_delete: paths,
+            paths_to_delete: Vec::new(),
         });
         self.commit(header, txn, step);
         zxid
     }
 
-    fn remove_empty_containers_and_expired_ttls(&mut self, now_ms: i64, step: &mut Step) {
+    fn remove_empty_containers_and_expired_ttls(&mut self, now: Now, step: &mut Step) {
         let mut doomed = Vec::new();
         for p in self.tree.containers() {
             if let Some(n) = self.tree.get(p) {
@@ -1174,14 +1253,14 @@ impl Core {
                 if let tree::OwnerKind::Ttl(ttl) =
                     tree::owner_kind(n.ephemeral_owner(), self.tree.extended_types())
                 {
-                    if !n.has_children() && now_ms > n.mtime_ms() + ttl {
+                    if !n.has_children() && now.wall_ms > n.mtime_ms() + ttl {
                         doomed.push(p.clone());
                     }
                 }
             }
         }
         for p in doomed {
-            let header = self.next_header(0, 0, now_ms);
+            let header = self.next_header(0, 0, now);
             let txn = Txn::Delete {
                 op: corral_proto::OpCode::DeleteContainer,
                 txn: corral_proto::records::DeleteTxn { path: p },

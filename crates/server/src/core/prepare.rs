@@ -10,7 +10,7 @@ use corral_proto::{perms, CreateMode, OpCode, Request, ZkError};
 
 use super::apply::{Outcome, Trigger};
 use super::tree::{owner_kind, OwnerKind, MAX_TTL_MS};
-use super::txn::Txn;
+use super::txn::{self, Txn};
 use super::{acl, path, Core};
 
 /// Who is asking: the identities proven on the requesting connection.
@@ -256,7 +256,7 @@ impl Core {
         ctx: &Ctx<'_>,
         header: &TxnHeader,
         ops: Vec<Request>,
-    ) -> (Txn, Option<(Outcome, Vec<Trigger>)>) {
+    ) -> PreparedMulti {
         let mut txns = Vec::with_capacity(ops.len());
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut triggers = Vec::new();
@@ -279,26 +279,48 @@ impl Core {
             txns.push(txn);
             outcomes.push(outcome);
         }
-        match failed {
+        let (at, err) = match failed {
+            Some(failed) => failed,
             None => {
-                self.tree.commit_undo();
-                (Txn::Multi(txns), Some((Outcome::Multi(outcomes), triggers)))
+                let txn = Txn::Multi(txns);
+                // Sized before the undo log is dropped: a multi too large for one log record
+                // fails as a whole (the first op carries the error) and leaves the tree as it was.
+                match txn::encode_if_loggable(header, &txn) {
+                    Some(record) => {
+                        self.tree.commit_undo();
+                        return PreparedMulti {
+                            record,
+                            outcome: Outcome::Multi(outcomes),
+                            triggers,
+                        };
+                    }
+                    None => (0, super::TOO_LARGE_FOR_LOG),
+                }
             }
-            Some((at, err)) => {
-                self.tree.rollback_undo();
-                let codes: Vec<i32> = (0..ops.len())
-                    .map(|i| match i.cmp(&at) {
-                        std::cmp::Ordering::Less => 0,
-                        std::cmp::Ordering::Equal => err.code(),
-                        std::cmp::Ordering::Greater => ZkError::RuntimeInconsistency.code(),
-                    })
-                    .collect();
-                let txn = Txn::Multi(codes.iter().map(|c| Txn::Error(*c)).collect());
-                let outcome = Outcome::Multi(codes.into_iter().map(Outcome::Error).collect());
-                (txn, Some((outcome, Vec::new())))
-            }
+        };
+        self.tree.rollback_undo();
+        let codes: Vec<i32> = (0..ops.len())
+            .map(|i| match i.cmp(&at) {
+                std::cmp::Ordering::Less => 0,
+                std::cmp::Ordering::Equal => err.code(),
+                std::cmp::Ordering::Greater => ZkError::RuntimeInconsistency.code(),
+            })
+            .collect();
+        let txn = Txn::Multi(codes.iter().map(|c| Txn::Error(*c)).collect());
+        let outcome = Outcome::Multi(codes.into_iter().map(Outcome::Error).collect());
+        PreparedMulti {
+            record: txn::encode_record(header, &txn),
+            outcome,
+            triggers: Vec::new(),
         }
     }
+}
+
+/// A multi, applied (or failed) while it was prepared and encoded for the log.
+pub(super) struct PreparedMulti {
+    pub record: Vec<u8>,
+    pub outcome: Outcome,
+    pub triggers: Vec<Trigger>,
 }
 
 fn validate(path: &str) -> Result<(), ZkError> {

@@ -6,13 +6,14 @@
 //! replays those newer than the client's last seen zxid. Replayed events carry their original
 //! zxid; a client that remembers the zxids it has seen can drop duplicates.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use corral_proto::records::Acl;
 use corral_proto::{EventType, Zxid};
 
 use super::apply::Trigger;
+use super::path;
 
 /// Changes kept for replay: about 100 bytes each plus the path.
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -59,6 +60,13 @@ impl RecentChanges {
         self.armed = true;
     }
 
+    /// Changes up to `zxid` happened without passing through this window (replayed from the
+    /// log or loaded from a snapshot at start-up or after a rebuild): a client whose last seen
+    /// zxid is below it cannot be given a complete replay.
+    pub fn forget_through(&mut self, zxid: Zxid) {
+        self.dropped_through = self.dropped_through.max(zxid);
+    }
+
     pub fn record(&mut self, zxid: Zxid, t: &Trigger) {
         let (event, path, acl) = match t {
             Trigger::Created(p, a) => (EventType::NodeCreated, p, a),
@@ -93,26 +101,25 @@ impl RecentChanges {
                 complete,
             };
         }
+        // Each change is matched by hashing the path and its ancestors: the cost is the window
+        // after `since` times the path depth, however many watches the client re-registers
+        // (a scan of every watch per change made a reconnect cost window × watches).
+        let persistent: HashSet<&str> = persistent.iter().map(String::as_str).collect();
+        let recursive: HashSet<&str> = recursive.iter().map(String::as_str).collect();
         let start = self.changes.partition_point(|c| c.zxid <= since);
         let changes = self
             .changes
             .range(start..)
             .filter(|c| {
-                persistent.iter().any(|p| **p == *c.path)
+                persistent.contains(&*c.path)
                     || (c.event != EventType::NodeChildrenChanged
-                        && recursive.iter().any(|r| is_within(&c.path, r)))
+                        && !recursive.is_empty()
+                        && path::self_and_ancestors(&c.path).any(|p| recursive.contains(p)))
             })
             .cloned()
             .collect();
         Replay { changes, complete }
     }
-}
-
-/// Whether `path` is `root` or below it.
-fn is_within(path: &str, root: &str) -> bool {
-    root == "/"
-        || path == root
-        || (path.starts_with(root) && path.as_bytes().get(root.len()) == Some(&b'/'))
 }
 
 #[cfg(test)]
@@ -158,6 +165,45 @@ mod tests {
     }
 
     #[test]
+    fn replay_matches_exact_paths_and_whole_subtrees_only() {
+        let mut r = RecentChanges::new(100);
+        r.arm();
+        let paths = ["/a", "/a/b", "/a/b/c", "/ab", "/ab/c", "/x/a", "/", "/z"];
+        for (i, p) in paths.iter().enumerate() {
+            r.record(i as Zxid + 1, &Trigger::DataChanged((*p).into(), acl()));
+            r.record(i as Zxid + 1, &Trigger::Children((*p).into(), acl()));
+        }
+        let got = |persistent: &[&str], recursive: &[&str]| -> Vec<(EventType, String)> {
+            let persistent: Vec<String> = persistent.iter().map(|p| p.to_string()).collect();
+            let recursive: Vec<String> = recursive.iter().map(|p| p.to_string()).collect();
+            r.since(0, &persistent, &recursive)
+                .changes
+                .iter()
+                .map(|c| (c.event, c.path.to_string()))
+                .collect()
+        };
+        let data = |p: &str| (EventType::NodeDataChanged, p.to_string());
+        let children = |p: &str| (EventType::NodeChildrenChanged, p.to_string());
+        // Recursive watches take data events at or below the root, never child events.
+        assert_eq!(
+            got(&[], &["/a"]),
+            vec![data("/a"), data("/a/b"), data("/a/b/c")]
+        );
+        assert_eq!(
+            got(&[], &["/a/b/c", "/x"]),
+            vec![data("/a/b/c"), data("/x/a")]
+        );
+        assert_eq!(got(&[], &["/"]).len(), paths.len());
+        // Persistent watches take both kinds, on their path only.
+        assert_eq!(
+            got(&["/ab", "/nope"], &[]),
+            vec![data("/ab"), children("/ab")]
+        );
+        // A change both kinds of watch match is replayed once.
+        assert_eq!(got(&["/z"], &["/z"]), vec![data("/z"), children("/z")]);
+    }
+
+    #[test]
     fn a_window_that_lost_changes_says_so() {
         let mut r = RecentChanges::new(2);
         r.arm();
@@ -168,6 +214,23 @@ mod tests {
         let got = r.since(2, &["/a".into()], &[]);
         assert!(got.complete);
         assert_eq!(got.changes.len(), 2);
+    }
+
+    #[test]
+    fn an_empty_window_after_a_restart_is_incomplete_below_its_start() {
+        let mut r = RecentChanges::new(10);
+        r.forget_through(40);
+        r.arm();
+        assert!(!r.since(0, &["/a".into()], &[]).complete);
+        assert!(!r.since(39, &[], &["/".into()]).complete);
+        assert!(r.since(40, &["/a".into()], &[]).complete);
+        r.record(41, &Trigger::DataChanged("/a".into(), acl()));
+        let got = r.since(40, &["/a".into()], &[]);
+        assert!(got.complete);
+        assert_eq!(got.changes.len(), 1);
+        // Forgetting never moves the start back.
+        r.forget_through(3);
+        assert!(!r.since(39, &["/a".into()], &[]).complete);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::ConnId;
 pub struct Session {
     pub id: SessionId,
     pub timeout_ms: i32,
-    /// When the session expires unless heard from (ms since epoch).
+    /// When the session expires unless heard from, on the monotonic clock the core is given.
     pub expires_at_ms: i64,
     /// The connection currently bound to the session.
     pub conn: Option<ConnId>,
@@ -35,7 +35,8 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// `seed_ms` makes ids unique across restarts, as ZooKeeper's time-based ids do.
+    /// `seed_ms` (wall time) makes ids unique across restarts, as ZooKeeper's time-based ids do.
+    /// Every other time given to `Sessions` is monotonic.
     pub fn new(tick_ms: i32, server_id: u8, seed_ms: i64, secret: [u8; 16]) -> Sessions {
         let next_id = (((seed_ms as u64) << 24) >> 8) as i64 | ((server_id as i64) << 56);
         Sessions {

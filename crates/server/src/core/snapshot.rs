@@ -15,6 +15,8 @@ use corral_proto::records::{Acl, Stat};
 use corral_proto::{DecodeError, Jute, Reader, Writer, Zxid};
 
 use super::tree::{AclId, DataTree, Node};
+#[cfg(test)]
+use super::Now;
 use super::{Core, CoreConfig};
 
 const MAGIC: &[u8; 8] = b"CRLSNAP2";
@@ -233,12 +235,12 @@ impl Core {
     /// Rebuilds a core from [`Core::snapshot`] output, read from `image` as it is decoded (a
     /// file's image is never held whole in memory). `image_bytes` is its length, which bounds
     /// what a damaged node count can make the loader reserve. Sessions get their full timeout
-    /// from `now_ms`.
+    /// from `now`.
     pub fn from_snapshot(
         config: CoreConfig,
         image: impl Read + Send,
         image_bytes: u64,
-        now_ms: i64,
+        now: super::Now,
     ) -> Result<Core, SnapshotError> {
         let mut s = Stream::new(image);
         let magic = s.decode(|r| r.read_i64())?;
@@ -248,12 +250,14 @@ impl Core {
                 value: (magic >> 32) as i32,
             }));
         }
-        let mut core = Core::new(config, now_ms);
+        let mut core = Core::new(config, now);
         core.last_zxid = s.decode(|r| r.read_i64())?;
+        // The image's changes were never in the replay window.
+        core.recent.forget_through(core.last_zxid);
         let n_sessions = s.decode(|r| r.read_i32())?;
         for _ in 0..n_sessions.max(0) {
             let (id, timeout) = s.decode(|r| Ok((r.read_i64()?, r.read_i32()?)))?;
-            core.sessions.add(id, timeout, now_ms);
+            core.sessions.add(id, timeout, now.mono_ms);
         }
         let mut tree = DataTree::empty(core.config.extended_types_enabled);
         let n_acls = s.decode(|r| r.read_i32())?;
@@ -324,7 +328,7 @@ mod tests {
     #[test]
     fn snapshot_round_trip_preserves_tree_and_sessions() {
         let cfg = CoreConfig::default();
-        let mut core = Core::new(cfg.clone(), 1_000);
+        let mut core = Core::new(cfg.clone(), Now::both(1_000));
         let h = |core: &Core, sid| corral_proto::records::TxnHeader {
             client_id: sid,
             cxid: 0,
@@ -371,7 +375,8 @@ mod tests {
             );
         }
         let (zxid, image) = core.snapshot();
-        let back = Core::from_snapshot(cfg, &image[..], image.len() as u64, 2_000).unwrap();
+        let back =
+            Core::from_snapshot(cfg, &image[..], image.len() as u64, Now::both(2_000)).unwrap();
         assert_eq!(back.last_zxid(), zxid);
         assert_eq!(back.sessions().len(), 1);
         assert_eq!(back.sessions()[0].ephemerals, vec!["/a/e".to_string()]);
@@ -388,9 +393,13 @@ mod tests {
             back.tree.approximate_data_size(),
             core.tree.approximate_data_size()
         );
-        assert!(
-            Core::from_snapshot(CoreConfig::default(), &image[..image.len() - 1], 0, 0).is_err()
-        );
+        assert!(Core::from_snapshot(
+            CoreConfig::default(),
+            &image[..image.len() - 1],
+            0,
+            Now::both(0)
+        )
+        .is_err());
     }
 
     /// A source that hands out a few bytes per read, so records straddle every refill.
@@ -433,16 +442,22 @@ mod tests {
             )
             .unwrap();
         }
-        let mut core = Core::new(CoreConfig::default(), 0);
+        let mut core = Core::new(CoreConfig::default(), Now::both(0));
         core.tree = tree;
         let (_, image) = core.snapshot();
-        let back = Core::from_snapshot(CoreConfig::default(), Trickle(&image, 0), 0, 0).unwrap();
+        let back = Core::from_snapshot(CoreConfig::default(), Trickle(&image, 0), 0, Now::both(0))
+            .unwrap();
         assert_eq!(back.tree.get("/big").unwrap().data(), Some(&big[..]));
         assert_eq!(back.tree.get("/big").unwrap().child_count(), 300);
         assert_eq!(back.tree.get("/big/n299").unwrap().data_len(), 299);
         // Cut anywhere, it fails with the offset of the record it could not finish.
         let cut = image.len() - 100;
-        match Core::from_snapshot(CoreConfig::default(), Trickle(&image[..cut], 0), 0, 0) {
+        match Core::from_snapshot(
+            CoreConfig::default(),
+            Trickle(&image[..cut], 0),
+            0,
+            Now::both(0),
+        ) {
             Err(SnapshotError::Decode {
                 offset,
                 source: DecodeError::Truncated { .. },
@@ -465,7 +480,7 @@ mod tests {
         let worker = std::thread::Builder::new()
             .stack_size(STACK_BYTES)
             .spawn(|| {
-                let mut core = Core::new(CoreConfig::default(), 0);
+                let mut core = Core::new(CoreConfig::default(), Now::both(0));
                 core.sessions.add(77, 4000, 0);
                 let mut path = String::with_capacity(2 * DEEP_CHAIN_LEVELS + 8);
                 for level in 0..DEEP_CHAIN_LEVELS {
@@ -486,9 +501,13 @@ mod tests {
                 assert_eq!(core.tree.ephemerals_of(77).collect::<Vec<_>>(), vec![&leaf]);
 
                 let image = core.snapshot_view().encode();
-                let back =
-                    Core::from_snapshot(CoreConfig::default(), &image[..], image.len() as u64, 0)
-                        .unwrap();
+                let back = Core::from_snapshot(
+                    CoreConfig::default(),
+                    &image[..],
+                    image.len() as u64,
+                    Now::both(0),
+                )
+                .unwrap();
                 assert_eq!(back.tree.node_count(), core.tree.node_count());
                 assert_eq!(back.tree.descendant_count("/"), below_root);
                 assert_eq!(back.sessions()[0].ephemerals, vec![leaf]);
@@ -532,7 +551,7 @@ mod tests {
     #[test]
     fn a_view_is_unchanged_by_later_writes() {
         let cfg = CoreConfig::default();
-        let mut core = Core::new(cfg.clone(), 1_000);
+        let mut core = Core::new(cfg.clone(), Now::both(1_000));
         let mut step = super::super::Step::default();
         let mut apply = |core: &mut Core, txn| {
             let hdr = corral_proto::records::TxnHeader {
@@ -578,7 +597,7 @@ mod tests {
             },
         );
         let image = view.encode();
-        let back = Core::from_snapshot(cfg, &image[..], image.len() as u64, 0).unwrap();
+        let back = Core::from_snapshot(cfg, &image[..], image.len() as u64, Now::both(0)).unwrap();
         assert_eq!(back.tree.get("/a").unwrap().data(), Some(&b"before"[..]));
         assert!(back.tree.contains("/a/b"));
         assert!(!back.tree.contains("/c"));

@@ -24,7 +24,9 @@ enum Got {
 
 struct H {
     core: Core,
+    /// The monotonic clock; the wall clock reads `now + wall_offset_ms`.
     now: i64,
+    wall_offset_ms: i64,
     next_xid: i32,
     /// Every txn logged, in order, to check replay.
     log: Vec<LoggedTxn>,
@@ -37,20 +39,36 @@ fn peer() -> SocketAddr {
 
 impl H {
     fn new() -> H {
-        let cfg = CoreConfig {
+        H::with_config(H::config())
+    }
+
+    /// The settings of [`H::new`]: short ticks and timeouts so expiry takes few steps.
+    fn config() -> CoreConfig {
+        CoreConfig {
             tick_time_ms: 100,
             min_session_timeout_ms: 200,
             max_session_timeout_ms: 2000,
             extended_types_enabled: true,
             container_check_interval_ms: 100,
             ..CoreConfig::default()
-        };
+        }
+    }
+
+    fn with_config(cfg: CoreConfig) -> H {
         H {
-            core: Core::new(cfg, T0),
+            core: Core::new(cfg, Now::both(T0)),
             now: T0,
+            wall_offset_ms: 0,
             next_xid: 1,
             log: Vec::new(),
             closed: Vec::new(),
+        }
+    }
+
+    fn at(&self) -> Now {
+        Now {
+            mono_ms: self.now,
+            wall_ms: self.now + self.wall_offset_ms,
         }
     }
 
@@ -100,7 +118,7 @@ impl H {
         passwd: Vec<u8>,
         last_zxid: i64,
     ) -> Option<ConnectResponse> {
-        self.core.connection_opened(conn, peer(), self.now);
+        self.core.connection_opened(conn, peer(), self.at());
         let mut w = Writer::new();
         corral_proto::request::encode_connect(
             &ConnectRequest {
@@ -113,7 +131,7 @@ impl H {
             false,
             &mut w,
         );
-        let step = self.core.receive(conn, &w.into_inner(), self.now);
+        let step = self.core.receive(conn, &w.into_inner(), self.at());
         self.log.extend(step.txns);
         for e in step.effects {
             if let Effect::Send { frame, .. } = e {
@@ -147,7 +165,7 @@ impl H {
         }
         .write(&mut w);
         req.write(&mut w);
-        let step = self.core.receive(conn, &w.into_inner(), self.now);
+        let step = self.core.receive(conn, &w.into_inner(), self.at());
         let got = self.take(step);
         let mut reply = None;
         let mut others = Vec::new();
@@ -404,7 +422,7 @@ fn events_carry_the_zxid_of_their_txn_and_precede_the_reply() {
         version: -1,
     })
     .write(&mut w);
-    let step = h.core.receive(1, &w.into_inner(), h.now);
+    let step = h.core.receive(1, &w.into_inner(), h.at());
     let got = h.take(step);
     let zxid = h.core.last_zxid();
     assert!(
@@ -561,7 +579,7 @@ fn session_expiry_removes_ephemerals_and_notifies() {
     for _ in 0..20 {
         h.now += 100;
         h.req(2, Request::Ping);
-        let step = h.core.tick(h.now);
+        let step = h.core.tick(h.at());
         seen.extend(h.take(step));
     }
     assert_eq!(events(&seen, 2), vec![ev(EventType::NodeDeleted, "/eph")]);
@@ -573,7 +591,7 @@ fn session_expiry_removes_ephemerals_and_notifies() {
 fn reconnect_checks_password_and_refuses_clients_from_the_future() {
     let mut h = H::new();
     let c = h.connect(1);
-    h.core.connection_closed(1, h.now);
+    h.core.connection_closed(1, h.at());
     let bad = h.connect_with(2, c.session_id, vec![1; 16], 0).unwrap();
     assert_eq!((bad.session_id, bad.timeout_ms), (0, 0));
     let good = h
@@ -598,7 +616,7 @@ fn set_watches_fires_what_was_missed() {
     h.create(1, "/kids", "", CreateMode::Persistent);
     h.create(1, "/same", "", CreateMode::Persistent);
     let seen = h.core.last_zxid();
-    h.core.connection_closed(2, h.now);
+    h.core.connection_closed(2, h.at());
     h.set(1, "/d", "changed", -1);
     h.create(1, "/kids/k", "", CreateMode::Persistent);
     h.create(1, "/born", "", CreateMode::Persistent);
@@ -737,7 +755,7 @@ fn containers_and_ttl_nodes_are_reaped() {
     for _ in 0..10 {
         h.now += 100;
         h.req(1, Request::Ping);
-        let s = h.core.tick(h.now);
+        let s = h.core.tick(h.at());
         h.take(s);
     }
     assert!(
@@ -768,7 +786,7 @@ fn replaying_the_log_rebuilds_the_same_tree() {
         })]),
     );
     h.req(2, Request::CloseSession);
-    let mut replica = Core::new(h.core.config.clone(), T0);
+    let mut replica = Core::new(h.core.config.clone(), Now::both(T0));
     for t in &h.log {
         replica.apply_logged(&t.record).unwrap();
     }
@@ -790,7 +808,7 @@ fn replaying_the_log_rebuilds_the_same_tree() {
 fn malformed_and_unknown_requests() {
     let mut h = H::new();
     h.connect(1);
-    let step = h.core.receive(1, &[0, 0, 0, 1, 0, 0, 0, 5, 0, 0], h.now);
+    let step = h.core.receive(1, &[0, 0, 0, 1, 0, 0, 0, 5, 0, 0], h.at());
     assert!(step
         .effects
         .iter()
@@ -799,7 +817,7 @@ fn malformed_and_unknown_requests() {
     let mut w = Writer::new();
     RequestHeader { xid: 9, op: 999 }.write(&mut w);
     let got = {
-        let s = h.core.receive(2, &w.into_inner(), h.now);
+        let s = h.core.receive(2, &w.into_inner(), h.at());
         h.take(s)
     };
     assert!(matches!(
@@ -947,7 +965,7 @@ fn persistent_watches_get_missed_changes_replayed_after_reconnect() {
         }),
     );
     let seen = h.core.last_zxid();
-    h.core.connection_closed(2, h.now);
+    h.core.connection_closed(2, h.at());
     h.create(1, "/pw/a", "", CreateMode::Persistent);
     h.set(1, "/pw/a", "x", -1);
     h.set(1, "/elsewhere-not-watched", "x", -1);
@@ -980,3 +998,6 @@ fn persistent_watches_get_missed_changes_replayed_after_reconnect() {
         ]
     );
 }
+
+mod hardening;
+mod replay;

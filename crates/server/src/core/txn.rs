@@ -133,14 +133,7 @@ pub struct TxnRecord {
 
 impl TxnRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(64);
-        let header = TxnHeader {
-            txn_type: self.txn.type_code(),
-            ..self.header.clone()
-        };
-        header.write(&mut w);
-        self.txn.write_body(&mut w);
-        w.into_inner()
+        encode_record(&self.header, &self.txn)
     }
 
     pub fn decode(buf: &[u8]) -> Result<TxnRecord, DecodeError> {
@@ -150,6 +143,31 @@ impl TxnRecord {
         r.finish()?;
         Ok(TxnRecord { header, txn })
     }
+}
+
+/// Encodes `header` (its type taken from `txn`) followed by `txn`, as [`TxnRecord::encode`]
+/// does, without owning either.
+pub fn encode_record(header: &TxnHeader, txn: &Txn) -> Vec<u8> {
+    let mut w = Writer::with_capacity(64);
+    let header = TxnHeader {
+        txn_type: txn.type_code(),
+        ..header.clone()
+    };
+    header.write(&mut w);
+    txn.write_body(&mut w);
+    w.into_inner()
+}
+
+/// Encodes a txn for the log if its record fits one log record
+/// ([`corral_storage::MAX_PAYLOAD_BYTES`]); `None` otherwise.
+///
+/// Every txn is sized here before it is applied: a record the log refuses would fail the log,
+/// and the rebuilt server would meet the same txn again. closeSession records stay small because
+/// they list no paths (apply derives them from the ephemeral index); any other write that would
+/// not fit (possible when `jute.maxbuffer` is raised above the record limit) fails instead.
+pub fn encode_if_loggable(header: &TxnHeader, txn: &Txn) -> Option<Vec<u8>> {
+    let record = encode_record(header, txn);
+    (record.len() <= corral_storage::MAX_PAYLOAD_BYTES).then_some(record)
 }
 
 #[cfg(test)]

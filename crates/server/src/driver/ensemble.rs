@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{now_ms, Driver, Inbound, Outbound, ServerError};
+use super::{core_now, Driver, Inbound, Outbound, ServerError};
 use crate::consensus::{
     Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin, Payload, Settings,
     SnapshotImage, SnapshotTaken, Status,
@@ -121,7 +121,7 @@ impl Ensemble {
         &mut self,
         config: crate::core::CoreConfig,
         snapshot: Option<SnapshotImage>,
-        now: i64,
+        now: crate::core::Now,
     ) -> Result<Core, ServerError> {
         let mut core = match &snapshot {
             None => Core::new(config, now),
@@ -191,7 +191,7 @@ impl Driver {
             }
             EnsembleEvent::Consensus(Event::Touches { sessions }) => {
                 if self.ensemble().is_ready_leader() {
-                    self.core.touch_sessions(&sessions, now_ms());
+                    self.core.touch_sessions(&sessions, core_now());
                 }
             }
             EnsembleEvent::Consensus(Event::BuildSnapshot { reply }) => {
@@ -249,7 +249,7 @@ impl Driver {
     /// Replaces the state with a snapshot the leader sent.
     fn install_snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<(), String> {
         let image = Consensus::snapshot_image(index, data)?;
-        let now = now_ms();
+        let now = core_now();
         let core = load_image(self.core_config.clone(), &image, now).map_err(|e| e.to_string())?;
         self.close_all_client_connections("the state was replaced by the leader's snapshot");
         self.held.clear();
@@ -315,7 +315,7 @@ impl Driver {
                             self.step_down_and_rebuild();
                         }
                         let origin_conn = origin.filter(|o| o.member == me).map(|o| o.conn);
-                        match self.core.apply_committed(&record, origin_conn, now_ms()) {
+                        match self.core.apply_committed(&record, origin_conn, core_now()) {
                             Ok(step) => {
                                 self.durable_zxid = self.core.last_zxid();
                                 self.apply(step);
@@ -327,7 +327,7 @@ impl Driver {
                     }
                 }
                 Some(Payload::Sync { origin, xid, path }) if origin.member == me => {
-                    let step = self.core.sync_done(origin.conn, xid, path, now_ms());
+                    let step = self.core.sync_done(origin.conn, xid, path, core_now());
                     self.apply(step);
                 }
                 // Another member's client asked; that member answers it.
@@ -368,7 +368,7 @@ impl Driver {
         if e.status.state != MemberState::Leader || e.status.term != term {
             return;
         }
-        let now = now_ms();
+        let now = core_now();
         self.core.set_role(Role::Leader);
         self.core.begin_epoch(term as u32);
         // A new leader gives every session a full timeout before expiring anything.
@@ -419,7 +419,7 @@ impl Driver {
             });
             return Ok(());
         }
-        let step = self.core.receive_forwarded(fwd, now_ms());
+        let step = self.core.receive_forwarded(fwd, core_now());
         self.apply_with_origin(step, Some(origin));
         Ok(())
     }
@@ -499,7 +499,7 @@ impl Driver {
     /// snapshot, then the log after it.
     fn rebuild_core(&self, upto: Option<u64>) -> Result<Core, ServerError> {
         let started = std::time::Instant::now();
-        let now = now_ms();
+        let now = core_now();
         let snapshot = self
             .ensemble()
             .consensus
@@ -555,7 +555,7 @@ impl Driver {
             if state.handle.tx.try_send(Outbound::Close).is_err() {
                 state.handle.kill.notify_one();
             }
-            let step = self.core.connection_closed(conn, now_ms());
+            let step = self.core.connection_closed(conn, core_now());
             debug_assert!(step.txns.is_empty());
         }
     }
@@ -608,7 +608,7 @@ impl Driver {
 fn load_image(
     config: crate::core::CoreConfig,
     s: &SnapshotImage,
-    now: i64,
+    now: crate::core::Now,
 ) -> Result<Core, ServerError> {
     let image = s.image();
     let mut core = Core::from_snapshot(config, image, image.len() as u64, now).map_err(|e| {
