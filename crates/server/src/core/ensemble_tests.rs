@@ -29,7 +29,7 @@ struct Pair {
     seen: Vec<Seen>,
     /// Txns the leader prepared and the follower has not applied yet: (record, origin conn).
     in_flight: Vec<(Vec<u8>, Option<ConnId>)>,
-    now: i64,
+    now: Now,
     /// The next frame is a ConnectResponse (it has no reply header).
     awaiting_connect: bool,
 }
@@ -40,16 +40,16 @@ impl Pair {
             session_secret: [9; 16],
             ..CoreConfig::default()
         };
-        let leader = Core::new(cfg.clone(), T0);
-        let mut follower = Core::new(cfg, T0);
+        let leader = Core::new(cfg.clone(), Now::both(T0));
+        let mut follower = Core::new(cfg, Now::both(T0));
         follower.set_role(Role::Follower);
-        follower.connection_opened(FOLLOWER_CONN, peer(), T0);
+        follower.connection_opened(FOLLOWER_CONN, peer(), Now::both(T0));
         Pair {
             leader,
             follower,
             seen: Vec::new(),
             in_flight: Vec::new(),
-            now: T0,
+            now: Now::both(T0),
             awaiting_connect: true,
         }
     }
@@ -261,7 +261,7 @@ fn watches_set_on_the_follower_fire_from_its_apply_before_the_reply() {
 fn a_follower_neither_expires_sessions_nor_prepares_txns_on_tick() {
     let mut p = Pair::new();
     let sid = connected(&mut p);
-    let step = p.follower.tick(T0 + 3_600_000);
+    let step = p.follower.tick(Now::both(T0 + 3_600_000));
     assert!(step.txns.is_empty() && step.effects.is_empty());
     assert!(p.follower.sessions.get(sid).is_some());
     // The follower reports who it heard from; the leader keeps those sessions alive.
