@@ -174,7 +174,6 @@ const SESSION_SECRET_FILE: &str = "session-secret";
 /// secret is generated once and kept next to the snapshots. Written to a temp file, synced
 /// and renamed, so a crash never leaves a half-written secret.
 fn load_or_create_session_secret(data_dir: &std::path::Path) -> Result<[u8; 16], ServerError> {
-    use std::io::Write;
     let path = data_dir.join(SESSION_SECRET_FILE);
     let err = |source| ServerError::SessionSecret {
         path: path.clone(),
@@ -193,16 +192,8 @@ fn load_or_create_session_secret(data_dir: &std::path::Path) -> Result<[u8; 16],
         Err(e) => return Err(err(e)),
     }
     let secret: [u8; 16] = rand::random();
-    let tmp = data_dir.join(format!("{SESSION_SECRET_FILE}.tmp"));
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(data_dir)?;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&secret)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(data_dir)?.sync_all()
-    };
-    write().map_err(err)?;
+    corral_storage::replace_file_durably(data_dir, SESSION_SECRET_FILE, &secret)
+        .map_err(|e| err(std::io::Error::other(e.to_string())))?;
     Ok(secret)
 }
 

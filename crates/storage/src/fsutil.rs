@@ -73,3 +73,24 @@ pub(crate) fn preallocate(file: &File, cur_len: u64, new_len: u64) -> std::io::R
     }
     file.set_len(new_len)
 }
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new content, never a
+/// mix: temp file, fsync, rename, directory fsync. For small files other crates keep in the
+/// data directory (the session secret), so that every fsync stays in this crate.
+pub fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).at(dir)?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let result = (|| {
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        std::fs::rename(&tmp, &path).at(&path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
