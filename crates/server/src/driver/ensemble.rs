@@ -167,7 +167,11 @@ impl Ensemble {
         self.status.state == MemberState::Leader && self.ready_term == Some(self.status.term)
     }
 
+    /// `srvr`'s `Mode:` (ZooKeeper says `read-only` for a member serving read-only clients).
     pub fn mode(&self) -> &'static str {
+        if self.status.state == MemberState::Looking && self.read_only_enabled {
+            return "read-only";
+        }
         self.status.state.zk_mode()
     }
 }
