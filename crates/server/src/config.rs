@@ -97,6 +97,58 @@ impl Default for FourLetterWhitelist {
     }
 }
 
+/// ZooKeeper's AdminServer (`admin.*`): JSON answers to the commands under `commandURL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// `admin.enableServer`; on by default, as in ZooKeeper.
+    pub enabled: bool,
+    /// `admin.serverAddress`.
+    pub address: IpAddr,
+    /// `admin.serverPort`; 0 picks a free port.
+    pub port: u16,
+    /// `admin.commandURL`: where the command list is served (commands below it).
+    pub command_url: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 8080,
+            command_url: "/commands".into(),
+        }
+    }
+}
+
+/// The class name that turns the Prometheus endpoint on, as ZooKeeper spells it.
+pub const PROMETHEUS_PROVIDER_CLASS: &str =
+    "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider";
+
+/// `metricsProvider.*`: the Prometheus endpoint (`GET /metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `metricsProvider.className` names [`PROMETHEUS_PROVIDER_CLASS`]; off by default.
+    pub enabled: bool,
+    /// `metricsProvider.httpHost`.
+    pub host: IpAddr,
+    /// `metricsProvider.httpPort`; 0 picks a free port.
+    pub port: u16,
+    /// `metricsProvider.exportJvmInfo`: accepted so existing files load; there is no JVM.
+    pub export_jvm_info: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: false,
+            host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 7000,
+            export_jvm_info: true,
+        }
+    }
+}
+
 /// Everything the standalone server reads from zoo.cfg.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -131,6 +183,8 @@ pub struct ServerConfig {
     pub enforce_quota: bool,
     /// The ensemble this server is a member of; `None` = standalone (no `server.N` lines).
     pub ensemble: Option<EnsembleConfig>,
+    pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for ServerConfig {
@@ -155,20 +209,15 @@ impl Default for ServerConfig {
             container_check_interval_ms: 60_000,
             enforce_quota: true,
             ensemble: None,
+            admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
 
 /// Keys that belong to ZooKeeper features Corral accepts but does not act on; they are not
 /// worth a warning.
-const ACCEPTED_AND_IGNORED: &[&str] = &[
-    "admin.enableServer",
-    "admin.serverPort",
-    "admin.serverAddress",
-    "preAllocSize",
-    "globalOutstandingLimit",
-    "metricsProvider.className",
-];
+const ACCEPTED_AND_IGNORED: &[&str] = &["preAllocSize", "globalOutstandingLimit"];
 
 impl ServerConfig {
     /// Reads and parses a zoo.cfg file (and the files it leads to: `myid`, the dynamic
@@ -338,6 +387,41 @@ impl ServerConfig {
             "zookeeper.enforceQuota" => {
                 self.enforce_quota = boolean(value).ok_or_else(|| bad("expected true or false"))?
             }
+            "admin.enableServer" => {
+                self.admin.enabled = boolean(value).ok_or_else(|| bad("expected true or false"))?
+            }
+            "admin.serverAddress" => {
+                self.admin.address = value.parse().map_err(|_| bad("not an IP address"))?
+            }
+            "admin.serverPort" => {
+                self.admin.port =
+                    u16::try_from(int(value)?).map_err(|_| bad("not a port number"))?
+            }
+            "admin.commandURL" => {
+                if !value.starts_with('/') || value.len() < 2 {
+                    return Err(bad("expected a path such as /commands"));
+                }
+                self.admin.command_url = value.trim_end_matches('/').to_string()
+            }
+            "metricsProvider.className" => {
+                // ZooKeeper's default provider (NullMetricsProvider) serves nothing; any other
+                // class is one Corral does not have, which is worth a warning, not a failure.
+                self.metrics.enabled = value == PROMETHEUS_PROVIDER_CLASS;
+                if !self.metrics.enabled && !value.ends_with(".NullMetricsProvider") {
+                    tracing::warn!(class = value, "unknown metrics provider; metrics are off");
+                }
+            }
+            "metricsProvider.httpHost" => {
+                self.metrics.host = value.parse().map_err(|_| bad("not an IP address"))?
+            }
+            "metricsProvider.httpPort" => {
+                self.metrics.port =
+                    u16::try_from(int(value)?).map_err(|_| bad("not a port number"))?
+            }
+            "metricsProvider.exportJvmInfo" => {
+                self.metrics.export_jvm_info =
+                    boolean(value).ok_or_else(|| bad("expected true or false"))?
+            }
             k if ACCEPTED_AND_IGNORED.contains(&k) => {
                 tracing::debug!(key = k, "zoo.cfg setting accepted and ignored");
             }
@@ -475,6 +559,47 @@ mod tests {
         assert_eq!(core.tick_time_ms, 500);
         assert_eq!(core.container_check_interval_ms, 1000);
         assert!(core.enforce_quota);
+    }
+
+    #[test]
+    fn admin_and_metrics_settings() {
+        let cfg = ServerConfig::default();
+        assert!(cfg.admin.enabled, "on by default, as in ZooKeeper");
+        assert_eq!(cfg.admin.port, 8080);
+        assert_eq!(cfg.admin.command_url, "/commands");
+        assert!(!cfg.metrics.enabled);
+        assert_eq!(cfg.metrics.port, 7000);
+        let cfg = ServerConfig::parse(
+            "admin.enableServer=false\n\
+             admin.serverAddress=127.0.0.1\n\
+             admin.serverPort=9090\n\
+             admin.commandURL=/cmds/\n\
+             metricsProvider.className=org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider\n\
+             metricsProvider.httpHost=127.0.0.2\n\
+             metricsProvider.httpPort=7001\n\
+             metricsProvider.exportJvmInfo=false\n",
+        )
+        .unwrap();
+        assert!(!cfg.admin.enabled);
+        assert_eq!(cfg.admin.address, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(cfg.admin.port, 9090);
+        assert_eq!(cfg.admin.command_url, "/cmds");
+        assert!(cfg.metrics.enabled);
+        assert_eq!(cfg.metrics.host, IpAddr::from([127, 0, 0, 2]));
+        assert_eq!(cfg.metrics.port, 7001);
+        assert!(!cfg.metrics.export_jvm_info);
+        let other = ServerConfig::parse("metricsProvider.className=com.example.Other\n").unwrap();
+        assert!(!other.metrics.enabled);
+        for bad in [
+            "admin.serverPort=70000",
+            "admin.enableServer=maybe",
+            "admin.commandURL=commands",
+            "metricsProvider.httpHost=somewhere",
+        ] {
+            let key = bad.split('=').next().unwrap();
+            let err = ServerConfig::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

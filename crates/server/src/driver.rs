@@ -39,6 +39,7 @@ use crate::core::{ConnId, Core, CoreConfig, Effect, Now, Role, Step};
 use crate::four_letter::{self as flw, ConnLine, ConnSessionLine, LatencyStats};
 use crate::persist::{self, Purger, SnapSchedule, SnapshotJob};
 
+mod admin;
 mod ensemble;
 use ensemble::Ensemble;
 
@@ -107,6 +108,11 @@ pub(crate) enum Inbound {
         word: &'static str,
         peer: SocketAddr,
         reply: oneshot::Sender<String>,
+    },
+    /// A question from the AdminServer / metrics endpoint ([`crate::admin`]).
+    Admin {
+        query: crate::admin::AdminQuery,
+        reply: oneshot::Sender<crate::admin::AdminAnswer>,
     },
 }
 
@@ -800,6 +806,9 @@ impl Driver {
             Inbound::FourLetter { word, peer, reply } => {
                 let text = self.four_letter(word, peer, now);
                 let _ = reply.send(text);
+            }
+            Inbound::Admin { query, reply } => {
+                let _ = reply.send(self.answer_admin(query, now));
             }
         }
     }

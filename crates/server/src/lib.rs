@@ -1,5 +1,6 @@
 //! Corral's server: the pure state machine ([`core`]) and everything that drives it.
 
+pub mod admin;
 pub mod config;
 pub mod consensus;
 pub mod core;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::{FourLetterWhitelist, ServerConfig};
+use crate::config::{AdminConfig, FourLetterWhitelist, MetricsConfig, ServerConfig};
 use crate::driver::ServerError;
 use crate::net::Server;
 
@@ -24,6 +24,8 @@ use crate::net::Server;
 /// Dropping it stops the server (without waiting); [`stop`](TestServer::stop) waits.
 pub struct TestServer {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
     data_dir: PathBuf,
@@ -33,7 +35,8 @@ pub struct TestServer {
 
 impl TestServer {
     /// A server with test-friendly settings: every four-letter word enabled, a short tick
-    /// (200 ms, so session timeouts from 400 ms are accepted), TTL nodes enabled.
+    /// (200 ms, so session timeouts from 400 ms are accepted), TTL nodes enabled, no
+    /// AdminServer (tests that want it enable `admin` and/or `metrics`).
     pub async fn start() -> TestServer {
         TestServer::start_with(TestServer::default_config()).await
     }
@@ -46,6 +49,11 @@ impl TestServer {
             max_client_cnxns: 0,
             four_letter_whitelist: FourLetterWhitelist::All,
             extended_types_enabled: true,
+            admin: AdminConfig {
+                enabled: false,
+                ..AdminConfig::default()
+            },
+            metrics: MetricsConfig::default(),
             ..ServerConfig::default()
         }
     }
@@ -66,7 +74,8 @@ impl TestServer {
     }
 
     /// Starts with `config` on 127.0.0.1 port 0 with its data in `data_dir`, which the caller
-    /// owns: stopping and starting again over the same directory tests recovery.
+    /// owns: stopping and starting again over the same directory tests recovery. An enabled
+    /// AdminServer or metrics endpoint also listens on 127.0.0.1 port 0.
     pub async fn start_in(
         mut config: ServerConfig,
         data_dir: &Path,
@@ -75,8 +84,13 @@ impl TestServer {
         config.client_port = 0;
         config.data_dir = data_dir.to_path_buf();
         config.data_log_dir = None;
+        config.admin.address = Ipv4Addr::LOCALHOST.into();
+        config.admin.port = 0;
+        config.metrics.host = Ipv4Addr::LOCALHOST.into();
+        config.metrics.port = 0;
         let server = Server::bind(config).await?;
         let addr = server.local_addr();
+        let (admin_addr, metrics_addr) = (server.admin_addr(), server.metrics_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             // Both an explicit stop and a dropped TestServer end the server.
@@ -84,6 +98,8 @@ impl TestServer {
         }));
         Ok(TestServer {
             addr,
+            admin_addr,
+            metrics_addr,
             stop: Some(stop),
             task: Some(task),
             data_dir: data_dir.to_path_buf(),
@@ -93,6 +109,16 @@ impl TestServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The AdminServer's address, when the configuration enabled it.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The Prometheus endpoint's address, when the configuration enabled it.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// `host:port`, as ZooKeeper clients take it.

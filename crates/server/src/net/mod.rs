@@ -20,6 +20,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::admin::AdminListeners;
 use crate::config::ServerConfig;
 use crate::core::ConnId;
 use crate::driver::{Driver, ServerError};
@@ -51,6 +52,8 @@ pub struct Server {
     /// The data directory (and a separate log directory) claimed for this server; released
     /// when [`run`](Server::run) returns or the server is dropped.
     dir_locks: Vec<corral_storage::DirLock>,
+    /// The AdminServer and metrics listeners (bound, served once `run` starts).
+    admin: AdminListeners,
 }
 
 impl Server {
@@ -76,6 +79,7 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let admin = AdminListeners::bind(&config).await?;
         let config = Arc::new(config);
         let driver = if config.ensemble.is_some() {
             Driver::start_ensemble(config.clone(), local_addr.port()).await?
@@ -88,12 +92,23 @@ impl Server {
             config,
             driver,
             dir_locks,
+            admin,
         })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the AdminServer listens, when it is enabled and its port could be bound.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.admin_addr()
+    }
+
+    /// Where `GET /metrics` is served, when the Prometheus provider is enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.admin.metrics_addr()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets the txn log flush,
@@ -106,10 +121,13 @@ impl Server {
             config,
             driver,
             dir_locks,
+            admin,
         } = self;
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut driver_task = tokio::spawn(driver.run(inbound_rx, stop_rx));
+        // Stopped (dropped) when this function returns.
+        let _admin_tasks = admin.serve(inbound_tx.clone());
         let ctx = Arc::new(ConnContext {
             inbound: inbound_tx,
             max_frame_bytes: config.jute_max_buffer_bytes,

@@ -1,0 +1,411 @@
+//! The driver's answers to the AdminServer and the Prometheus endpoint ([`crate::admin`]).
+//!
+//! Field names and JSON types follow ZooKeeper 3.8's AdminServer (`Commands.java`): tools
+//! that read ZooKeeper's JSON read these unchanged. Where ZooKeeper reports a figure Corral
+//! has no counterpart for, the field keeps ZooKeeper's own "nothing measured" value (`-1`
+//! for the client response sizes, `0` for counters of features Corral lacks); docs/metrics.md
+//! lists them.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Map, Value};
+
+use super::Driver;
+use crate::admin::{AdminAnswer, AdminQuery, EnsembleMetrics, LeaderMetrics, MetricsSnapshot};
+use crate::consensus::MemberState;
+use crate::four_letter::{self as flw, ConnLine};
+
+type Fields = Map<String, Value>;
+
+impl Driver {
+    pub(super) fn answer_admin(&mut self, query: AdminQuery, now: i64) -> AdminAnswer {
+        match query {
+            AdminQuery::Ready => {
+                AdminAnswer::Ready(self.ensemble.as_ref().is_none_or(|e| e.serving()))
+            }
+            AdminQuery::Metrics => AdminAnswer::Metrics(Box::new(self.metrics_snapshot(now))),
+            AdminQuery::Command(name) => {
+                let mut fields = self.admin_command(name, now);
+                // ZooKeeper's common fields: `error` is null unless the command set one.
+                fields.insert("command".into(), name.into());
+                fields.entry("error").or_insert(Value::Null);
+                AdminAnswer::Json(fields)
+            }
+        }
+    }
+
+    fn outstanding_requests(&self) -> u64 {
+        self.conns
+            .values()
+            .map(|c| c.in_flight_ms.len() as u64)
+            .sum()
+    }
+
+    fn metrics_snapshot(&self, now: i64) -> MetricsSnapshot {
+        let stats = self.core.stats();
+        let (open_fds, max_fds) = flw::file_descriptors();
+        MetricsSnapshot {
+            znode_count: flw::reported_znode_count(&stats),
+            watch_count: stats.watch_count,
+            ephemerals_count: stats.ephemerals_count,
+            approximate_data_size_bytes: stats.approximate_data_size,
+            global_sessions: stats.session_count,
+            alive_connections: self.conns.len() as u64,
+            outstanding_requests: self.outstanding_requests(),
+            packets_received: stats.packets_received,
+            packets_sent: stats.packets_sent,
+            avg_latency_ms: self.latency.avg_ms(),
+            min_latency_ms: self.latency.min_ms(),
+            max_latency_ms: self.latency.max_ms(),
+            uptime_ms: now - self.started_ms,
+            open_fds,
+            max_fds,
+            queued_reply_bytes: self
+                .conns
+                .values()
+                .map(|c| c.handle.queued_bytes.load(Ordering::Relaxed) as u64)
+                .sum(),
+            ensemble: self.ensemble.as_ref().map(|e| {
+                let status = &e.status;
+                let leader = (status.state == MemberState::Leader).then(|| {
+                    let (learners, synced) = self.ensemble_figures().unwrap_or((0, 0));
+                    let last = status.last_log_index.unwrap_or(0);
+                    LeaderMetrics {
+                        learners: learners as u64,
+                        synced_followers: synced as u64,
+                        log_lag_entries: status
+                            .replication
+                            .iter()
+                            .map(|(id, matched)| (*id, last.saturating_sub(matched.unwrap_or(0))))
+                            .collect(),
+                    }
+                });
+                EnsembleMetrics {
+                    quorum_size: status.voters.len() as u64,
+                    leader,
+                }
+            }),
+        }
+    }
+
+    fn admin_command(&mut self, name: &str, now: i64) -> Fields {
+        let mut f = Fields::new();
+        match name {
+            "ruok" | "hash" => {
+                if name == "hash" {
+                    // ZooKeeper's digest log; Corral keeps no tree digests, so it is empty, as
+                    // ZooKeeper's is with digests disabled.
+                    f.insert("digests".into(), json!([]));
+                }
+            }
+            "server_stats" => self.server_stats(&mut f, now),
+            "stats" => {
+                self.server_stats(&mut f, now);
+                f.insert("connections".into(), self.connections_json());
+                f.insert("secure_connections".into(), json!([]));
+            }
+            "connections" => {
+                f.insert("connections".into(), self.connections_json());
+                f.insert("secure_connections".into(), json!([]));
+            }
+            "monitor" => self.monitor(&mut f, now),
+            "configuration" => self.configuration(&mut f),
+            "dirs" => {
+                let d = self.dir_sizes();
+                f.insert("datadir_size".into(), d.data_dir_bytes.into());
+                f.insert("logdir_size".into(), d.log_dir_bytes.into());
+            }
+            "environment" => {
+                for (k, v) in flw::process_environment() {
+                    f.insert(k, v.into());
+                }
+            }
+            "dump" => self.dump_json(&mut f),
+            "watch_summary" => {
+                let by_conn = self.core.watches_by_connection();
+                let total: usize = by_conn.iter().map(|w| w.paths.len()).sum();
+                f.insert("num_connections".into(), by_conn.len().into());
+                f.insert("num_paths".into(), self.core.stats().watched_paths.into());
+                f.insert("num_total_watches".into(), total.into());
+            }
+            "watches" => {
+                let mut map = Fields::new();
+                for w in self.core.watches_by_connection() {
+                    map.insert(w.session_id.to_string(), json!(w.paths));
+                }
+                f.insert("session_id_to_watched_paths".into(), map.into());
+            }
+            "watches_by_path" => {
+                let mut map = Fields::new();
+                for (path, sessions) in self.core.watches_by_path() {
+                    map.insert(path, json!(sessions));
+                }
+                f.insert("path_to_session_ids".into(), map.into());
+            }
+            "is_read_only" => {
+                f.insert("read_only".into(), false.into());
+            }
+            "stat_reset" => {
+                self.core.reset_stats();
+                self.latency.reset();
+            }
+            "connection_stat_reset" => {
+                for c in self.conns.values_mut() {
+                    c.reset_stats();
+                }
+            }
+            "last_snapshot" => {
+                // The newest snapshot on disk: zxid in hex, file time in seconds; ZooKeeper's
+                // "none" is zxid -1 printed as an unsigned hex long.
+                let (zxid, secs) = newest_snapshot(&self.config.data_dir).unwrap_or((-1, -1));
+                f.insert("zxid".into(), format!("{:x}", zxid as u64).into());
+                f.insert("timestamp".into(), secs.into());
+            }
+            "leader" => self.leader_json(&mut f),
+            "voting_view" => {
+                let mut view = Fields::new();
+                if let Some(cfg) = &self.config.ensemble {
+                    for m in cfg.voters() {
+                        view.insert(
+                            m.id.to_string(),
+                            json!({
+                                "serverAddresses": [format!("{}:{}", m.host, m.peer_port)],
+                                "electionAddresses": [format!("{}:{}", m.host, m.election_port)],
+                                "clientAddress": m.client_addr.map_or_else(String::new, |a| a.to_string()),
+                                "learnerType": "participant",
+                            }),
+                        );
+                    }
+                }
+                f.insert("current_config".into(), view.into());
+            }
+            "observers" => {
+                // Observers connected to this leader; members that are not leading have none.
+                let mut observers = Vec::new();
+                if let (Some(e), Some(cfg)) = (&self.ensemble, &self.config.ensemble) {
+                    if e.status.state == MemberState::Leader {
+                        for m in cfg.observers() {
+                            if e.status.replication.get(&m.id).is_some_and(|r| r.is_some()) {
+                                observers.push(json!(m.id.to_string()));
+                            }
+                        }
+                    }
+                }
+                f.insert("synced_observers".into(), observers.len().into());
+                f.insert("observers".into(), observers.into());
+            }
+            _ => {
+                f.insert("error".into(), format!("Unknown command: {name}").into());
+            }
+        }
+        f
+    }
+
+    fn server_stats(&self, f: &mut Fields, now: i64) {
+        let summary = self.summary();
+        let st = &summary.stats;
+        let dirs = self.dir_sizes();
+        // Corral does not measure reply buffer sizes: -1 is ZooKeeper's "none measured".
+        let client_response = json!({
+            "last_buffer_size": -1,
+            "min_buffer_size": -1,
+            "max_buffer_size": -1,
+        });
+        f.insert("version".into(), summary.version.clone().into());
+        f.insert("read_only".into(), false.into());
+        f.insert(
+            "server_stats".into(),
+            json!({
+                "packets_sent": st.packets_sent,
+                "packets_received": st.packets_received,
+                "fsync_threshold_exceed_count": 0,
+                "client_response_stats": client_response,
+                "data_dir_size": dirs.data_dir_bytes,
+                "log_dir_size": dirs.log_dir_bytes,
+                "provider_null": false,
+                "server_state": summary.mode,
+                "last_processed_zxid": st.last_zxid,
+                "outstanding_requests": self.outstanding_requests(),
+                "avg_latency": summary.latency.avg_ms(),
+                "max_latency": summary.latency.max_ms(),
+                "min_latency": summary.latency.min_ms(),
+                "num_alive_client_connections": self.conns.len(),
+                "auth_failed_count": 0,
+                "non_mtlsremote_conn_count": 0,
+                "non_mtlslocal_conn_count": 0,
+                "uptime": now - self.started_ms,
+            }),
+        );
+        f.insert("client_response".into(), client_response);
+        f.insert("node_count".into(), flw::reported_znode_count(st).into());
+    }
+
+    fn monitor(&self, f: &mut Fields, now: i64) {
+        let m = self.metrics_snapshot(now);
+        let summary = self.summary();
+        f.insert("version".into(), summary.version.into());
+        f.insert("server_state".into(), summary.mode.into());
+        f.insert("ephemerals_count".into(), m.ephemerals_count.into());
+        f.insert("num_alive_connections".into(), m.alive_connections.into());
+        f.insert("avg_latency".into(), m.avg_latency_ms.into());
+        f.insert("outstanding_requests".into(), m.outstanding_requests.into());
+        f.insert("znode_count".into(), m.znode_count.into());
+        f.insert("global_sessions".into(), m.global_sessions.into());
+        f.insert("packets_sent".into(), m.packets_sent.into());
+        f.insert("packets_received".into(), m.packets_received.into());
+        f.insert("watch_count".into(), m.watch_count.into());
+        f.insert("min_latency".into(), m.min_latency_ms.into());
+        f.insert("max_latency".into(), m.max_latency_ms.into());
+        f.insert(
+            "approximate_data_size".into(),
+            m.approximate_data_size_bytes.into(),
+        );
+        f.insert("uptime".into(), m.uptime_ms.into());
+        if let Some(n) = m.max_fds {
+            f.insert("max_file_descriptor_count".into(), n.into());
+        }
+        if let Some(n) = m.open_fds {
+            f.insert("open_file_descriptor_count".into(), n.into());
+        }
+        let fsyncs = self.log.as_ref().map_or(0, |l| l.log.stats().syncs);
+        f.insert("cnt_fsynctime".into(), fsyncs.into());
+        if let Some(e) = &m.ensemble {
+            f.insert("quorum_size".into(), e.quorum_size.into());
+            if let Some(l) = &e.leader {
+                f.insert("learners".into(), l.learners.into());
+                f.insert("synced_followers".into(), l.synced_followers.into());
+            }
+        }
+    }
+
+    fn configuration(&self, f: &mut Fields) {
+        let cfg = &self.config;
+        let abs = |p: &std::path::Path| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .display()
+                .to_string()
+        };
+        f.insert("client_port".into(), self.client_port.into());
+        f.insert("data_dir".into(), abs(&cfg.data_dir).into());
+        f.insert("data_log_dir".into(), abs(cfg.data_log_dir()).into());
+        f.insert("tick_time".into(), cfg.tick_time_ms.into());
+        f.insert("max_client_cnxns".into(), cfg.max_client_cnxns.into());
+        f.insert(
+            "min_session_timeout".into(),
+            cfg.min_session_timeout_ms().into(),
+        );
+        f.insert(
+            "max_session_timeout".into(),
+            cfg.max_session_timeout_ms().into(),
+        );
+        f.insert(
+            "server_id".into(),
+            cfg.ensemble.as_ref().map_or(0, |e| e.my_id).into(),
+        );
+        // Corral listens with the system's default backlog; -1 is ZooKeeper's "default".
+        f.insert("client_port_listen_backlog".into(), (-1).into());
+    }
+
+    fn connections_json(&self) -> Value {
+        let lines = self.conn_lines();
+        Value::Array(lines.iter().map(connection_json).collect())
+    }
+
+    fn dump_json(&self, f: &mut Fields) {
+        let tick_ms = i64::from(self.config.tick_time_ms).max(1);
+        let mut by_expiry: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+        let mut ephemerals = Fields::new();
+        for s in self.core.sessions() {
+            // Expiry rounded up to the next tick, as ZooKeeper's expiry buckets are.
+            let at = (s.expires_at_ms / tick_ms + 1) * tick_ms;
+            by_expiry.entry(at).or_default().push(s.session_id);
+            if !s.ephemerals.is_empty() {
+                ephemerals.insert(s.session_id.to_string(), json!(s.ephemerals));
+            }
+        }
+        let expiry: Fields = by_expiry
+            .into_iter()
+            .map(|(at, ids)| (at.to_string(), json!(ids)))
+            .collect();
+        f.insert("expiry_time_to_session_ids".into(), expiry.into());
+        f.insert("session_id_to_ephemeral_paths".into(), ephemerals.into());
+    }
+
+    fn leader_json(&self, f: &mut Fields) {
+        let Some(e) = &self.ensemble else {
+            // ZooKeeper's standalone answer.
+            f.insert("error".into(), "server is not initialized".into());
+            return;
+        };
+        let leader = e.status.leader;
+        f.insert(
+            "is_leader".into(),
+            (e.status.state == MemberState::Leader).into(),
+        );
+        // ZooKeeper reports -1 while no leader is known.
+        f.insert("leader_id".into(), leader.map_or(-1, |id| id as i64).into());
+        let ip = leader
+            .and_then(|id| {
+                self.config
+                    .ensemble
+                    .as_ref()?
+                    .members
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map(|m| format!("{}:{}", m.host, m.peer_port))
+            })
+            .unwrap_or_default();
+        f.insert("leader_ip".into(), ip.into());
+    }
+}
+
+/// One connection as ZooKeeper's `getConnectionInfo(false)` shows it.
+fn connection_json(c: &ConnLine) -> Value {
+    let mut m = Fields::new();
+    m.insert("remote_socket_address".into(), c.peer.to_string().into());
+    m.insert("interest_ops".into(), c.interest_ops.into());
+    m.insert("outstanding_requests".into(), c.queued.into());
+    m.insert("packets_received".into(), c.received.into());
+    m.insert("packets_sent".into(), c.sent.into());
+    if let Some(s) = &c.session {
+        m.insert("session_id".into(), s.session_id.into());
+        m.insert("last_operation".into(), s.last_op.into());
+        m.insert("established".into(), s.established_ms.into());
+        m.insert("session_timeout".into(), s.timeout_ms.into());
+        m.insert("last_cxid".into(), s.last_cxid.into());
+        m.insert("last_zxid".into(), s.last_zxid.into());
+        m.insert("last_response_time".into(), s.last_response_ms.into());
+        m.insert("last_latency".into(), s.last_latency_ms.into());
+        m.insert("min_latency".into(), s.latency.min_ms().into());
+        m.insert("avg_latency".into(), s.latency.avg_ms_truncated().into());
+        m.insert("max_latency".into(), s.latency.max_ms().into());
+    }
+    Value::Object(m)
+}
+
+/// Zxid and modification time (seconds since the epoch) of the newest snapshot file.
+fn newest_snapshot(data_dir: &std::path::Path) -> Option<(i64, i64)> {
+    let prefix = corral_storage::snapshot_file_name(0);
+    let prefix = prefix.split('.').next()?.to_string() + ".";
+    let mut best: Option<(i64, std::path::PathBuf)> = None;
+    for entry in std::fs::read_dir(data_dir).ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(hex) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Ok(zxid) = i64::from_str_radix(hex, 16) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(z, _)| zxid > *z) {
+            best = Some((zxid, entry.path()));
+        }
+    }
+    let (zxid, path) = best?;
+    let secs = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(-1, |d| d.as_secs() as i64);
+    Some((zxid, secs))
+}
