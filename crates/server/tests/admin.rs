@@ -323,9 +323,12 @@ const CONNECTION: &[(&str, T)] = &[
     ("max_latency", T::Int),
 ];
 
+/// Field names with their JSON types.
+type Keys = Vec<(&'static str, T)>;
+
 /// (primary name, short name, top-level golden keys) for every command, from ZooKeeper 3.8's
 /// `Commands.java`; `command` and `error` are checked for all of them.
-fn golden() -> Vec<(&'static str, &'static str, Vec<(&'static str, T)>)> {
+fn golden() -> Vec<(&'static str, &'static str, Keys)> {
     let server_stats = vec![
         ("version", T::Str),
         ("read_only", T::Bool),
@@ -397,12 +400,21 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<(&'static str, T)>)> {
                 ("zookeeper.version", T::Str),
                 ("host.name", T::Str),
                 ("java.version", T::Str),
+                ("java.vendor", T::Str),
+                ("java.home", T::Str),
+                ("java.class.path", T::Str),
+                ("java.library.path", T::Str),
+                ("java.io.tmpdir", T::Str),
+                ("java.compiler", T::Str),
                 ("os.name", T::Str),
                 ("os.arch", T::Str),
                 ("os.version", T::Str),
                 ("user.name", T::Str),
+                ("user.home", T::Str),
                 ("user.dir", T::Str),
                 ("os.memory.free", T::Str),
+                ("os.memory.max", T::Str),
+                ("os.memory.total", T::Str),
             ],
         ),
         (
