@@ -68,7 +68,7 @@ impl Driver {
             ensemble: self.ensemble.as_ref().map(|e| {
                 let status = &e.status;
                 let leader = (status.state == MemberState::Leader).then(|| {
-                    let (learners, synced) = self.ensemble_figures().unwrap_or((0, 0));
+                    let (learners, synced, _) = self.learner_figures().unwrap_or((0, 0, 0));
                     let last = status.last_log_index.unwrap_or(0);
                     LeaderMetrics {
                         learners: learners as u64,

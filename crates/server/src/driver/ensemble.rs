@@ -564,11 +564,36 @@ impl Driver {
         }
     }
 
-    /// `mntr` lines an ensemble member adds (ZooKeeper 3.8's names): its peer state, and on
-    /// the leader the learners and how many of them are in sync (replicated to within a few
-    /// entries of what the leader applied).
-    pub(super) fn ensemble_mntr_lines(&self) -> String {
+    /// On the leader: (learners, synced followers, synced observers). A learner is in sync when
+    /// replication reached to within a few entries of what the leader applied.
+    pub(super) fn learner_figures(&self) -> Option<(usize, usize, usize)> {
         const IN_SYNC_ENTRIES: u64 = 16;
+        let e = self.ensemble.as_ref()?;
+        if e.status.state != MemberState::Leader {
+            return None;
+        }
+        let applied = e.status.last_applied.unwrap_or(0);
+        let synced = |id: &MemberId| {
+            e.status
+                .replication
+                .get(id)
+                .copied()
+                .flatten()
+                .is_some_and(|i| i + IN_SYNC_ENTRIES >= applied)
+        };
+        let followers = e
+            .status
+            .voters
+            .iter()
+            .filter(|v| **v != e.my_id() && synced(v))
+            .count();
+        let observers = e.status.learners.iter().filter(|l| synced(l)).count();
+        Some((e.status.replication.len(), followers, observers))
+    }
+
+    /// `mntr` lines an ensemble member adds (ZooKeeper 3.8's names): its peer state, and on
+    /// the leader its learners and how many are in sync.
+    pub(super) fn ensemble_mntr_lines(&self) -> String {
         let Some(e) = self.ensemble.as_ref() else {
             return String::new();
         };
@@ -579,28 +604,10 @@ impl Driver {
             MemberState::Looking => "looking - election",
         };
         let mut out = format!("zk_peer_state\t{peer_state}\n");
-        if e.status.state == MemberState::Leader {
-            let applied = e.status.last_applied.unwrap_or(0);
-            let synced = |id: &MemberId| {
-                e.status
-                    .replication
-                    .get(id)
-                    .copied()
-                    .flatten()
-                    .is_some_and(|i| i + IN_SYNC_ENTRIES >= applied)
-            };
-            let voters: Vec<&MemberId> = e
-                .status
-                .voters
-                .iter()
-                .filter(|v| **v != e.my_id())
-                .collect();
-            let learners = e.status.replication.len();
-            let synced_followers = voters.iter().filter(|v| synced(v)).count();
-            let synced_observers = e.status.learners.iter().filter(|l| synced(l)).count();
+        if let Some((learners, followers, observers)) = self.learner_figures() {
             out.push_str(&format!(
-                "zk_learners\t{learners}\nzk_synced_followers\t{synced_followers}\n\
-                 zk_synced_non_voting_followers\t0\nzk_synced_observers\t{synced_observers}\n\
+                "zk_learners\t{learners}\nzk_synced_followers\t{followers}\n\
+                 zk_synced_non_voting_followers\t0\nzk_synced_observers\t{observers}\n\
                  zk_pending_syncs\t0\n"
             ));
         }
