@@ -392,11 +392,12 @@ impl Driver {
         })?;
         let core_config = CoreConfig {
             server_id: ensemble_config.my_id as u8,
+            reconfig_enabled: ensemble_config.reconfig_enabled,
             ..config.core_config()
         };
         let (mut ensemble, snapshot) = Ensemble::start(&config, &ensemble_config).await?;
         let mut core = ensemble.initial_core(core_config.clone(), snapshot, core_now())?;
-        core.set_config_text(&ensemble_config.zk_config_text());
+        core.set_config_text_if_empty(&ensemble_config.zk_config_text());
         tracing::info!(
             my_id = ensemble_config.my_id,
             members = ensemble_config.members.len(),
@@ -655,6 +656,7 @@ impl Driver {
             .map(|(_, effect)| match effect {
                 Effect::Send { conn, .. } | Effect::Close { conn, .. } => conn,
                 Effect::Forward(f) => f.conn,
+                Effect::Reconfig(c) => c.conn,
             })
             .collect();
         let keep: Vec<ConnId> = self
@@ -824,6 +826,16 @@ impl Driver {
         if self.ensemble.is_some() {
             let txns = std::mem::take(&mut step.txns);
             self.propose_txns(txns, origin);
+            // Reconfig calls are work for the consensus layer, not output to hold.
+            let (calls, effects): (Vec<Effect>, Vec<Effect>) = std::mem::take(&mut step.effects)
+                .into_iter()
+                .partition(|e| matches!(e, Effect::Reconfig(_)));
+            step.effects = effects;
+            for call in calls {
+                if let Effect::Reconfig(call) = call {
+                    self.start_reconfig(call, origin);
+                }
+            }
             self.hold_or_dispatch(step);
             return;
         }
@@ -888,6 +900,10 @@ impl Driver {
                 }
             }
             Effect::Forward(fwd) => self.send_forward(fwd),
+            // Only an ensemble's leader makes these, and `apply_with_origin` takes them out.
+            Effect::Reconfig(call) => {
+                tracing::warn!(conn = call.conn, "reconfig outside an ensemble; ignored")
+            }
             Effect::Close { conn, reason } => {
                 let Some(state) = self.conns.get_mut(&conn) else {
                     return;

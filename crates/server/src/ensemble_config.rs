@@ -538,6 +538,23 @@ fn parse_port(at: &Origin, key: &str, what: &str, text: &str) -> Result<u16, Con
 }
 
 /// One `server.N=...` value.
+/// Parses one member as a reconfig request names it: `server.N=host:peer:election[:role][;[addr:]port]`.
+pub fn parse_member_spec(spec: &str) -> Result<MemberConfig, String> {
+    let (key, value) = spec
+        .trim()
+        .split_once('=')
+        .ok_or_else(|| format!("`{spec}` is not server.N=host:peerPort:electionPort..."))?;
+    let key = key.trim();
+    if !key.starts_with("server.") {
+        return Err(format!("`{key}` is not server.N"));
+    }
+    let at = Origin {
+        file: "reconfig".into(),
+        line: 0,
+    };
+    parse_member(&at, key, value.trim()).map_err(|e| e.to_string())
+}
+
 fn parse_member(at: &Origin, key: &str, value: &str) -> Result<MemberConfig, ConfigError> {
     let id_text = &key["server.".len()..];
     let id = id_text

@@ -55,7 +55,8 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    pub(crate) fn io(path: impl AsRef<Path>, source: io::Error) -> Self {
+    /// An I/O error on `path`.
+    pub fn io(path: impl AsRef<Path>, source: io::Error) -> Self {
         StorageError::Io {
             path: path.as_ref().to_path_buf(),
             source: Arc::new(source),

@@ -100,7 +100,7 @@ pub use inspect::{list_logs, list_snapshots, verify, SegmentInfo, SnapshotInfo, 
 pub use lock::{DirLock, LOCK_FILE_NAME};
 pub use purge::{purge, PurgeReport, MIN_SNAP_RETAIN_COUNT};
 pub use raft_inspect::{inspect_raft_log, read_raft_segment, RaftLogInfo, RaftSegmentInfo};
-pub use raft_log::{RaftEntry, RaftLog, RaftLogId, RaftLogOptions};
+pub use raft_log::{PendingSync, RaftEntry, RaftLog, RaftLogId, RaftLogOptions};
 pub use raft_segment::raft_segment_name;
 pub use recovery::{recover, Recovered};
 pub use scan::{LogIter, LogRecord, SegmentScan, Tail};

@@ -155,6 +155,31 @@ impl Segment {
     }
 }
 
+/// Makes a batch written by [`RaftLog::append_unsynced`] durable (one fdatasync of its
+/// segment; several pending syncs of one segment may share one call). Does nothing when the
+/// log was opened without `force_sync`.
+pub struct PendingSync {
+    file: File,
+    path: PathBuf,
+    enabled: bool,
+}
+
+impl PendingSync {
+    pub fn sync(&self) -> Result<(), StorageError> {
+        if self.enabled {
+            self.file
+                .sync_data()
+                .map_err(|e| StorageError::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether two pending syncs are for the same segment (one `sync` covers both).
+    pub fn same_file(&self, other: &PendingSync) -> bool {
+        self.path == other.path
+    }
+}
+
 /// Durable Raft log store. Owned by one thread; callers wrap it (e.g. in a mutex or a
 /// dedicated task) for shared use.
 pub struct RaftLog {
@@ -370,8 +395,31 @@ impl RaftLog {
     /// `last_purged + 1`, or 0 or 1 if nothing was ever purged. On error nothing of the batch
     /// is in the log.
     pub fn append(&mut self, entries: &[RaftEntry]) -> Result<(), StorageError> {
-        let Some(head) = entries.first() else {
+        let Some(pending) = self.write_batch(entries, self.opts.force_sync)? else {
             return Ok(());
+        };
+        drop(pending);
+        Ok(())
+    }
+
+    /// Writes entries like [`RaftLog::append`] (readable at once) but leaves making them
+    /// durable to the caller: the returned [`PendingSync`] does it, outside any lock the
+    /// caller holds around the log, so one fdatasync can cover several batches. `None` for an
+    /// empty batch.
+    pub fn append_unsynced(
+        &mut self,
+        entries: &[RaftEntry],
+    ) -> Result<Option<PendingSync>, StorageError> {
+        self.write_batch(entries, false)
+    }
+
+    fn write_batch(
+        &mut self,
+        entries: &[RaftEntry],
+        sync_now: bool,
+    ) -> Result<Option<PendingSync>, StorageError> {
+        let Some(head) = entries.first() else {
+            return Ok(None);
         };
         let start = match (self.last, self.last_purged) {
             (Some(l), _) => l.0 + 1,
@@ -410,7 +458,7 @@ impl RaftLog {
             self.dirty_from = Some(seg.end_offset);
             return Err(StorageError::io(&seg.path, e));
         }
-        if self.opts.force_sync {
+        if sync_now {
             if let Err(e) = file.sync_data() {
                 // After a failed fdatasync the page cache state is unknown: cut back and
                 // rewrite is the only safe continuation.
@@ -426,12 +474,19 @@ impl RaftLog {
         }
         seg.end_offset = offset;
         seg.file_len = seg.file_len.max(offset);
+        let path = seg.path.clone();
+        let handle = file.try_clone().map_err(|e| StorageError::io(&path, e));
         self.last = entries.last().map(RaftEntry::id);
         for e in entries {
             self.cache_push(e.clone());
         }
         tracing::trace!(entries = entries.len(), last = ?self.last, "raft log batch appended");
-        Ok(())
+        let handle = handle?;
+        Ok(Some(PendingSync {
+            file: handle,
+            path,
+            enabled: self.opts.force_sync,
+        }))
     }
 
     /// Removes every entry with index >= `index`, durably (a conflicting suffix written under

@@ -314,6 +314,7 @@ fn describe(txn: &Txn) -> String {
             t.version,
             show_data(&t.data)
         ),
+        Txn::Reconfig(t) => format!("reconfig {} data={}", t.path, show_data(&t.data)),
         Txn::SetAcl(t) => format!("setACL {} version={} acl={:?}", t.path, t.version, t.acl),
         Txn::Check(t) => format!("check {} version={}", t.path, t.version),
         Txn::Multi(ops) => {

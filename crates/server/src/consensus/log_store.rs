@@ -3,14 +3,20 @@
 //! The log is shared between openraft's storage task (appends, truncation, purge, votes) and
 //! its replication readers, so it sits behind a mutex; every call that may touch the disk runs
 //! on tokio's blocking pool so no async worker waits on an fsync.
+//!
+//! Group commit: `append` writes the entries (readable at once, as openraft requires) and
+//! returns; a sync thread makes them durable and only then reports them flushed. Everything
+//! appended while one fdatasync runs shares the next one, so a leader under load pays one
+//! fsync per batch, not per entry. Truncation and purge first wait for the syncs queued before
+//! them.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 
 use bytes::Bytes;
-use corral_storage::{RaftEntry, RaftLog, RaftLogOptions, StorageError as DiskError};
+use corral_storage::{PendingSync, RaftEntry, RaftLog, RaftLogOptions, StorageError as DiskError};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
     CommittedLeaderId, Entry, ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError,
@@ -25,6 +31,51 @@ const INDEX_SHIFT: u64 = 1;
 #[derive(Clone)]
 pub struct LogStore {
     log: Arc<Mutex<RaftLog>>,
+    syncer: std_mpsc::Sender<SyncOp>,
+}
+
+/// Work for the sync thread, in submission order.
+enum SyncOp {
+    /// Entries written but not yet durable; `None` when nothing was written.
+    Flush(Option<PendingSync>, LogFlushed<TypeConfig>),
+    /// Answered once every flush queued before it is done.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Makes appended batches durable, several per fdatasync, and reports them flushed in order.
+fn sync_loop(ops: std_mpsc::Receiver<SyncOp>) {
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = ops.try_recv() {
+            batch.push(more);
+        }
+        // One fdatasync per segment touched (almost always one).
+        let mut synced: Vec<&PendingSync> = Vec::new();
+        let mut failure: Option<String> = None;
+        for op in &batch {
+            if let SyncOp::Flush(Some(p), _) = op {
+                if failure.is_none() && !synced.iter().any(|s| s.same_file(p)) {
+                    if let Err(e) = p.sync() {
+                        failure = Some(e.to_string());
+                    }
+                    synced.push(p);
+                }
+            }
+        }
+        // Later batches may have reused the same segment: a sync issued after their write
+        // covers them, so sync order within the batch does not matter.
+        for op in batch {
+            match op {
+                SyncOp::Flush(_, callback) => match &failure {
+                    None => callback.log_io_completed(Ok(())),
+                    Some(e) => callback.log_io_completed(Err(std::io::Error::other(e.clone()))),
+                },
+                SyncOp::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
 }
 
 fn io_err(
@@ -45,9 +96,21 @@ impl LogStore {
             force_sync,
             ..RaftLogOptions::default()
         };
-        Ok(LogStore {
-            log: Arc::new(Mutex::new(RaftLog::open(dir, opts)?)),
-        })
+        let log = Arc::new(Mutex::new(RaftLog::open(dir, opts)?));
+        let (syncer, ops) = std_mpsc::channel();
+        std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn(move || sync_loop(ops))
+            .map_err(|e| DiskError::io(dir, e))?;
+        Ok(LogStore { log, syncer })
+    }
+
+    /// Waits until every flush queued so far is done.
+    async fn flushed(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.syncer.send(SyncOp::Barrier(done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Runs `f` on the log on the blocking pool.
@@ -183,11 +246,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 payload: Bytes::from(bincode::serialize(&e).expect("in-memory serialization")),
             })
             .collect();
-        // Durable when `append` returns: the callback may fire right away.
-        let result = self.with_log(move |log| log.append(&records)).await;
+        let result = self
+            .with_log(move |log| log.append_unsynced(&records))
+            .await;
         match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
+            Ok(pending) => {
+                if let Err(std_mpsc::SendError(SyncOp::Flush(_, callback))) =
+                    self.syncer.send(SyncOp::Flush(pending, callback))
+                {
+                    callback.log_io_completed(Err(std::io::Error::other("raft log closed")));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -200,6 +268,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<MemberId>) -> Result<(), StorageError<MemberId>> {
         let from = log_id.index + INDEX_SHIFT;
+        self.flushed().await;
         self.with_log(move |log| log.truncate_from(from))
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
@@ -211,6 +280,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log_id.leader_id.term,
             log_id.leader_id.node_id,
         );
+        self.flushed().await;
         self.with_log(move |log| log.purge_through(index, term, leader))
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))

@@ -31,11 +31,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use corral_proto::records::Id;
 use corral_proto::SessionId;
-use openraft::{BasicNode, Raft, ServerState};
+use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{EnsembleConfig, MemberRole};
+use crate::config::{EnsembleConfig, MemberConfig, MemberRole};
 use crate::core::{ConnId, Forward, ForwardRequest, SnapshotView};
 use crate::net::peer::{PeerClient, PeerHandler, PeerLimits, PeerServer};
 
@@ -258,7 +258,7 @@ pub struct Consensus {
     my_id: MemberId,
     log: LogStore,
     raft: Raft<TypeConfig>,
-    peers: HashMap<MemberId, PeerClient>,
+    peers: network::Peers,
     proposals: mpsc::UnboundedSender<Payload>,
     _peer_server: PeerServer,
     status: watch::Receiver<Status>,
@@ -269,10 +269,12 @@ pub struct Consensus {
 /// the default tickTime of 2000 ms gives heartbeats every 100 ms and elections after 400–800 ms
 /// of silence (ZooKeeper's leader is given up after syncLimit ticks; Raft reacts faster).
 fn raft_config(ensemble: &EnsembleConfig, tick_time_ms: i32, snap_count: u64) -> openraft::Config {
-    let election_min_ms = (tick_time_ms.max(250) as u64) / 5;
+    // openraft's followers wait the leader lease (= election_timeout_max) plus an election
+    // timeout after the last heartbeat, so a dead leader is replaced after 1.5–2 × max.
+    let election_min_ms = (tick_time_ms.max(1000) as u64) / 20;
     openraft::Config {
         cluster_name: "corral".into(),
-        heartbeat_interval: (election_min_ms / 4).max(10),
+        heartbeat_interval: (election_min_ms / 3).max(10),
         election_timeout_min: election_min_ms,
         election_timeout_max: election_min_ms * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snap_count.max(100)),
@@ -329,13 +331,14 @@ impl Consensus {
             }
             None => None,
         };
-        let mut peers = HashMap::new();
+        let mut known = HashMap::new();
         for m in &ensemble.members {
             if m.id != my_id {
                 let addr = format!("{}:{}", m.host, m.peer_port);
-                peers.insert(m.id, PeerClient::new(my_id, m.id, addr, limits.clone()));
+                known.insert(m.id, PeerClient::new(my_id, m.id, addr, limits.clone()));
             }
         }
+        let peers = network::Peers::new(my_id, known, limits.clone());
         let network = network::Network::new(peers.clone());
         let raft = Raft::new(my_id, config, network, log.clone(), sm)
             .await
@@ -367,10 +370,8 @@ impl Consensus {
         if !initialized && me.role == MemberRole::Participant {
             // Every participant proposes the same initial membership; openraft makes them one
             // identical entry, so any majority can form the ensemble on first start.
-            let voters: BTreeMap<MemberId, BasicNode> = ensemble
-                .voters()
-                .map(|m| (m.id, BasicNode::new(format!("{}:{}", m.host, m.peer_port))))
-                .collect();
+            let voters: BTreeMap<MemberId, BasicNode> =
+                ensemble.voters().map(|m| (m.id, node_of(m))).collect();
             if let Err(e) = raft.initialize(voters).await {
                 tracing::debug!(error = %e, "ensemble already initialized elsewhere");
             }
@@ -378,11 +379,8 @@ impl Consensus {
 
         let (proposals, proposal_rx) = mpsc::unbounded_channel();
         tokio::spawn(propose_loop(raft.clone(), proposal_rx));
-        let observers: BTreeSet<MemberId> = ensemble.observers().map(|m| m.id).collect();
-        let learner_addrs: BTreeMap<MemberId, String> = ensemble
-            .observers()
-            .map(|m| (m.id, format!("{}:{}", m.host, m.peer_port)))
-            .collect();
+        let learner_addrs: BTreeMap<MemberId, BasicNode> =
+            ensemble.observers().map(|m| (m.id, node_of(m))).collect();
         let (status_tx, status) = watch::channel(Status {
             my_id,
             ..Status::default()
@@ -390,7 +388,6 @@ impl Consensus {
         tokio::spawn(watch_metrics(
             raft.clone(),
             my_id,
-            observers,
             learner_addrs,
             events,
             status_tx,
@@ -456,7 +453,7 @@ impl Consensus {
         leader: MemberId,
         fwd: &Forward,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
-        let client = self.peers.get(&leader).cloned();
+        let client = self.peers.get(leader, &self.raft);
         let body = encode(&WireForward::from(fwd));
         async move {
             let client = client.ok_or_else(|| format!("member {leader} is not a peer"))?;
@@ -469,7 +466,7 @@ impl Consensus {
 
     /// Tells the leader which sessions this member's clients kept alive.
     pub fn send_touches(&self, leader: MemberId, sessions: Vec<SessionId>) {
-        if let Some(client) = self.peers.get(&leader).cloned() {
+        if let Some(client) = self.peers.get(leader, &self.raft) {
             let body = encode(&sessions);
             tokio::spawn(async move {
                 if let Err(e) = client.call(kind::TOUCH, body, FORWARD_TIMEOUT).await {
@@ -479,20 +476,78 @@ impl Consensus {
         }
     }
 
+    /// Carries out a reconfig request (leader): new participants and observers are added as
+    /// learners and caught up first, then the voter set changes (openraft's joint consensus).
+    /// Returns the new membership as `/zookeeper/config`'s `server.N=` lines, each ending with
+    /// a newline.
+    pub fn reconfigure(
+        &self,
+        joining: &str,
+        leaving: &str,
+        new_members: &str,
+    ) -> impl std::future::Future<Output = Result<String, ReconfigError>> + Send + 'static {
+        let raft = self.raft.clone();
+        let plan = plan_reconfig(&self.raft.metrics().borrow(), joining, leaving, new_members);
+        async move {
+            let plan = plan?;
+            for (id, node) in &plan.add_learners {
+                tracing::info!(member = id, node = %node.addr, "reconfig: adding and catching up a member");
+                raft.add_learner(*id, node.clone(), true)
+                    .await
+                    .map_err(|e| ReconfigError::Failed(e.to_string()))?;
+            }
+            if plan.voters != plan.old_voters {
+                tracing::info!(voters = ?plan.voters, "reconfig: changing the voters");
+                raft.change_membership(ChangeMembers::ReplaceAllVoters(plan.voters.clone()), true)
+                    .await
+                    .map_err(|e| ReconfigError::Failed(e.to_string()))?;
+            }
+            if !plan.remove.is_empty() {
+                raft.change_membership(ChangeMembers::RemoveNodes(plan.remove.clone()), false)
+                    .await
+                    .map_err(|e| ReconfigError::Failed(e.to_string()))?;
+            }
+            let m = raft.metrics().borrow().membership_config.clone();
+            let mut text = String::new();
+            for (id, node) in m.membership().nodes() {
+                let role = if m.membership().voter_ids().any(|v| v == *id) {
+                    "participant"
+                } else {
+                    "observer"
+                };
+                text.push_str(&format!(
+                    "server.{id}={}\n",
+                    spec_with_role(&node.addr, role)
+                ));
+            }
+            Ok(text)
+        }
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
     }
 }
 
-/// Sends proposals to openraft one at a time, so log order is call order.
+/// Sends proposals to openraft one at a time, so log order is call order. The outcome of each
+/// reaches the driver through the state machine; openraft's per-entry answers are awaited here
+/// only so they are consumed (an answer nobody waits for is logged by openraft as a warning).
 async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Payload>) {
-    while let Some(p) = rx.recv().await {
-        match raft.client_write_ff(p).await {
-            Ok(_answer) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "raft stopped; proposals are dropped");
-                return;
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let mut answers = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            p = rx.recv() => {
+                let Some(p) = p else { return };
+                match raft.client_write_ff(p).await {
+                    Ok(answer) => answers.push(answer),
+                    Err(e) => {
+                        tracing::error!(error = %e, "raft stopped; proposals are dropped");
+                        return;
+                    }
+                }
             }
+            Some(_) = answers.next(), if !answers.is_empty() => {}
         }
     }
 }
@@ -502,8 +557,7 @@ async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Pa
 async fn watch_metrics(
     raft: Raft<TypeConfig>,
     my_id: MemberId,
-    observers: BTreeSet<MemberId>,
-    learner_addrs: BTreeMap<MemberId, String>,
+    learner_addrs: BTreeMap<MemberId, BasicNode>,
     events: mpsc::UnboundedSender<Event>,
     status_tx: watch::Sender<Status>,
 ) {
@@ -517,11 +571,13 @@ async fn watch_metrics(
         let learners: Vec<MemberId> = membership.learner_ids().collect();
         let state = match m.state {
             ServerState::Leader => MemberState::Leader,
+            // A member that is not a voter (an observer, or a new member being caught up
+            // before a reconfig makes it a participant) only observes.
             ServerState::Follower if m.current_leader.is_some() => {
-                if observers.contains(&my_id) {
-                    MemberState::Observer
-                } else {
+                if voters.contains(&my_id) {
                     MemberState::Follower
+                } else {
+                    MemberState::Observer
                 }
             }
             ServerState::Learner if m.current_leader.is_some() => MemberState::Observer,
@@ -573,15 +629,23 @@ async fn watch_metrics(
             let known_learners: BTreeSet<MemberId> = status.learners.iter().copied().collect();
             tokio::spawn(async move {
                 // Confirms leadership with a quorum and waits until this member applied every
-                // entry up to its own first entry of the term.
-                match raft2.ensure_linearizable().await {
+                // entry up to its own first entry of the term. Peers that are still starting
+                // make it fail: retry while this member leads the same term.
+                let mut ready = raft2.ensure_linearizable().await;
+                while ready.is_err() {
+                    let m = raft2.metrics().borrow().clone();
+                    if m.state != ServerState::Leader || m.current_term != term {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    ready = raft2.ensure_linearizable().await;
+                }
+                match ready {
                     Ok(_) => {
                         let _ = events2.send(Event::LeaderReady { term });
-                        for (id, addr) in learner_addrs {
+                        for (id, node) in learner_addrs {
                             if !known_learners.contains(&id) {
-                                if let Err(e) =
-                                    raft2.add_learner(id, BasicNode::new(addr), false).await
-                                {
+                                if let Err(e) = raft2.add_learner(id, node, false).await {
                                     tracing::warn!(observer = id, error = %e, "cannot add observer");
                                 }
                             }
@@ -721,4 +785,138 @@ fn encode<T: Serialize>(value: &T) -> Bytes {
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
     bincode::deserialize(bytes).map_err(|e| format!("undecodable peer message: {e}"))
+}
+
+/// Why a reconfig request failed (mapped to ZooKeeper's codes by the caller).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconfigError {
+    /// The request is malformed or would leave no voter (ZooKeeper: BadArguments).
+    #[error("bad reconfig request: {0}")]
+    BadArguments(String),
+    /// The change could not be carried out (ZooKeeper: NewConfigNoQuorum).
+    #[error("reconfig failed: {0}")]
+    Failed(String),
+}
+
+/// A member's Raft node: its `server.N` right-hand side (`host:peer:election:role;addr:port`),
+/// so the membership alone can print `/zookeeper/config` and find a member's peer port.
+fn node_of(m: &MemberConfig) -> BasicNode {
+    BasicNode::new(m.zk_spec())
+}
+
+/// `host:peer` of a node's spec (also accepts a bare `host:peer`).
+pub(crate) fn peer_addr(spec: &str) -> String {
+    let server = spec.split(';').next().unwrap_or_default();
+    let mut parts: Vec<&str> = server.rsplitn(4, ':').collect();
+    parts.reverse();
+    // [host, peer, election, role] or [host.., peer, election] or [host, peer]
+    if parts.len() == 4 && parts[3].chars().all(|c| c.is_ascii_alphabetic()) {
+        return format!("{}:{}", parts[0], parts[1]);
+    }
+    let mut parts: Vec<&str> = server.rsplitn(3, ':').collect();
+    parts.reverse();
+    match parts.as_slice() {
+        [host, peer, _election] => format!("{host}:{peer}"),
+        _ => server.to_string(),
+    }
+}
+
+/// The spec with its role word set to `role`.
+fn spec_with_role(spec: &str, role: &str) -> String {
+    let (server, client) = match spec.split_once(';') {
+        Some((s, c)) => (s, Some(c)),
+        None => (spec, None),
+    };
+    let base = match server.rsplit_once(':') {
+        Some((rest, last)) if last.chars().all(|c| c.is_ascii_alphabetic()) => rest,
+        _ => server,
+    };
+    match client {
+        Some(c) => format!("{base}:{role};{c}"),
+        None => format!("{base}:{role}"),
+    }
+}
+
+struct ReconfigPlan {
+    add_learners: Vec<(MemberId, BasicNode)>,
+    old_voters: BTreeSet<MemberId>,
+    voters: BTreeSet<MemberId>,
+    remove: BTreeSet<MemberId>,
+}
+
+/// What a reconfig request asks for, against the current membership. Incremental form:
+/// `joining` (comma-separated `server.N=...`) and `leaving` (comma-separated ids);
+/// non-incremental: `new_members` (the whole new list).
+fn plan_reconfig(
+    m: &RaftMetrics<MemberId, BasicNode>,
+    joining: &str,
+    leaving: &str,
+    new_members: &str,
+) -> Result<ReconfigPlan, ReconfigError> {
+    let membership = m.membership_config.membership();
+    let old_voters: BTreeSet<MemberId> = membership.voter_ids().collect();
+    let current: BTreeMap<MemberId, BasicNode> =
+        membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+    let parse_list = |text: &str| -> Result<Vec<MemberConfig>, ReconfigError> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                crate::ensemble_config::parse_member_spec(s).map_err(ReconfigError::BadArguments)
+            })
+            .collect()
+    };
+    let (wanted, leaving_ids): (Vec<MemberConfig>, BTreeSet<MemberId>) =
+        if !new_members.trim().is_empty() {
+            let wanted = parse_list(new_members)?;
+            let keep: BTreeSet<MemberId> = wanted.iter().map(|m| m.id).collect();
+            let gone = current
+                .keys()
+                .filter(|id| !keep.contains(id))
+                .copied()
+                .collect();
+            (wanted, gone)
+        } else {
+            let mut ids = BTreeSet::new();
+            for t in leaving.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let id = t.parse::<MemberId>().map_err(|_| {
+                    ReconfigError::BadArguments(format!("`{t}` is not a server id"))
+                })?;
+                ids.insert(id);
+            }
+            (parse_list(joining)?, ids)
+        };
+    let mut voters: BTreeSet<MemberId> = old_voters
+        .iter()
+        .filter(|v| !leaving_ids.contains(v))
+        .copied()
+        .collect();
+    let mut add_learners = Vec::new();
+    for w in &wanted {
+        let node = node_of(w);
+        if current.get(&w.id).map(|n| peer_addr(&n.addr)) != Some(peer_addr(&node.addr))
+            || !current.contains_key(&w.id)
+        {
+            add_learners.push((w.id, node));
+        }
+        match w.role {
+            MemberRole::Participant => {
+                voters.insert(w.id);
+            }
+            MemberRole::Observer => {
+                voters.remove(&w.id);
+            }
+        }
+    }
+    if voters.is_empty() {
+        return Err(ReconfigError::BadArguments(
+            "the new configuration has no participant".into(),
+        ));
+    }
+    Ok(ReconfigPlan {
+        add_learners,
+        old_voters,
+        voters,
+        remove: leaving_ids,
+    })
 }

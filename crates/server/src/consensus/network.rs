@@ -1,6 +1,7 @@
 //! openraft's network: Raft RPCs over the peer transport (`net::peer`), bincode-encoded.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
@@ -11,20 +12,71 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, Raft};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{kind, MemberId, TypeConfig};
-use crate::net::peer::{PeerClient, PeerError};
+use crate::net::peer::{PeerClient, PeerError, PeerLimits};
+
+/// One client per other member, made when first needed: members added by a reconfig are
+/// reached at the peer address their Raft node names.
+#[derive(Clone)]
+pub struct Peers {
+    my_id: MemberId,
+    limits: PeerLimits,
+    clients: Arc<Mutex<HashMap<MemberId, PeerClient>>>,
+}
+
+impl Peers {
+    pub fn new(my_id: MemberId, known: HashMap<MemberId, PeerClient>, limits: PeerLimits) -> Peers {
+        Peers {
+            my_id,
+            limits,
+            clients: Arc::new(Mutex::new(known)),
+        }
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<MemberId, PeerClient>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client of `id`, made from the node's spec if there is none yet; a known member
+    /// whose address changed is redirected.
+    pub fn for_node(&self, id: MemberId, node: &BasicNode) -> PeerClient {
+        let addr = super::peer_addr(&node.addr);
+        let mut clients = self.clients();
+        let client = clients
+            .entry(id)
+            .or_insert_with(|| PeerClient::new(self.my_id, id, addr.clone(), self.limits.clone()))
+            .clone();
+        client.set_addr(addr);
+        client
+    }
+
+    /// The client of `id`, looking its address up in the membership when it is not known.
+    pub fn get(&self, id: MemberId, raft: &Raft<TypeConfig>) -> Option<PeerClient> {
+        if let Some(c) = self.clients().get(&id) {
+            return Some(c.clone());
+        }
+        let node = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()?;
+        Some(self.for_node(id, &node))
+    }
+}
 
 #[derive(Clone)]
 pub struct Network {
-    peers: HashMap<MemberId, PeerClient>,
+    peers: Peers,
 }
 
 impl Network {
-    pub fn new(peers: HashMap<MemberId, PeerClient>) -> Network {
+    pub fn new(peers: Peers) -> Network {
         Network { peers }
     }
 }
@@ -32,10 +84,10 @@ impl Network {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
-    async fn new_client(&mut self, target: MemberId, _node: &BasicNode) -> Connection {
+    async fn new_client(&mut self, target: MemberId, node: &BasicNode) -> Connection {
         Connection {
             target,
-            client: self.peers.get(&target).cloned(),
+            client: Some(self.peers.for_node(target, node)),
         }
     }
 }

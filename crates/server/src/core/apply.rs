@@ -36,6 +36,11 @@ pub(super) enum Outcome {
     /// A wire error code; 0 appears inside failed multis for the ops before the failing one.
     Error(i32),
     Multi(Vec<Outcome>),
+    /// The new membership: the reply is the new `/zookeeper/config` (data and stat).
+    Reconfig {
+        data: corral_proto::records::Data,
+        stat: Stat,
+    },
 }
 
 impl Outcome {
@@ -56,6 +61,12 @@ impl Outcome {
             Outcome::Stat(s) => Ok(Response::Stat(s)),
             Outcome::Error(e) => Err(ZkError::from_code(e).unwrap_or(ZkError::SystemError)),
             Outcome::Multi(v) => Ok(Response::Multi(v.into_iter().map(to_op_result).collect())),
+            Outcome::Reconfig { data, stat } => {
+                Ok(Response::GetData(corral_proto::records::GetDataResponse {
+                    data,
+                    stat,
+                }))
+            }
         }
     }
 }
@@ -72,7 +83,9 @@ fn to_op_result(o: Outcome) -> OpResult {
         }
         Outcome::Deleted => OpResult::Delete,
         Outcome::Stat(s) => OpResult::SetData(s),
-        Outcome::Checked | Outcome::Session | Outcome::Multi(_) => OpResult::Check,
+        Outcome::Checked | Outcome::Session | Outcome::Multi(_) | Outcome::Reconfig { .. } => {
+            OpResult::Check
+        }
         Outcome::Error(e) => OpResult::Error(e),
     }
 }
@@ -116,6 +129,22 @@ impl Core {
                 triggers,
             ),
             Txn::Delete { txn, .. } => self.apply_delete(&txn.path, h.zxid, triggers),
+            Txn::Reconfig(t) => {
+                match self
+                    .tree
+                    .set_data(&t.path, t.data.clone(), t.version, h.zxid, h.time_ms)
+                {
+                    Ok(stat) => {
+                        let acl = self.acl_of(&t.path);
+                        triggers.push(Trigger::DataChanged(t.path.clone(), acl));
+                        Outcome::Reconfig {
+                            data: t.data.clone(),
+                            stat,
+                        }
+                    }
+                    Err(e) => Outcome::Error(e.code()),
+                }
+            }
             Txn::SetData(t) => {
                 match self
                     .tree

@@ -64,6 +64,8 @@ pub struct CoreConfig {
     pub container_check_interval_ms: i64,
     /// Fail writes that exceed a hard quota (`zookeeper.enforceQuota`).
     pub enforce_quota: bool,
+    /// `reconfigEnabled`: membership changes through the reconfig request (ensemble only).
+    pub reconfig_enabled: bool,
 }
 
 impl Default for CoreConfig {
@@ -79,6 +81,7 @@ impl Default for CoreConfig {
             session_secret: [0; 16],
             container_check_interval_ms: 60_000,
             enforce_quota: true,
+            reconfig_enabled: false,
         }
     }
 }
@@ -93,6 +96,19 @@ pub enum Effect {
     /// A member that is not the leader hands a request to the leader (ensemble only). The
     /// reply comes from [`Core::apply_committed`] once the leader's txn is committed.
     Forward(Forward),
+    /// The leader must change the ensemble's membership, then answer with
+    /// [`Core::commit_reconfig`] or [`Core::fail_reconfig`].
+    Reconfig(ReconfigCall),
+}
+
+/// A permitted reconfig request, for the consensus layer to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconfigCall {
+    /// The local connection waiting, or [`REMOTE_CONN`] for one on another member.
+    pub conn: ConnId,
+    pub session: SessionId,
+    pub xid: i32,
+    pub request: corral_proto::records::ReconfigRequest,
 }
 
 /// The connection id under which the leader prepares requests forwarded by other members:
@@ -309,6 +325,13 @@ impl Core {
         }
     }
 
+    /// Keeps the window of recent changes from now on, not only once a persistent watch exists
+    /// here: in an ensemble a client's persistent watches may move here from another member,
+    /// and the changes it missed must be replayable.
+    pub fn keep_replay_window(&mut self) {
+        self.recent.arm();
+    }
+
     /// Switches between preparing writes here (leader, standalone) and forwarding them.
     pub fn set_role(&mut self, role: Role) {
         self.role = role;
@@ -318,13 +341,88 @@ impl Core {
         }
     }
 
-    /// The text of `/zookeeper/config` (ZooKeeper's membership format). Every member sets the
-    /// same text from the same configuration, so the node stays identical across members.
-    pub fn set_config_text(&mut self, text: &str) {
-        const CONFIG: &str = "/zookeeper/config";
-        let version = self.tree.get(CONFIG).map_or(0, |n| n.version());
+    /// Sets the text of `/zookeeper/config` (ZooKeeper's membership format) unless the
+    /// replicated state already has one (from a reconfig). Every member of a new ensemble sets
+    /// the same text from the same configuration, so the node is identical across members.
+    pub fn set_config_text_if_empty(&mut self, text: &str) {
+        let version = match self.tree.get(CONFIG_NODE) {
+            Some(n) if n.data_len() == 0 => n.version(),
+            _ => return,
+        };
         let data = Some(Bytes::copy_from_slice(text.as_bytes()));
-        let _ = self.tree.set_data(CONFIG, data, version, 0, 0);
+        let _ = self.tree.set_data(CONFIG_NODE, data, version, 0, 0);
+    }
+
+    /// A reconfig request (leader): checks it may happen and hands it to the driver.
+    fn reconfig(
+        &mut self,
+        conn: ConnId,
+        auth: &[Id],
+        session: SessionId,
+        xid: i32,
+        request: corral_proto::records::ReconfigRequest,
+        step: &mut Step,
+    ) {
+        let denied = if !self.config.reconfig_enabled {
+            Some(ZkError::ReconfigDisabled)
+        } else {
+            // As ZooKeeper 3.5.3+: only who may write /zookeeper/config (the super user, unless
+            // an operator grants it) may change the membership.
+            let acl = self
+                .tree
+                .get(CONFIG_NODE)
+                .map(|n| self.tree.acl_table().get(n.acl_id()).clone())
+                .unwrap_or_default();
+            acl::check(&acl, corral_proto::perms::WRITE, auth).err()
+        };
+        if let Some(e) = denied {
+            self.send_reply(step, conn, xid, Err(e));
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            // Later requests of the connection wait for the outcome.
+            c.forwarded += 1;
+        }
+        step.effects.push(Effect::Reconfig(ReconfigCall {
+            conn,
+            session,
+            xid,
+            request,
+        }));
+    }
+
+    /// The membership change of `call` is done: logs the new `/zookeeper/config` (`members` is
+    /// its `server.N=` lines; the version line is the txn's zxid, as ZooKeeper's) and answers a
+    /// local connection (a remote one is answered by its member when it applies the txn).
+    pub fn commit_reconfig(&mut self, call: &ReconfigCall, members: &str, now: Now) -> Step {
+        let mut step = Step::default();
+        let header = self.next_header(call.session, call.xid, now);
+        let text = format!("{members}version={:x}", header.zxid);
+        let version = self.tree.get(CONFIG_NODE).map_or(0, |n| n.version()) + 1;
+        let txn = Txn::Reconfig(corral_proto::records::SetDataTxn {
+            path: CONFIG_NODE.into(),
+            data: Some(Bytes::from(text)),
+            version,
+        });
+        let outcome = self.commit(header, txn, &mut step);
+        if self.conns.contains_key(&call.conn) {
+            self.send_reply(&mut step, call.conn, call.xid, outcome.into_reply());
+            self.forward_done(call.conn, now, &mut step);
+        }
+        step
+    }
+
+    /// The membership change of `call` failed with `error`: an error txn (so a forwarding
+    /// member answers its client in order) and the answer to a local connection.
+    pub fn fail_reconfig(&mut self, call: &ReconfigCall, error: ZkError, now: Now) -> Step {
+        let mut step = Step::default();
+        let header = self.next_header(call.session, call.xid, now);
+        self.commit(header, Txn::Error(error.code()), &mut step);
+        if self.conns.contains_key(&call.conn) {
+            self.send_reply(&mut step, call.conn, call.xid, Err(error));
+            self.forward_done(call.conn, now, &mut step);
+        }
+        step
     }
 
     pub fn role(&self) -> Role {
@@ -532,6 +630,9 @@ impl Core {
                     return step;
                 }
                 match req {
+                    Request::Reconfig(r) => {
+                        self.reconfig(REMOTE_CONN, &fwd.auth, session, header.xid, r, &mut step);
+                    }
                     Request::CloseSession => {
                         self.close_session(session, header.xid, now, &mut step);
                     }
@@ -1011,6 +1112,10 @@ impl Core {
                 let zxid = self.last_zxid;
                 self.send_header(step, conn, xid, zxid, 0);
             }
+            Request::Reconfig(r) => {
+                let auth = self.auth_of(conn);
+                self.reconfig(conn, &auth, session, xid, r, step);
+            }
             Request::CloseSession => {
                 let zxid = self.close_session(session, xid, now, step);
                 self.send_header(step, conn, xid, zxid, 0);
@@ -1382,6 +1487,9 @@ impl Core {
         self.send(step, conn, out);
     }
 }
+
+/// The node that holds the ensemble's membership.
+const CONFIG_NODE: &str = "/zookeeper/config";
 
 /// Requests a follower cannot answer alone: writes go through the leader, and `sync` must be
 /// ordered behind the leader's commits.

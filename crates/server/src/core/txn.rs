@@ -29,6 +29,9 @@ pub enum Txn {
     Multi(Vec<Txn>),
     CreateSession(CreateSessionTxn),
     CloseSession(CloseSessionTxn),
+    /// A membership change: the new text of `/zookeeper/config` (ZooKeeper logs reconfig as
+    /// a setData of that node under the reconfig type).
+    Reconfig(SetDataTxn),
     Error(i32),
 }
 
@@ -44,6 +47,7 @@ impl Txn {
             Txn::Multi(_) => OpCode::Multi.code(),
             Txn::CreateSession(_) => OpCode::CreateSession.code(),
             Txn::CloseSession(_) => OpCode::CloseSession.code(),
+            Txn::Reconfig(_) => OpCode::Reconfig.code(),
             Txn::Error(_) => OpCode::Error.code(),
         }
     }
@@ -54,7 +58,7 @@ impl Txn {
             Txn::CreateContainer(t) => t.write(w),
             Txn::CreateTtl(t) => t.write(w),
             Txn::Delete { txn, .. } => txn.write(w),
-            Txn::SetData(t) => t.write(w),
+            Txn::SetData(t) | Txn::Reconfig(t) => t.write(w),
             Txn::SetAcl(t) => t.write(w),
             Txn::Check(t) => t.write(w),
             Txn::Multi(txns) => {
@@ -91,6 +95,7 @@ impl Txn {
                 txn: DeleteTxn::read(r)?,
             },
             OpCode::SetData => Txn::SetData(SetDataTxn::read(r)?),
+            OpCode::Reconfig => Txn::Reconfig(SetDataTxn::read(r)?),
             OpCode::SetAcl => Txn::SetAcl(SetAclTxn::read(r)?),
             OpCode::Check => Txn::Check(CheckVersionTxn::read(r)?),
             OpCode::Multi => {

@@ -18,11 +18,12 @@ use std::collections::VecDeque;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{core_now, Driver, Inbound, Outbound, ServerError};
+use crate::consensus::ReconfigError;
 use crate::consensus::{
     Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin, Payload, Settings,
     SnapshotImage, SnapshotTaken, Status,
 };
-use crate::core::{ConnId, Core, Forward, ForwardRequest, Role};
+use crate::core::{ConnId, Core, Forward, ForwardRequest, ReconfigCall, Role};
 
 /// The consensus side of a driver that is an ensemble member.
 pub(crate) struct Ensemble {
@@ -45,7 +46,11 @@ pub(crate) struct Ensemble {
     parked: VecDeque<Parked>,
     /// `readonlymode.enabled`: without a leader, serve read-only clients.
     read_only_enabled: bool,
+    reconfigs_tx: mpsc::UnboundedSender<ReconfigResult>,
+    reconfigs: mpsc::UnboundedReceiver<ReconfigResult>,
 }
+
+type ReconfigResult = (ReconfigCall, Option<Origin>, Result<String, ReconfigError>);
 
 /// Input held back while a leader waits to take a snapshot view.
 pub(crate) enum Parked {
@@ -56,6 +61,8 @@ pub(crate) enum Parked {
 pub(crate) enum EnsembleEvent {
     Consensus(Event),
     ForwardFailed(ConnId, String),
+    /// A membership change ended: the new `server.N=` lines, or why it failed.
+    ReconfigDone(ReconfigCall, Option<Origin>, Result<String, ReconfigError>),
 }
 
 /// The next thing the consensus side has to say; never completes for a standalone driver.
@@ -66,6 +73,7 @@ pub(crate) async fn next_event(ensemble: &mut Option<Ensemble>) -> EnsembleEvent
     tokio::select! {
         Some(ev) = e.events.recv() => EnsembleEvent::Consensus(ev),
         Some((conn, why)) = e.failed_forwards.recv() => EnsembleEvent::ForwardFailed(conn, why),
+        Some((call, origin, result)) = e.reconfigs.recv() => EnsembleEvent::ReconfigDone(call, origin, result),
         else => std::future::pending().await,
     }
 }
@@ -90,6 +98,7 @@ impl Ensemble {
             .map_err(ServerError::Consensus)?;
         let log = consensus.log_store();
         let (failed_forwards_tx, failed_forwards) = mpsc::unbounded_channel();
+        let (reconfigs_tx, reconfigs) = mpsc::unbounded_channel();
         let ensemble = Ensemble {
             status: consensus.status(),
             consensus,
@@ -103,6 +112,8 @@ impl Ensemble {
             snapshot_waiting: None,
             parked: VecDeque::new(),
             read_only_enabled: ensemble.read_only_mode_enabled,
+            reconfigs_tx,
+            reconfigs,
         };
         Ok((ensemble, initial))
     }
@@ -128,6 +139,7 @@ impl Ensemble {
             Some(s) => load_image(config, s, now)?,
         };
         core.set_role(self.waiting_role());
+        core.keep_replay_window();
         if let Some(s) = snapshot {
             self.applied = Some((s.index, s.term, s.leader));
             self.secret = s.secret;
@@ -179,6 +191,28 @@ impl Ensemble {
 impl Driver {
     pub(super) fn on_ensemble(&mut self, ev: EnsembleEvent) {
         match ev {
+            EnsembleEvent::ReconfigDone(call, origin, result) => {
+                if !self.ensemble().is_ready_leader() {
+                    // Leadership changed meanwhile: the clients were disconnected already.
+                    return;
+                }
+                let now = core_now();
+                let step = match result {
+                    Ok(members) => {
+                        tracing::info!(members = %members.trim_end().replace('\n', ", "), "membership changed");
+                        self.core.commit_reconfig(&call, &members, now)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconfig refused");
+                        let code = match e {
+                            ReconfigError::BadArguments(_) => corral_proto::ZkError::BadArguments,
+                            ReconfigError::Failed(_) => corral_proto::ZkError::NewConfigNoQuorum,
+                        };
+                        self.core.fail_reconfig(&call, code, now)
+                    }
+                };
+                self.apply_with_origin(step, origin);
+            }
             EnsembleEvent::ForwardFailed(conn, why) => {
                 tracing::info!(
                     conn,
@@ -258,6 +292,7 @@ impl Driver {
         self.close_all_client_connections("the state was replaced by the leader's snapshot");
         self.held.clear();
         self.core = core;
+        self.core.keep_replay_window();
         let role = self.ensemble().waiting_role();
         self.core.set_role(role);
         self.durable_zxid = self.core.last_zxid();
@@ -444,6 +479,21 @@ impl Driver {
         }
     }
 
+    /// Starts the membership change a reconfig request asked for (leader); its end comes back
+    /// as [`EnsembleEvent::ReconfigDone`].
+    pub(super) fn start_reconfig(&mut self, call: ReconfigCall, origin: Option<Origin>) {
+        let e = self.ensemble();
+        let r = &call.request;
+        let work = e
+            .consensus
+            .reconfigure(&r.joining_servers, &r.leaving_servers, &r.new_members);
+        let done = e.reconfigs_tx.clone();
+        tokio::spawn(async move {
+            let result = work.await;
+            let _ = done.send((call, origin, result));
+        });
+    }
+
     /// Sends a follower's forwarded request to the leader; a refusal closes the connection.
     pub(super) fn send_forward(&mut self, fwd: Forward) {
         let e = self.ensemble();
@@ -514,6 +564,7 @@ impl Driver {
             None => (Core::new(self.core_config.clone(), now), 0),
         };
         core.set_role(Role::Follower);
+        core.keep_replay_window();
         if let Some(secret) = self.ensemble().secret {
             core.set_session_secret(secret);
         }
