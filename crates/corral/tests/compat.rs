@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use support::{
-    exclusive, repo_root, require_file, require_kazoo, require_program, run_suite, Server, Target,
+    build_go_suite, exclusive, require_file, require_kazoo, require_program, run_suite, Server,
+    Target,
 };
 
 #[test]
@@ -28,29 +29,7 @@ fn kazoo_suite() {
 #[test]
 fn go_zookeeper_suite() {
     let _serial = exclusive();
-    require_program("go", "the Go toolchain (Debian package golang-go)");
-    require_file(
-        Path::new("/usr/share/gocode/src/github.com/samuel/go-zookeeper/zk"),
-        "the Go client (Debian package golang-github-samuel-go-zookeeper-dev)",
-    );
-    let build_dir = tempfile::tempdir().expect("tempdir");
-    let binary = build_dir.path().join("go-compat");
-    let go_cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-build-cache");
-    let build = Command::new("go")
-        .current_dir(repo_root())
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg("tests/compat/go/main.go")
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env("GOCACHE", &go_cache)
-        .output()
-        .expect("run go build");
-    assert!(
-        build.status.success(),
-        "go build of tests/compat/go failed:\n{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    let (_build_dir, binary) = build_go_suite("tests/compat/go/main.go");
     let server = Server::start_target();
     run_suite("go-zookeeper", Command::new(&binary).arg(server.addr()));
 }

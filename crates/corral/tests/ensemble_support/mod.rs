@@ -25,6 +25,9 @@ const LOG_TAIL_LINES: usize = 60;
 /// ZooKeeper's default tick; Raft elections then happen after 400–800 ms without a leader.
 pub const TICK_TIME_MS: u32 = 2000;
 
+/// Begins the line the harness writes into a member's log before each start.
+const START_MARKER_PREFIX: &str = "===== harness: starting member ";
+
 /// Role of a member as `server.N` declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -86,7 +89,7 @@ impl Member {
             .append(true)
             .open(&self.log_path)
             .expect("member log file");
-        writeln!(log, "===== harness: starting member {} =====", self.id).unwrap();
+        writeln!(log, "{START_MARKER_PREFIX}{} =====", self.id).unwrap();
         let log_err = log.try_clone().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_corral"))
             .arg("server")
@@ -119,6 +122,15 @@ impl Member {
                     self.log()
                 );
             }
+        }
+    }
+
+    /// What the member logged since the harness last started it.
+    pub fn log_since_last_start(&self) -> String {
+        let log = self.log();
+        match log.rfind(START_MARKER_PREFIX) {
+            Some(at) => log[at..].to_string(),
+            None => log,
         }
     }
 
@@ -160,14 +172,15 @@ fn free_ports(n: usize) -> Vec<u16> {
     ports
 }
 
-fn write_config(members: &[Member], me: &Member) {
+fn write_config(members: &[Member], me: &Member, extra_config: &str) {
     let mut text = format!(
         "tickTime={TICK_TIME_MS}\n\
          initLimit=10\n\
          syncLimit=5\n\
          dataDir={}\n\
          maxClientCnxns=0\n\
-         4lw.commands.whitelist=*\n",
+         4lw.commands.whitelist=*\n\
+         {extra_config}",
         me.data_dir().display()
     );
     for m in members {
@@ -189,6 +202,12 @@ impl Ensemble {
     /// Starts `n_voters` participants (ids 1..=n_voters) and `n_observers` observers (the ids
     /// after them) and waits until every member has a role and exactly one is the leader.
     pub async fn start(n_voters: usize, n_observers: usize) -> Ensemble {
+        Ensemble::start_with(n_voters, n_observers, "").await
+    }
+
+    /// [`Ensemble::start`] with `extra_config` (whole `key=value\n` lines, e.g.
+    /// `"snapCount=100\n"`) appended to every member's zoo.cfg.
+    pub async fn start_with(n_voters: usize, n_observers: usize, extra_config: &str) -> Ensemble {
         let root = tempfile::Builder::new()
             .prefix("corral-ensemble-")
             .tempdir()
@@ -217,7 +236,7 @@ impl Ensemble {
             })
             .collect();
         for m in &members {
-            write_config(&members, m);
+            write_config(&members, m, extra_config);
         }
         for m in &mut members {
             m.spawn();
@@ -235,6 +254,11 @@ impl Ensemble {
             .iter()
             .find(|m| m.id == id)
             .unwrap_or_else(|| panic!("no member {id}"))
+    }
+
+    /// The member whose client address (`127.0.0.1:port`) is `addr`.
+    pub fn member_by_addr(&self, addr: &str) -> Option<u64> {
+        self.members.iter().find(|m| m.addr() == addr).map(|m| m.id)
     }
 
     fn member_mut(&mut self, id: u64) -> &mut Member {
@@ -459,4 +483,119 @@ fn parse_srvr(text: &str) -> Option<Srvr> {
         mode: mode?,
         zxid: zxid?,
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Third-party client suites that steer the ensemble
+
+/// Hang guard for one whole third-party suite run against an ensemble.
+pub const SUITE_LIMIT: Duration = Duration::from_secs(150);
+/// Lines a suite prints to steer the ensemble start with this; everything else is output.
+const CONTROL_PREFIX: &str = "@@ ";
+
+/// Runs a client suite (kazoo, go-zookeeper, ...) against the ensemble. The suite may steer the
+/// ensemble by printing control lines to its stdout; the harness answers each with one line on
+/// the suite's stdin:
+///
+/// - `@@ kill-leader` → kills the leader with SIGKILL, waits for a new one among the rest,
+///   answers `killed HOST:PORT` (the old leader's client address);
+/// - `@@ kill HOST:PORT` → kills that member with SIGKILL, answers `ok`;
+/// - `@@ restart HOST:PORT` → starts that member again, answers `ok` without waiting;
+/// - `@@ wait-stable` → waits until the running members agree on a leader, answers
+///   `leader HOST:PORT`.
+///
+/// Like `support::run_suite`, the suite passes when it exits 0 and its last line is
+/// `N passed, 0 failed` with N > 0.
+pub async fn run_steering_suite(ens: &mut Ensemble, name: &str, cmd: &mut tokio::process::Command) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not run the {name} suite ({cmd:?}): {e}"));
+    let mut stdin = child.stdin.take().expect("suite stdin");
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("suite stdout")).lines();
+    let mut stderr_pipe = child.stderr.take().expect("suite stderr");
+    let stderr_task = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text).await;
+        text
+    });
+
+    let mut output = String::new();
+    let run = async {
+        while let Some(line) = stdout.next_line().await.expect("read suite stdout") {
+            let Some(control) = line.strip_prefix(CONTROL_PREFIX) else {
+                output.push_str(&line);
+                output.push('\n');
+                continue;
+            };
+            output.push_str(&format!("[harness] {control}\n"));
+            let answer = steer(ens, control.trim()).await;
+            stdin
+                .write_all(format!("{answer}\n").as_bytes())
+                .await
+                .expect("answer the suite");
+            stdin.flush().await.expect("answer the suite");
+        }
+        child.wait().await.expect("wait for the suite")
+    };
+    let status = tokio::time::timeout(SUITE_LIMIT, run).await;
+    let stderr = match tokio::time::timeout(Duration::from_secs(5), stderr_task).await {
+        Ok(Ok(text)) => text,
+        _ => String::from("(stderr unavailable)"),
+    };
+    println!("--- {name} suite stdout\n{output}\n--- {name} suite stderr\n{stderr}");
+    let status = match status {
+        Ok(status) => status,
+        Err(_) => panic!(
+            "{name} suite did not finish within {SUITE_LIMIT:?}:\n{output}\n{stderr}\n{}",
+            ens.log_tails()
+        ),
+    };
+    let summary = output
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let clean = summary.ends_with(" passed, 0 failed") && !summary.starts_with("0 passed");
+    assert!(
+        status.success() && clean,
+        "{name} suite failed ({status}, summary {summary:?}):\n--- stdout\n{output}\n--- stderr\n{stderr}\n{}",
+        ens.log_tails()
+    );
+}
+
+/// Carries out one control line of [`run_steering_suite`]; returns the answer line.
+async fn steer(ens: &mut Ensemble, control: &str) -> String {
+    let (verb, arg) = control.split_once(' ').unwrap_or((control, ""));
+    let member_at = |ens: &Ensemble, addr: &str| {
+        ens.member_by_addr(addr)
+            .unwrap_or_else(|| panic!("suite named {addr:?}, which is no member"))
+    };
+    match verb {
+        "kill-leader" => {
+            let leader = ens.leader().await;
+            ens.kill9(leader);
+            ens.wait_stable().await;
+            format!("killed {}", ens.member(leader).addr())
+        }
+        "kill" => {
+            let id = member_at(ens, arg);
+            ens.kill9(id);
+            "ok".to_string()
+        }
+        "restart" => {
+            let id = member_at(ens, arg);
+            ens.restart(id);
+            "ok".to_string()
+        }
+        "wait-stable" => {
+            let leader = ens.wait_stable().await;
+            format!("leader {}", ens.member(leader).addr())
+        }
+        other => panic!("unknown control line from the suite: {other:?}"),
+    }
 }

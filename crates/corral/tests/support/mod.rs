@@ -271,3 +271,32 @@ pub fn run_suite(name: &str, cmd: &mut Command) {
         "{name} suite failed ({status}, summary {summary:?}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
 }
+
+/// Builds a Go suite (one `main.go`) against the Debian go-zookeeper package in GOPATH mode;
+/// returns the directory holding the binary (removed on drop) and the binary's path.
+pub fn build_go_suite(main_go: &str) -> (TempDir, PathBuf) {
+    require_program("go", "the Go toolchain (Debian package golang-go)");
+    require_file(
+        Path::new("/usr/share/gocode/src/github.com/samuel/go-zookeeper/zk"),
+        "the Go client (Debian package golang-github-samuel-go-zookeeper-dev)",
+    );
+    let build_dir = tempfile::tempdir().expect("tempdir");
+    let binary = build_dir.path().join("go-compat");
+    let go_cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-build-cache");
+    let build = Command::new("go")
+        .current_dir(repo_root())
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(main_go)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", &go_cache)
+        .output()
+        .expect("run go build");
+    assert!(
+        build.status.success(),
+        "go build of {main_go} failed:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    (build_dir, binary)
+}
