@@ -13,6 +13,7 @@ use corral_proto::{AddWatchMode, CreateMode, OpCode, Request, Response, ZkError}
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::Error;
+use crate::hosts::{parse_ensemble_config, EnsembleHosts};
 use crate::multi::{ReadOp, Transaction};
 use crate::path::{validate_path, Chroot};
 use crate::session::{Command, Config, RawReply, SessionInfo, SessionTask, WatchReg};
@@ -20,6 +21,9 @@ use crate::types::{ConnectString, CreateOptions, SessionState, WatchMode};
 use crate::watch::{OneshotWatch, PersistentWatch};
 
 static NEXT_WATCH_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Where ZooKeeper 3.5+ servers publish the ensemble's membership.
+const CONFIG_NODE: &str = "/zookeeper/config";
 
 /// Settings for [`Client`]; start from [`Client::builder`].
 #[derive(Debug, Clone)]
@@ -199,6 +203,40 @@ impl Client {
         if self.inner.tx.send(Command::Close { reply }).is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Replaces the servers this client may connect to, as ZooKeeper's `updateServerAddresses`
+    /// does: `hosts` is a connect string without a chroot (`host1:2181,host2:2181`). A
+    /// connection to a server the new list still names is kept; otherwise the client moves its
+    /// session to one of the new servers.
+    pub fn set_hosts(&self, hosts: &str) -> Result<(), Error> {
+        let cs = ConnectString::parse(hosts)?;
+        if cs.chroot.as_str() != "/" {
+            return Err(Error::BadArguments(format!(
+                "a host list has no chroot: {hosts:?}"
+            )));
+        }
+        self.inner
+            .tx
+            .send(Command::SetHosts { hosts: cs.hosts })
+            .map_err(|_| self.terminal())
+    }
+
+    /// Reads the ensemble's membership from `/zookeeper/config` (outside any chroot) and
+    /// returns its client addresses; pass [`EnsembleHosts::connect_string`] to
+    /// [`Client::set_hosts`] to follow a reconfigured ensemble.
+    pub async fn ensemble_hosts(&self) -> Result<EnsembleHosts, Error> {
+        let req = Request::GetData(PathWatch {
+            path: CONFIG_NODE.to_string(),
+            watch: false,
+        });
+        let data = match self.request(req, None).await? {
+            Response::GetData(r) => r.data.map(|b| b.to_vec()).unwrap_or_default(),
+            r => return Err(unexpected(r)),
+        };
+        let text = String::from_utf8(data)
+            .map_err(|_| Error::Protocol(format!("{CONFIG_NODE} is not UTF-8")))?;
+        parse_ensemble_config(&text)
     }
 
     pub(crate) fn server_path(&self, path: &str, sequential: bool) -> Result<String, Error> {

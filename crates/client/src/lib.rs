@@ -18,6 +18,7 @@
 
 mod client;
 mod error;
+mod hosts;
 mod multi;
 pub mod path;
 pub mod recipes;
@@ -29,6 +30,7 @@ pub use client::{Client, ClientBuilder};
 pub use corral_proto::records::{Acl, ClientInfo, Id, Stat};
 pub use corral_proto::{perms, CreateMode, EventType, ZkError};
 pub use error::{Error, Result};
+pub use hosts::{parse_ensemble_config, EnsembleHosts};
 pub use multi::{ReadOp, ReadResult, Transaction, TxnResult};
 pub use types::{
     acl, ConnectString, CreateOptions, NodeEvent, SessionState, WatchEvent, WatchMode,

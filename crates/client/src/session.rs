@@ -79,6 +79,10 @@ pub(crate) enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+    /// Replace the host list (already parsed, chroot unchanged).
+    SetHosts {
+        hosts: Vec<String>,
+    },
 }
 
 /// What the handles can read about the session without asking the task.
@@ -369,6 +373,8 @@ fn request_frame(xid: i32, op: OpCode, body: impl FnOnce(&mut Writer)) -> Vec<u8
 }
 
 struct Handshake {
+    /// The host (as the host list names it) this connection went to.
+    host: String,
     reader: FrameReader,
     writer: OwnedWriteHalf,
     timeout_ms: i32,
@@ -459,6 +465,7 @@ async fn attempt(p: AttemptParams) -> Result<Handshake, AttemptError> {
             return Err(AttemptError::Expired);
         }
         return Ok(Handshake {
+            host: p.host.clone(),
             reader,
             writer: wr,
             timeout_ms,
@@ -536,6 +543,10 @@ pub(crate) struct SessionTask {
     closing: bool,
     /// The server rejected typed removal of persistent watches (ZooKeeper 3.8).
     untyped_watch_removal: bool,
+    /// The host of the current connection, while there is one.
+    current_host: Option<String>,
+    /// The host list changed and no longer names the current host: leave it.
+    leave_current_host: bool,
 }
 
 impl SessionTask {
@@ -568,7 +579,27 @@ impl SessionTask {
             close_waiters: Vec::new(),
             closing: false,
             untyped_watch_removal: false,
+            current_host: None,
+            leave_current_host: false,
         }
+    }
+
+    /// Takes a new host list. The next connection attempt starts at its (shuffled) beginning;
+    /// a connection to a host the list no longer names is given up, and the session resumes
+    /// on one of the new hosts, as ZooKeeper's `updateServerAddresses` does.
+    fn set_hosts(&mut self, mut hosts: Vec<String>) {
+        if hosts.is_empty() {
+            return; // the handle rejects an empty list; nothing to connect to otherwise
+        }
+        hosts.shuffle(&mut rand::thread_rng());
+        info!(?hosts, "host list replaced");
+        if let Some(current) = &self.current_host {
+            if !hosts.contains(current) {
+                self.leave_current_host = true;
+            }
+        }
+        self.cfg.hosts = hosts;
+        self.host_cursor = 0;
     }
 
     pub(crate) async fn run(mut self) {
@@ -656,6 +687,7 @@ impl SessionTask {
                             // Keep connecting so the server learns the session is over.
                             self.closing = true;
                         }
+                        Some(Command::SetHosts { hosts }) => self.set_hosts(hosts),
                         Some(cmd) => self.backlog.push_back(cmd),
                         None => {
                             self.rx_closed = true;
@@ -702,6 +734,7 @@ impl SessionTask {
 
     async fn serve(&mut self, hs: Handshake) -> End {
         let Handshake {
+            host,
             mut reader,
             writer,
             timeout_ms,
@@ -715,6 +748,8 @@ impl SessionTask {
         self.session_id = session_id;
         self.password = password;
         self.timeout_ms = timeout_ms;
+        self.current_host = Some(host);
+        self.leave_current_host = false;
         {
             let mut info = self.info.lock().unwrap();
             info.session_id = session_id;
@@ -788,7 +823,12 @@ impl SessionTask {
                 }
                 cmd = self.rx.recv(), if !self.rx_closed => {
                     match cmd {
-                        Some(cmd) => self.handle_command(cmd, &wtx, &mut pending, &mut auth_queue),
+                        Some(cmd) => {
+                            self.handle_command(cmd, &wtx, &mut pending, &mut auth_queue);
+                            if self.leave_current_host {
+                                break End::Lost("the host list no longer names this server".into());
+                            }
+                        }
                         None => {
                             self.rx_closed = true;
                             if !self.closing {
@@ -811,6 +851,8 @@ impl SessionTask {
                 }
             }
         };
+        self.current_host = None;
+        self.leave_current_host = false;
         let err = match &end {
             End::Lost(_) => Error::ConnectionLoss,
             End::Final(s) => s.terminal_error(),
@@ -928,6 +970,7 @@ impl SessionTask {
                     self.send_close(wtx, pending);
                 }
             }
+            Command::SetHosts { hosts } => self.set_hosts(hosts),
         }
     }
 
@@ -1142,7 +1185,7 @@ fn fail_command(cmd: Command, err: Error) {
         Command::Close { reply } => {
             let _ = reply.send(());
         }
-        Command::Unwatch { .. } => {}
+        Command::Unwatch { .. } | Command::SetHosts { .. } => {}
         Command::DropOneshots { reply, .. } => {
             let _ = reply.send(false);
         }
