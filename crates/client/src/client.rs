@@ -622,6 +622,30 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Changes the ensemble's membership (ZooKeeper's reconfig): `joining` is a comma-separated
+    /// list of `server.N=host:peer:election[:role];[addr:]port`, `leaving` of member ids;
+    /// or `new_members` gives the whole new list. `from_config` is the expected current config
+    /// version (-1: any). Returns the new `/zookeeper/config` text and its stat. Needs
+    /// `reconfigEnabled=true` and permission to write `/zookeeper/config` (the super user).
+    pub async fn reconfig(
+        &self,
+        joining: &str,
+        leaving: &str,
+        new_members: &str,
+        from_config: i64,
+    ) -> Result<(Vec<u8>, Stat), Error> {
+        let req = Request::Reconfig(corral_proto::records::ReconfigRequest {
+            joining_servers: joining.to_string(),
+            leaving_servers: leaving.to_string(),
+            new_members: new_members.to_string(),
+            cur_config_id: from_config,
+        });
+        match self.request(req, None).await? {
+            Response::GetData(r) => Ok((r.data.map(|d| d.to_vec()).unwrap_or_default(), r.stat)),
+            r => Err(unexpected(r)),
+        }
+    }
+
     /// Adds an identity to the session (also re-sent on every reconnect).
     pub async fn add_auth(&self, scheme: &str, auth: &[u8]) -> Result<(), Error> {
         if scheme.is_empty() {
