@@ -1002,3 +1002,88 @@ async fn client_follows_a_new_host_list() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// 8. Reconfig
+
+/// `super:secret`, as ZooKeeper's superDigest wants it.
+const SUPER_DIGEST: &str = "super:lK75jTNcA+U9vtVEw5vB51mj/w4=";
+
+fn participant_spec(ens: &Ensemble, id: u64) -> String {
+    let m = ens.member(id);
+    format!(
+        "server.{id}=127.0.0.1:{}:{}:participant;127.0.0.1:{}",
+        m.peer_port, m.election_port, m.client_port
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfig_grows_one_member_to_three_that_survive_the_first_ones_loss() {
+    bounded(async {
+        // Member 1 is the whole ensemble; 2 and 3 start as its observers.
+        let extra = format!(
+            "reconfigEnabled=true\nzookeeper.DigestAuthenticationProvider.superDigest={SUPER_DIGEST}\n"
+        );
+        let mut ens = Ensemble::start_with(1, 2, &extra).await;
+        assert_eq!(ens.leader().await, 1);
+        let admin = ens.client_of(1).await;
+        ok(
+            "create",
+            admin.create("/before", b"x", CreateMode::Persistent),
+        )
+        .await;
+
+        // Without the super identity the membership cannot change.
+        let joining = format!("{},{}", participant_spec(&ens, 2), participant_spec(&ens, 3));
+        let refused = admin.reconfig(&joining, "", "", -1).await;
+        assert!(matches!(refused, Err(Error::Zk(corral_proto::ZkError::NoAuth))), "{refused:?}");
+
+        ok("addauth", admin.add_auth("digest", b"super:secret")).await;
+        let (config, _) = ok("reconfig", admin.reconfig(&joining, "", "", -1)).await;
+        let config = String::from_utf8(config).unwrap();
+        for id in 1..=3 {
+            assert!(
+                config.contains(&format!("server.{id}=")) && config.matches(":participant").count() == 3,
+                "{config}"
+            );
+        }
+        assert!(config.contains("version="), "{config}");
+        ens.set_role(2, Role::Participant);
+        ens.set_role(3, Role::Participant);
+        ens.wait_stable().await;
+
+        // Every member shows the new membership.
+        let via_2 = ens.client_of(2).await;
+        ok("sync", via_2.sync("/zookeeper/config")).await;
+        let (seen, _) = ok("get config", via_2.get_data("/zookeeper/config")).await;
+        assert_eq!(String::from_utf8(seen).unwrap(), config);
+
+        // The first member is no longer needed: the two new voters are a majority.
+        ens.kill9(1);
+        let leader = ens.wait_stable().await;
+        assert_ne!(leader, 1);
+        let client = ens.client(&ens.connect_string(), 10_000).await;
+        retry("create after", || client.create("/after", b"y", CreateMode::Persistent)).await;
+        assert!(synced_exists(&client, "/before").await);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfig_is_refused_unless_enabled() {
+    bounded(async {
+        let mut ens = Ensemble::start(3, 0).await;
+        ens.wait_stable().await;
+        let client = ens.client(&ens.connect_string(), 10_000).await;
+        let spec = participant_spec(&ens, 2);
+        let refused = client.reconfig(&spec, "", "", -1).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Zk(corral_proto::ZkError::ReconfigDisabled))
+            ),
+            "{refused:?}"
+        );
+    })
+    .await;
+}

@@ -113,7 +113,8 @@ impl Response {
             OpCode::Exists | OpCode::SetData | OpCode::SetAcl => {
                 Response::Stat(Stat::read(&mut r)?)
             }
-            OpCode::GetData => Response::GetData(GetDataResponse::read(&mut r)?),
+            // Reconfig answers the new /zookeeper/config, as getData would.
+            OpCode::GetData | OpCode::Reconfig => Response::GetData(GetDataResponse::read(&mut r)?),
             OpCode::GetChildren => Response::GetChildren(GetChildrenResponse::read(&mut r)?),
             OpCode::GetChildren2 => Response::GetChildren2(GetChildren2Response::read(&mut r)?),
             OpCode::GetAcl => Response::GetAcl(GetAclResponse::read(&mut r)?),

@@ -383,6 +383,15 @@ impl Ensemble {
     }
 
     /// Connect string naming one member only.
+    /// Expects member `id` to play `role` from now on (after a reconfig changed it).
+    pub fn set_role(&mut self, id: u64, role: Role) {
+        for m in &mut self.members {
+            if m.id == id {
+                m.role = role;
+            }
+        }
+    }
+
     pub fn connect_string_of(&self, id: u64) -> String {
         self.member(id).addr()
     }

@@ -354,6 +354,7 @@ impl Core {
     }
 
     /// A reconfig request (leader): checks it may happen and hands it to the driver.
+    #[allow(clippy::too_many_arguments)]
     fn reconfig(
         &mut self,
         conn: ConnId,
@@ -361,6 +362,7 @@ impl Core {
         session: SessionId,
         xid: i32,
         request: corral_proto::records::ReconfigRequest,
+        now: Now,
         step: &mut Step,
     ) {
         let denied = if !self.config.reconfig_enabled {
@@ -376,7 +378,13 @@ impl Core {
             acl::check(&acl, corral_proto::perms::WRITE, auth).err()
         };
         if let Some(e) = denied {
-            self.send_reply(step, conn, xid, Err(e));
+            if conn == REMOTE_CONN {
+                // The forwarding member answers when it applies the error txn.
+                let header = self.next_header(session, xid, now);
+                self.commit(header, Txn::Error(e.code()), step);
+            } else {
+                self.send_reply(step, conn, xid, Err(e));
+            }
             return;
         }
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -631,7 +639,8 @@ impl Core {
                 }
                 match req {
                     Request::Reconfig(r) => {
-                        self.reconfig(REMOTE_CONN, &fwd.auth, session, header.xid, r, &mut step);
+                        let auth = fwd.auth.clone();
+                        self.reconfig(REMOTE_CONN, &auth, session, header.xid, r, now, &mut step);
                     }
                     Request::CloseSession => {
                         self.close_session(session, header.xid, now, &mut step);
@@ -1114,7 +1123,7 @@ impl Core {
             }
             Request::Reconfig(r) => {
                 let auth = self.auth_of(conn);
-                self.reconfig(conn, &auth, session, xid, r, step);
+                self.reconfig(conn, &auth, session, xid, r, now, step);
             }
             Request::CloseSession => {
                 let zxid = self.close_session(session, xid, now, step);
