@@ -168,6 +168,12 @@ pub struct ServerConfig {
     pub extended_types_enabled: bool,
     /// `jute.maxbuffer`: the largest request body accepted.
     pub jute_max_buffer_bytes: usize,
+    /// `zookeeper.nio.sessionlessCnxnTimeout`: how long a new connection may take to send
+    /// its whole ConnectRequest (or four-letter word) before it is closed.
+    pub sessionless_cnxn_timeout_ms: u64,
+    /// `globalOutstandingLimit`: requests one connection may have received and not yet
+    /// answered; at the limit the server stops reading that connection until replies drain.
+    pub global_outstanding_limit: u32,
     pub force_sync: bool,
     /// Txns between snapshots.
     pub snap_count: u64,
@@ -201,6 +207,8 @@ impl Default for ServerConfig {
             four_letter_whitelist: FourLetterWhitelist::default(),
             extended_types_enabled: false,
             jute_max_buffer_bytes: corral_proto::frame::DEFAULT_MAX_FRAME_BYTES,
+            sessionless_cnxn_timeout_ms: 10_000,
+            global_outstanding_limit: 1000,
             force_sync: true,
             snap_count: 100_000,
             autopurge_snap_retain_count: 3,
@@ -217,7 +225,7 @@ impl Default for ServerConfig {
 
 /// Keys that belong to ZooKeeper features Corral accepts but does not act on; they are not
 /// worth a warning.
-const ACCEPTED_AND_IGNORED: &[&str] = &["preAllocSize", "globalOutstandingLimit"];
+const ACCEPTED_AND_IGNORED: &[&str] = &["preAllocSize"];
 
 impl ServerConfig {
     /// Reads and parses a zoo.cfg file (and the files it leads to: `myid`, the dynamic
@@ -346,6 +354,20 @@ impl ServerConfig {
                     .ok()
                     .filter(|n| *n > 0 && *n <= i32::MAX as usize)
                     .ok_or_else(|| bad("must be between 1 and 2147483647"))?
+            }
+            // ZooKeeper reads it as a JVM system property; as with the two below, zoo.cfg
+            // is its home here.
+            "zookeeper.nio.sessionlessCnxnTimeout" => {
+                self.sessionless_cnxn_timeout_ms = u64::try_from(int(value)?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("must be > 0"))?
+            }
+            "globalOutstandingLimit" => {
+                self.global_outstanding_limit = u32::try_from(int(value)?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("must be > 0"))?
             }
             "forceSync" => {
                 self.force_sync = match value.to_ascii_lowercase().as_str() {
@@ -599,6 +621,33 @@ mod tests {
             let key = bad.split('=').next().unwrap();
             let err = ServerConfig::parse(bad).unwrap_err().to_string();
             assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_have_zookeeper_defaults_and_keys() {
+        let d = ServerConfig::default();
+        assert_eq!(
+            (d.sessionless_cnxn_timeout_ms, d.global_outstanding_limit),
+            (10_000, 1000)
+        );
+        let cfg = ServerConfig::parse(
+            "zookeeper.nio.sessionlessCnxnTimeout=2500\nglobalOutstandingLimit=7\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                cfg.sessionless_cnxn_timeout_ms,
+                cfg.global_outstanding_limit
+            ),
+            (2500, 7)
+        );
+        for bad in [
+            "zookeeper.nio.sessionlessCnxnTimeout=0",
+            "globalOutstandingLimit=0",
+            "globalOutstandingLimit=-1",
+        ] {
+            assert!(ServerConfig::parse(bad).is_err(), "{bad}");
         }
     }
 

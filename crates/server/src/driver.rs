@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use corral_proto::{OpCode, SessionId, Zxid};
 use corral_storage::{GroupCommitLog, LogOptions, StorageError};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ServerConfig;
 use crate::consensus::Origin;
@@ -99,8 +99,16 @@ pub(crate) enum Inbound {
         peer: SocketAddr,
         handle: ConnHandle,
     },
-    /// A frame body (length prefix stripped).
-    Frame { conn: ConnId, body: Bytes },
+    /// A frame body (length prefix stripped), with the share of its connection's budgets
+    /// it holds until the driver is done with it.
+    Frame {
+        conn: ConnId,
+        body: Bytes,
+        permit: FramePermit,
+    },
+    /// The connection's queued reply bytes fell below its pause mark (sent by its writer each
+    /// time they cross it downwards).
+    Drained { conn: ConnId },
     /// The connection task has ended; sent exactly once after `Opened`.
     Closed { conn: ConnId },
     /// A whitelisted four-letter word to answer (the connection is not `Opened`).
@@ -125,6 +133,18 @@ pub(crate) enum Outbound {
     Close,
 }
 
+/// What one forwarded frame holds of its connection's budgets.
+#[derive(Debug)]
+pub(crate) struct FramePermit {
+    /// One of the connection's outstanding-request slots. The driver keeps it (forgets the
+    /// permit) when the frame becomes a request in flight and gives the slot back when the
+    /// reply is queued: a reader without a free slot stops reading its socket.
+    pub request: OwnedSemaphorePermit,
+    /// The frame's bytes in the connection's inbound budget; freed when the frame is
+    /// dropped, i.e. once the core has read it.
+    pub _bytes: OwnedSemaphorePermit,
+}
+
 /// The driver's way to reach one connection task.
 #[derive(Debug)]
 pub(crate) struct ConnHandle {
@@ -132,17 +152,78 @@ pub(crate) struct ConnHandle {
     pub tx: mpsc::Sender<Outbound>,
     /// Ends the connection at once, without flushing (used when the queue is full).
     pub kill: Arc<Notify>,
+    /// Tells the connection task the driver closed it: what is queued gets a grace period
+    /// to be written, then the socket is dropped (a client that never reads cannot keep a
+    /// closed connection open).
+    pub closing: Arc<Notify>,
     /// Bytes handed to the writer and not yet written to the socket. Bounding frames alone
     /// is not enough: 4096 queued 1 MB replies would be 4 GB.
     pub queued_bytes: Arc<AtomicUsize>,
+    /// Bytes of replies produced for this connection and held until their txn is durable;
+    /// they count against the same limit as `queued_bytes`.
+    pub held_bytes: Arc<AtomicUsize>,
     pub max_queued_bytes: usize,
+    /// Queued reply bytes at which the driver defers this connection's requests and its
+    /// reader stops reading (`Inbound::Drained` ends it).
+    pub pause_queued_bytes: usize,
+    /// Requests received and not yet answered hold one permit each (see [`FramePermit`]).
+    pub outstanding: Arc<Semaphore>,
+    pub max_outstanding: usize,
+}
+
+/// Reply bytes of one held effect, counted in its connection's `held_bytes` until dropped.
+#[derive(Debug)]
+pub(crate) struct HeldBytes {
+    counter: Arc<AtomicUsize>,
+    len: usize,
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.len, Ordering::AcqRel);
+    }
 }
 
 impl ConnHandle {
+    /// A handle with empty queues: replies back up at `pause_queued_bytes`, the connection
+    /// is closed past `max_queued_bytes`, and `max_outstanding` requests may be in flight.
+    pub fn new(
+        tx: mpsc::Sender<Outbound>,
+        pause_queued_bytes: usize,
+        max_queued_bytes: usize,
+        max_outstanding: usize,
+    ) -> ConnHandle {
+        ConnHandle {
+            tx,
+            kill: Arc::new(Notify::new()),
+            closing: Arc::new(Notify::new()),
+            queued_bytes: Arc::default(),
+            held_bytes: Arc::default(),
+            max_queued_bytes,
+            pause_queued_bytes,
+            outstanding: Arc::new(Semaphore::new(max_outstanding)),
+            max_outstanding,
+        }
+    }
+
+    /// Enough replies wait (for the socket, or for durability) that no more should be
+    /// produced for now.
+    fn replies_backed_up(&self) -> bool {
+        self.queued_bytes.load(Ordering::Acquire) + self.held_bytes.load(Ordering::Acquire)
+            >= self.pause_queued_bytes
+    }
+
+    /// Requests received on this connection and not yet answered.
+    fn outstanding_requests(&self) -> usize {
+        self.max_outstanding
+            .saturating_sub(self.outstanding.available_permits())
+    }
+
     /// Queues a frame, or says the client has fallen too far behind.
     fn offer(&self, frame: Bytes) -> Result<(), &'static str> {
         let len = frame.len();
-        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > self.max_queued_bytes {
+        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        if queued + self.held_bytes.load(Ordering::Acquire) > self.max_queued_bytes {
             return Err("too many reply bytes queued");
         }
         match self.tx.try_send(Outbound::Frame(frame)) {
@@ -150,6 +231,28 @@ impl ConnHandle {
             Err(mpsc::error::TrySendError::Full(_)) => Err("too many replies queued"),
             // The connection task is gone; its Closed event is on the way.
             Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
+    /// Counts a reply held for durability against the byte limit, or says the client has
+    /// fallen too far behind.
+    fn hold(&self, len: usize) -> Result<HeldBytes, &'static str> {
+        let held = self.held_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        let reservation = HeldBytes {
+            counter: self.held_bytes.clone(),
+            len,
+        };
+        if held + self.queued_bytes.load(Ordering::Acquire) > self.max_queued_bytes {
+            return Err("too many reply bytes waiting");
+        }
+        Ok(reservation)
+    }
+
+    /// Closes the connection after what is queued (the writer gets a grace period for it).
+    fn close(&self) {
+        self.closing.notify_one();
+        if self.tx.try_send(Outbound::Close).is_err() {
+            self.kill.notify_one();
         }
     }
 }
@@ -212,6 +315,9 @@ struct ConnState {
     closing: bool,
     /// The next frame sent is the ConnectResponse (it has no reply header).
     awaiting_connect_reply: bool,
+    /// Requests that arrived while the connection's replies were backed up, with their
+    /// arrival times; taken in when the writer reports it has drained (`Inbound::Drained`).
+    deferred: VecDeque<(Bytes, FramePermit, i64)>,
     /// Arrival times of requests not yet answered, oldest first.
     in_flight_ms: VecDeque<i64>,
     received: u64,
@@ -233,6 +339,7 @@ impl ConnState {
             established_ms,
             closing: false,
             awaiting_connect_reply: true,
+            deferred: VecDeque::new(),
             in_flight_ms: VecDeque::new(),
             received: 0,
             sent: 0,
@@ -354,7 +461,9 @@ pub(crate) struct Driver {
     client_port: u16,
     conns: HashMap<ConnId, ConnState>,
     /// Effects waiting for their txn to become durable, with the zxid they wait for.
-    held: VecDeque<(Zxid, Effect)>,
+    /// Effects waiting for their zxid to be durable; a reply carries its byte reservation
+    /// against its connection's limit.
+    held: VecDeque<(Zxid, Effect, Option<HeldBytes>)>,
     durable_zxid: Zxid,
     /// Same as `durable_zxid`, but updated by the log thread itself (the snapshot thread
     /// waits on it).
@@ -605,12 +714,34 @@ impl Driver {
 
     /// Dispatches held effects, oldest first, up to the durable zxid.
     fn release_durable(&mut self) {
-        while let Some((tag, _)) = self.held.front() {
+        let mut released: Vec<ConnId> = Vec::new();
+        while let Some((tag, _, _)) = self.held.front() {
             if *tag > self.durable_zxid {
                 break;
             }
-            let (_, effect) = self.held.pop_front().expect("front exists");
+            // The reservation ends here: `dispatch` counts the frame as queued instead.
+            let (_, effect, reservation) = self.held.pop_front().expect("front exists");
+            if let (Some(_), Effect::Send { conn, .. }) = (&reservation, &effect) {
+                if released.last() != Some(conn) {
+                    released.push(*conn);
+                }
+            }
+            drop(reservation);
             self.dispatch(effect);
+        }
+        // Held bytes moved to the socket queues: a connection whose requests were set aside
+        // because of them may go on (its writer reports only when its own queue drains).
+        released.sort_unstable();
+        released.dedup();
+        let now = now_ms();
+        for conn in released {
+            if self
+                .conns
+                .get(&conn)
+                .is_some_and(|state| !state.deferred.is_empty())
+            {
+                self.resume_deferred(conn, now);
+            }
         }
     }
 
@@ -653,7 +784,7 @@ impl Driver {
         let affected: std::collections::HashSet<ConnId> = self
             .held
             .drain(..)
-            .map(|(_, effect)| match effect {
+            .map(|(_, effect, _)| match effect {
                 Effect::Send { conn, .. } | Effect::Close { conn, .. } => conn,
                 Effect::Forward(f) => f.conn,
                 Effect::Reconfig(c) => c.conn,
@@ -779,26 +910,23 @@ impl Driver {
                 self.core.connection_opened(conn, peer, clock);
                 self.conns.insert(conn, ConnState::new(handle, peer, now));
             }
-            Inbound::Frame { conn, body } => {
+            Inbound::Frame { conn, body, permit } => {
                 let Some(state) = self.conns.get_mut(&conn) else {
                     return;
                 };
                 if state.closing {
                     return;
                 }
-                state.received += 1;
-                state.in_flight_ms.push_back(now);
-                if state.awaiting_connect_reply && state.received == 1 {
-                    state.last_op = "SESS";
-                } else if let (Some(xid), Some(op)) = (be_i32(&body, 0), be_i32(&body, 4)) {
-                    if xid >= 0 {
-                        state.last_cxid = i64::from(xid);
-                    }
-                    state.last_op = short_op_name(op);
+                // A client with a full reply queue gets no more replies produced for it until
+                // it reads: its requests wait here (bounded by the permits they carry), in
+                // order, and its reader has stopped reading its socket.
+                if !state.deferred.is_empty() || state.handle.replies_backed_up() {
+                    state.deferred.push_back((body, permit, now));
+                    return;
                 }
-                let step = self.core.receive(conn, &body, clock);
-                self.apply(step);
+                self.receive_frame(conn, body, permit, now, clock);
             }
+            Inbound::Drained { conn } => self.resume_deferred(conn, now),
             Inbound::Closed { conn } => {
                 if self.conns.remove(&conn).is_some() {
                     let step = self.core.connection_closed(conn, clock);
@@ -812,6 +940,56 @@ impl Driver {
             Inbound::Admin { query, reply } => {
                 let _ = reply.send(self.answer_admin(query, now));
             }
+        }
+    }
+
+    /// Feeds one request to the core (`arrived_ms`: when the connection forwarded it).
+    fn receive_frame(
+        &mut self,
+        conn: ConnId,
+        body: Bytes,
+        permit: FramePermit,
+        arrived_ms: i64,
+        now: Now,
+    ) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        state.received += 1;
+        state.in_flight_ms.push_back(arrived_ms);
+        // The slot stays taken until `account_reply` pairs a reply with this request; the
+        // byte permit is freed when this function returns.
+        permit.request.forget();
+        if state.awaiting_connect_reply && state.received == 1 {
+            state.last_op = "SESS";
+        } else if let (Some(xid), Some(op)) = (be_i32(&body, 0), be_i32(&body, 4)) {
+            if xid >= 0 {
+                state.last_cxid = i64::from(xid);
+            }
+            state.last_op = short_op_name(op);
+        }
+        let step = self.core.receive(conn, &body, now);
+        self.apply(step);
+    }
+
+    /// The connection's writer got below the pause mark: its deferred requests are taken in,
+    /// oldest first, until its replies back up again.
+    fn resume_deferred(&mut self, conn: ConnId, now: i64) {
+        loop {
+            let Some(state) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if state.closing {
+                state.deferred.clear();
+                return;
+            }
+            if state.handle.replies_backed_up() {
+                return;
+            }
+            let Some((body, permit, arrived_ms)) = state.deferred.pop_front() else {
+                return;
+            };
+            self.receive_frame(conn, body, permit, arrived_ms, core_now());
         }
     }
 
@@ -873,9 +1051,31 @@ impl Driver {
             }
             if self.held.is_empty() && tag <= self.durable_zxid {
                 self.dispatch(effect);
-            } else {
-                self.held.push_back((tag, effect));
+                continue;
             }
+            let mut reservation = None;
+            if let Effect::Send { conn, frame } = &effect {
+                if let Some(state) = self.conns.get_mut(conn) {
+                    match state.handle.hold(frame.len()) {
+                        Ok(r) => reservation = Some(r),
+                        Err(why) => {
+                            if !state.closing {
+                                tracing::warn!(
+                                    conn,
+                                    peer = %state.peer,
+                                    why,
+                                    limit_bytes = state.handle.max_queued_bytes,
+                                    "client is not reading its replies; closing the connection"
+                                );
+                            }
+                            state.closing = true;
+                            state.handle.kill.notify_one();
+                            continue;
+                        }
+                    }
+                }
+            }
+            self.held.push_back((tag, effect, reservation));
         }
     }
 
@@ -889,12 +1089,15 @@ impl Driver {
                 };
                 Self::account_reply(state, &frame, now, &mut self.latency);
                 if let Err(why) = state.handle.offer(frame) {
-                    tracing::warn!(
-                        conn,
-                        peer = %state.peer,
-                        why,
-                        "client is not reading its replies; closing the connection"
-                    );
+                    if !state.closing {
+                        tracing::warn!(
+                            conn,
+                            peer = %state.peer,
+                            why,
+                            limit_bytes = state.handle.max_queued_bytes,
+                            "client is not reading its replies; closing the connection"
+                        );
+                    }
                     state.closing = true;
                     state.handle.kill.notify_one();
                 }
@@ -910,9 +1113,7 @@ impl Driver {
                 };
                 tracing::debug!(conn, peer = %state.peer, reason, "closing connection");
                 state.closing = true;
-                if state.handle.tx.try_send(Outbound::Close).is_err() {
-                    state.handle.kill.notify_one();
-                }
+                state.handle.close();
             }
         }
     }
@@ -938,6 +1139,8 @@ impl Driver {
         };
         if is_reply {
             if let Some(arrived) = state.in_flight_ms.pop_front() {
+                // Answered: the reader may take in another request.
+                state.handle.outstanding.add_permits(1);
                 let latency = (now - arrived).max(0) as u64;
                 state.last_latency_ms = latency;
                 state.last_response_ms = now;
@@ -982,10 +1185,21 @@ impl Driver {
             .collect()
     }
 
+    /// Requests received on any connection and not yet answered (`Outstanding:` in `srvr`).
+    fn outstanding_requests(&self) -> u64 {
+        self.conns
+            .values()
+            .map(|c| c.handle.outstanding_requests() as u64)
+            .sum()
+    }
+
     fn summary(&self) -> flw::ServerSummary {
+        let mut stats = self.core.stats();
+        // The core sees requests one at a time; what waits is the network layer's to count.
+        stats.outstanding_requests = self.outstanding_requests();
         flw::ServerSummary {
             version: flw::full_version(),
-            stats: self.core.stats(),
+            stats,
             latency: self.latency,
             // ZooKeeper counts the connection asking, too.
             connections: self.conns.len() + 1,
@@ -1111,18 +1325,32 @@ mod tests {
     #[test]
     fn queue_bounds_bytes_and_frames() {
         let (tx, mut rx) = mpsc::channel(2);
-        let h = ConnHandle {
-            tx,
-            kill: Arc::new(Notify::new()),
-            queued_bytes: Arc::default(),
-            max_queued_bytes: 10,
-        };
+        let h = ConnHandle::new(tx, 10, 10, 1000);
         assert!(h.offer(Bytes::from_static(&[0; 4])).is_ok());
         assert!(h.offer(Bytes::from_static(&[0; 4])).is_ok());
         assert!(h.offer(Bytes::from_static(&[0; 1])).is_err(), "frame limit");
         let _ = rx.try_recv();
         h.queued_bytes.fetch_sub(4, Ordering::AcqRel);
         assert!(h.offer(Bytes::from_static(&[0; 8])).is_err(), "byte limit");
+    }
+
+    #[test]
+    fn held_replies_count_against_the_byte_limit_until_released() {
+        let (tx, _rx) = mpsc::channel(8);
+        let h = ConnHandle::new(tx, 10, 10, 1000);
+        let first = h.hold(6).expect("within the limit");
+        assert!(h.hold(5).is_err(), "6 held + 5 more is over 10");
+        assert!(
+            h.offer(Bytes::from_static(&[0; 5])).is_err(),
+            "held bytes count"
+        );
+        drop(first);
+        // The refused attempts above are not left counted as held.
+        assert_eq!(h.held_bytes.load(Ordering::Acquire), 0);
+        h.queued_bytes.store(0, Ordering::Release);
+        let _r = h.hold(4).unwrap();
+        assert!(h.offer(Bytes::from_static(&[0; 6])).is_ok());
+        assert!(h.hold(1).is_err(), "4 held + 6 queued is the limit");
     }
 
     #[test]
@@ -1149,19 +1377,25 @@ mod tests {
     #[test]
     fn reply_accounting_pairs_replies_with_requests() {
         let (tx, _rx) = mpsc::channel(1);
-        let handle = ConnHandle {
-            tx,
-            kill: Arc::new(Notify::new()),
-            queued_bytes: Arc::default(),
-            max_queued_bytes: 1 << 20,
-        };
+        let handle = ConnHandle::new(tx, 1 << 20, 1 << 20, 1000);
+        // Two requests received: each took (and the driver kept) an outstanding slot.
+        for _ in 0..2 {
+            handle
+                .outstanding
+                .clone()
+                .try_acquire_owned()
+                .unwrap()
+                .forget();
+        }
         let mut st = ConnState::new(handle, "127.0.0.1:1".parse().unwrap(), 0);
         st.in_flight_ms = VecDeque::from([100, 150]);
+        assert_eq!(st.handle.outstanding_requests(), 2);
         st.received = 2;
         let mut server = LatencyStats::default();
         // Connect response: no reply header, still completes the connect request.
         Driver::account_reply(&mut st, &Bytes::from_static(&[0; 40]), 110, &mut server);
         assert_eq!((st.last_latency_ms, st.in_flight_ms.len()), (10, 1));
+        assert_eq!(st.handle.outstanding_requests(), 1);
         // A notification (xid -1) completes nothing.
         let mut notif = vec![0, 0, 0, 16];
         notif.extend_from_slice(&(-1i32).to_be_bytes());
@@ -1169,6 +1403,7 @@ mod tests {
         notif.extend_from_slice(&0i32.to_be_bytes());
         Driver::account_reply(&mut st, &Bytes::from(notif), 160, &mut server);
         assert_eq!(st.in_flight_ms.len(), 1);
+        assert_eq!(st.handle.outstanding_requests(), 1);
         // A reply with zxid 0x2a completes the second request.
         let mut reply = vec![0, 0, 0, 16];
         reply.extend_from_slice(&1i32.to_be_bytes());
@@ -1176,6 +1411,7 @@ mod tests {
         reply.extend_from_slice(&0i32.to_be_bytes());
         Driver::account_reply(&mut st, &Bytes::from(reply), 175, &mut server);
         assert_eq!((st.last_zxid, st.last_latency_ms, st.sent), (0x2a, 25, 3));
+        assert_eq!(st.handle.outstanding_requests(), 0);
         assert_eq!(
             (server.min_ms(), server.max_ms(), server.count()),
             (10, 25, 2)

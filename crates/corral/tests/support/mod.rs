@@ -155,6 +155,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The server's process id (for reading its memory use from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }

@@ -34,13 +34,6 @@ impl Driver {
         }
     }
 
-    fn outstanding_requests(&self) -> u64 {
-        self.conns
-            .values()
-            .map(|c| c.in_flight_ms.len() as u64)
-            .sum()
-    }
-
     fn metrics_snapshot(&self, now: i64) -> MetricsSnapshot {
         let stats = self.core.stats();
         let (open_fds, max_fds) = flw::file_descriptors();

@@ -4,19 +4,20 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use corral_proto::frame::four_letter_word;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use super::frames::FrameBuffer;
 use super::limit::ConnPermit;
 use crate::config::FourLetterWhitelist;
 use crate::core::ConnId;
-use crate::driver::{ConnHandle, Inbound, Outbound};
+use crate::driver::{ConnHandle, FramePermit, Inbound, Outbound};
 use crate::four_letter;
 
 /// Settings and channels every connection task shares.
@@ -28,6 +29,19 @@ pub(crate) struct ConnContext {
     pub outbound_capacity: usize,
     /// Bytes that may wait for a slow reader before it is disconnected.
     pub outbound_max_bytes: usize,
+    /// Reply bytes waiting for a slow reader at which its requests stop being read (until
+    /// the writer gets below it again).
+    pub outbound_pause_bytes: usize,
+    /// Request bytes one connection may have on their way to the driver.
+    pub inbound_max_bytes: usize,
+    /// Requests one connection may have received and not yet answered.
+    pub max_outstanding: usize,
+    /// A connection must complete its handshake (a whole ConnectRequest, or a four-letter
+    /// word) within this, or it is closed.
+    pub handshake_timeout_ms: u64,
+    /// How long the writer may take to flush what is queued once the server closed the
+    /// connection, before the socket is dropped.
+    pub close_grace_ms: u64,
     /// What `gtmk` reads and `stmk` sets; answered here, as it is no state of the core.
     pub trace_mask: four_letter::TraceMask,
 }
@@ -47,26 +61,51 @@ pub(crate) async fn serve(
     let (mut rd, mut wr) = stream.into_split();
     let mut frames = FrameBuffer::new(ctx.max_frame_bytes);
 
-    // The first four bytes decide: a four-letter word, or the length of a ConnectRequest.
-    while frames.buffered().len() < 4 {
-        match rd.read_buf(frames.read_buf()).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+    // The handshake has a deadline: a connection that never completes it (it sent nothing,
+    // or announced a frame and stopped) would otherwise hold its socket and buffer forever.
+    let handshake = tokio::time::timeout(
+        Duration::from_millis(ctx.handshake_timeout_ms),
+        read_handshake(&mut rd, &mut frames),
+    )
+    .await;
+    let first = match handshake {
+        Ok(Ok(Handshake::FourLetter(word))) => {
+            answer_four_letter(word, peer, &ctx, &mut rd, &mut frames, &mut wr).await;
+            return;
         }
-    }
-    if let Some(word) = four_letter_word(&frames.buffered()[..4]) {
-        answer_four_letter(word, peer, &ctx, &mut rd, &mut frames, &mut wr).await;
-        return;
-    }
+        Ok(Ok(Handshake::Connect(body))) => body,
+        Ok(Err(reason)) => {
+            tracing::debug!(conn, %peer, reason, "connection ended before its handshake");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(
+                conn,
+                %peer,
+                timeout_ms = ctx.handshake_timeout_ms,
+                buffered_bytes = frames.buffered().len(),
+                "closing connection: no complete handshake within the timeout"
+            );
+            return;
+        }
+    };
 
     let (tx, rx) = mpsc::channel(ctx.outbound_capacity);
-    let kill = Arc::new(Notify::new());
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
-    let handle = ConnHandle {
+    let handle = ConnHandle::new(
         tx,
-        kill: kill.clone(),
-        queued_bytes: queued_bytes.clone(),
-        max_queued_bytes: ctx.outbound_max_bytes,
+        ctx.outbound_pause_bytes,
+        ctx.outbound_max_bytes,
+        ctx.max_outstanding,
+    );
+    let kill = handle.kill.clone();
+    let closing = handle.closing.clone();
+    let budget = ReadBudget {
+        outstanding: handle.outstanding.clone(),
+        inbound_bytes: Arc::new(Semaphore::new(ctx.inbound_max_bytes)),
+        max_inbound_bytes: ctx.inbound_max_bytes,
+        queued_bytes: handle.queued_bytes.clone(),
+        pause_bytes: ctx.outbound_pause_bytes,
+        drained: Arc::new(Notify::new()),
     };
     if ctx
         .inbound
@@ -76,13 +115,114 @@ pub(crate) async fn serve(
     {
         return; // shutting down
     }
+    let grace = Duration::from_millis(ctx.close_grace_ms);
     let reason = tokio::select! {
-        r = read_frames(conn, &mut rd, &mut frames, &ctx.inbound) => r,
-        r = write_frames(&mut wr, rx, &queued_bytes) => r,
+        r = read_frames(conn, first, &mut rd, &mut frames, &ctx.inbound, &budget) => r,
+        r = write_frames(conn, &mut wr, rx, &budget, &ctx.inbound) => r,
         _ = kill.notified() => "not reading replies (send queue full)".to_string(),
+        _ = async { closing.notified().await; tokio::time::sleep(grace).await } => {
+            format!("closed by the server; replies not flushed within {} ms", grace.as_millis())
+        }
     };
     tracing::debug!(conn, %peer, reason, "connection ended");
     let _ = ctx.inbound.send(Inbound::Closed { conn }).await;
+}
+
+/// What a new connection turned out to be.
+enum Handshake {
+    FourLetter(&'static str),
+    /// The body of the first frame (a ConnectRequest, for the core to judge).
+    Connect(Bytes),
+}
+
+/// Reads until the connection has shown what it is; the error says why it ended first.
+async fn read_handshake(
+    rd: &mut OwnedReadHalf,
+    frames: &mut FrameBuffer,
+) -> Result<Handshake, String> {
+    // The first four bytes decide: a four-letter word, or the length of a ConnectRequest.
+    while frames.buffered().len() < 4 {
+        read_more(rd, frames).await?;
+    }
+    if let Some(word) = four_letter_word(&frames.buffered()[..4]) {
+        return Ok(Handshake::FourLetter(word));
+    }
+    loop {
+        match frames.next_frame() {
+            Ok(Some(body)) => return Ok(Handshake::Connect(body)),
+            Ok(None) => read_more(rd, frames).await?,
+            Err(e) => {
+                tracing::warn!(error = %e, "closing connection: bad frame length");
+                return Err(e.to_string());
+            }
+        }
+    }
+}
+
+async fn read_more(rd: &mut OwnedReadHalf, frames: &mut FrameBuffer) -> Result<(), String> {
+    match rd.read_buf(frames.read_buf()).await {
+        Ok(0) => Err("closed by the client".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("read error: {e}")),
+    }
+}
+
+/// The reader's side of a connection's budgets: it stops reading the socket while the
+/// connection has too many requests unanswered, too many request bytes on their way to the
+/// driver, or too many reply bytes waiting for the client to read them.
+struct ReadBudget {
+    outstanding: Arc<Semaphore>,
+    inbound_bytes: Arc<Semaphore>,
+    max_inbound_bytes: usize,
+    queued_bytes: Arc<AtomicUsize>,
+    pause_bytes: usize,
+    /// Signalled by the writer when the queued reply bytes fall below `pause_bytes`.
+    drained: Arc<Notify>,
+}
+
+impl ReadBudget {
+    /// Waits for room for one more request of `len` bytes; `None` if the budgets are gone.
+    async fn admit(&self, len: usize) -> Option<FramePermit> {
+        self.wait_for_replies_to_drain().await;
+        let request = self.outstanding.clone().acquire_owned().await.ok()?;
+        // A frame larger than the whole budget takes all of it (jute.maxbuffer decides
+        // whether it is acceptable at all).
+        let want = len.min(self.max_inbound_bytes).min(u32::MAX as usize) as u32;
+        let bytes = self
+            .inbound_bytes
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .ok()?;
+        Some(FramePermit {
+            request,
+            _bytes: bytes,
+        })
+    }
+
+    async fn wait_for_replies_to_drain(&self) {
+        loop {
+            // Registered before the check, so a wake-up between the two is not lost.
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.queued_bytes.load(Ordering::Acquire) < self.pause_bytes {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// The writer wrote `written` bytes off the queue. True when that took the queue
+    /// below the pause mark (the driver is then told, as it may have set requests aside).
+    fn written(&self, written: usize) -> bool {
+        let before = self.queued_bytes.fetch_sub(written, Ordering::AcqRel);
+        let after = before.saturating_sub(written);
+        if after < self.pause_bytes {
+            self.drained.notify_one();
+        }
+        before >= self.pause_bytes && after < self.pause_bytes
+    }
 }
 
 /// How long `stmk` waits for its 8-byte argument before the connection is dropped unanswered.
@@ -143,51 +283,79 @@ async fn answer_four_letter(
     let _ = wr.shutdown().await;
 }
 
-/// Reads frames and forwards them; returns why reading stopped.
+/// Forwards the connect frame, then reads frames and forwards them; returns why reading
+/// stopped.
 async fn read_frames(
     conn: ConnId,
+    first: Bytes,
     rd: &mut OwnedReadHalf,
     frames: &mut FrameBuffer,
     inbound: &mpsc::Sender<Inbound>,
+    budget: &ReadBudget,
 ) -> String {
+    let mut next = Some(first);
     loop {
         loop {
-            match frames.next_frame() {
-                Ok(Some(body)) => {
-                    // Awaiting here is the backpressure: a busy driver slows readers down
-                    // instead of buffering without bound.
-                    if inbound.send(Inbound::Frame { conn, body }).await.is_err() {
-                        return "server shutting down".into();
+            let body = match next.take() {
+                Some(body) => body,
+                None => match frames.next_frame() {
+                    Ok(Some(body)) => body,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(conn, error = %e, "closing connection: bad frame length");
+                        return e.to_string();
                     }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(conn, error = %e, "closing connection: bad frame length");
-                    return e.to_string();
-                }
+                },
+            };
+            // Waiting here is the backpressure: nothing more is read from this socket until
+            // the connection is within its budgets, and a busy driver slows every reader.
+            let Some(permit) = budget.admit(body.len()).await else {
+                return "server shutting down".into();
+            };
+            if inbound
+                .send(Inbound::Frame { conn, body, permit })
+                .await
+                .is_err()
+            {
+                return "server shutting down".into();
             }
         }
-        match rd.read_buf(frames.read_buf()).await {
-            Ok(0) => return "closed by the client".into(),
-            Ok(_) => {}
-            Err(e) => return format!("read error: {e}"),
+        if let Err(reason) = read_more(rd, frames).await {
+            return reason;
         }
     }
 }
 
 /// Writes queued frames, several per syscall when they pile up; returns why it stopped.
 async fn write_frames(
+    conn: ConnId,
     wr: &mut OwnedWriteHalf,
     mut rx: mpsc::Receiver<Outbound>,
-    queued_bytes: &AtomicUsize,
+    budget: &ReadBudget,
+    inbound: &mpsc::Sender<Inbound>,
 ) -> String {
+    // Small frames are gathered here; a large one is written from its own buffer, so this
+    // never grows past one batch (a connection idles with at most that much).
     let mut batch = BytesMut::new();
     while let Some(first) = rx.recv().await {
         let mut close = false;
         let mut next = Some(first);
+        let mut written = 0;
         while let Some(msg) = next.take() {
             match msg {
-                Outbound::Frame(f) => batch.extend_from_slice(&f),
+                Outbound::Frame(f) if f.len() >= WRITE_BATCH_BYTES => {
+                    if let Err(e) = write_out(wr, &mut batch).await {
+                        return e;
+                    }
+                    if let Err(e) = wr.write_all(&f).await {
+                        return format!("write error: {e}");
+                    }
+                    written += f.len();
+                }
+                Outbound::Frame(f) => {
+                    written += f.len();
+                    batch.extend_from_slice(&f);
+                }
                 Outbound::Close => {
                     close = true;
                     break;
@@ -197,11 +365,15 @@ async fn write_frames(
                 next = rx.try_recv().ok();
             }
         }
-        if let Err(e) = wr.write_all(&batch).await {
-            return format!("write error: {e}");
+        if let Err(e) = write_out(wr, &mut batch).await {
+            return e;
         }
-        queued_bytes.fetch_sub(batch.len(), Ordering::AcqRel);
-        batch.clear();
+        if budget.written(written) {
+            // Requests the driver set aside while the replies were backed up can go on.
+            if inbound.send(Inbound::Drained { conn }).await.is_err() {
+                return "server shutting down".into();
+            }
+        }
         if close {
             let _ = wr.shutdown().await;
             return "closed by the server".into();
@@ -210,4 +382,15 @@ async fn write_frames(
     // The driver dropped our queue: it is shutting down.
     let _ = wr.shutdown().await;
     "server shutting down".into()
+}
+
+async fn write_out(wr: &mut OwnedWriteHalf, batch: &mut BytesMut) -> Result<(), String> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    wr.write_all(batch)
+        .await
+        .map_err(|e| format!("write error: {e}"))?;
+    batch.clear();
+    Ok(())
 }

@@ -4,6 +4,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use corral_proto::frame::{self, FrameError};
 
+/// Room added to the buffer when it runs low: one socket read's worth.
+const READ_CHUNK_BYTES: usize = 8 * 1024;
+
 /// Bytes read from a connection that have not yet formed a whole frame.
 #[derive(Debug, Default)]
 pub struct FrameBuffer {
@@ -14,15 +17,19 @@ pub struct FrameBuffer {
 impl FrameBuffer {
     pub fn new(max_body_bytes: usize) -> FrameBuffer {
         FrameBuffer {
-            buf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             max_body_bytes,
         }
     }
 
     /// Where the socket appends what it reads (with room for at least one more read).
+    ///
+    /// The buffer grows with the bytes that actually arrive, never with the length a frame
+    /// announces: a peer that announces a large frame and then stalls costs only what it
+    /// sent. (`BytesMut` grows geometrically, so a large frame still takes few reallocations.)
     pub fn read_buf(&mut self) -> &mut BytesMut {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(8 * 1024);
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 8 {
+            self.buf.reserve(READ_CHUNK_BYTES);
         }
         &mut self.buf
     }
@@ -37,17 +44,7 @@ impl FrameBuffer {
     /// without reading on (its stream can no longer be trusted to be in step).
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         match frame::check(&self.buf, self.max_body_bytes)? {
-            None => {
-                // Reserve room for the announced frame up front, so a large body is read
-                // in few syscalls rather than grown chunk by chunk.
-                if self.buf.len() >= 4 {
-                    let len =
-                        i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-                    let want = 4 + len as usize;
-                    self.buf.reserve(want.saturating_sub(self.buf.len()));
-                }
-                Ok(None)
-            }
+            None => Ok(None),
             Some(body_len) => {
                 self.buf.advance(4);
                 Ok(Some(self.buf.split_to(body_len).freeze()))
@@ -91,6 +88,37 @@ mod tests {
         assert_eq!(fb.next_frame().unwrap(), Some(Bytes::from_static(&[8])));
         assert_eq!(fb.next_frame().unwrap(), None);
         assert_eq!(fb.buffered(), &[0, 0]);
+    }
+
+    #[test]
+    fn an_announced_length_reserves_nothing_until_the_bytes_arrive() {
+        let max = 1 << 20;
+        let mut fb = FrameBuffer::new(max);
+        // Announces a 1 MiB frame, sends 8 bytes of it, then stalls.
+        fb.read_buf()
+            .extend_from_slice(&[0, 0x0f, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(fb.next_frame(), Ok(None));
+        let _ = fb.read_buf();
+        assert!(
+            fb.buf.capacity() <= 2 * READ_CHUNK_BYTES,
+            "capacity {} after 12 bytes",
+            fb.buf.capacity()
+        );
+        // The frame still completes when its bytes do come, in socket-sized pieces.
+        let body_len = 0x000f_ffff;
+        let mut left = body_len - 8;
+        while left > 0 {
+            let n = left.min(3000);
+            fb.read_buf().extend_from_slice(&vec![9u8; n]);
+            left -= n;
+            if left > 0 {
+                assert_eq!(fb.next_frame(), Ok(None));
+            }
+        }
+        let body = fb.next_frame().unwrap().expect("whole frame");
+        assert_eq!(body.len(), body_len);
+        assert_eq!(&body[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(fb.buffered().is_empty());
     }
 
     #[test]

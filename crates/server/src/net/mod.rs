@@ -38,10 +38,21 @@ fn next_conn_id() -> ConnId {
 /// Frames from all connections waiting for the driver; when full, connection tasks stop
 /// reading their sockets until the driver catches up.
 const INBOUND_CAPACITY: usize = 4096;
+/// Request bytes one connection may have on their way to the driver (a larger frame, up to
+/// `jute.maxbuffer`, is let through alone). With the frame cap above this bounds what the
+/// shared queue can hold by what each connection sent, not by 4096 maximal frames.
+pub const INBOUND_MAX_BYTES_PER_CONN: usize = 4 * 1024 * 1024;
 /// Replies that may wait for one slow client before it is disconnected.
 const OUTBOUND_CAPACITY: usize = 4096;
-/// Reply bytes that may wait for one slow client before it is disconnected.
-const OUTBOUND_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Reply bytes waiting for one client (queued for its socket, or held until the txn they
+/// follow is durable) past which it is disconnected.
+pub const OUTBOUND_MAX_BYTES_PER_CONN: usize = 32 * 1024 * 1024;
+/// Reply bytes queued for one client's socket at which the server stops reading that
+/// client's requests, until the client has read enough of its replies.
+pub const OUTBOUND_PAUSE_BYTES_PER_CONN: usize = 4 * 1024 * 1024;
+/// Once the server closes a connection, how long what is queued for it may take to be
+/// written before the socket is dropped anyway.
+pub const CLOSE_GRACE_MS: u64 = 5_000;
 
 /// A server that has recovered its state and is bound to its port, ready to [`run`](Server::run).
 pub struct Server {
@@ -133,7 +144,12 @@ impl Server {
             max_frame_bytes: config.jute_max_buffer_bytes,
             whitelist: config.four_letter_whitelist.clone(),
             outbound_capacity: OUTBOUND_CAPACITY,
-            outbound_max_bytes: OUTBOUND_MAX_BYTES,
+            outbound_max_bytes: OUTBOUND_MAX_BYTES_PER_CONN,
+            outbound_pause_bytes: OUTBOUND_PAUSE_BYTES_PER_CONN,
+            inbound_max_bytes: INBOUND_MAX_BYTES_PER_CONN,
+            max_outstanding: config.global_outstanding_limit as usize,
+            handshake_timeout_ms: config.sessionless_cnxn_timeout_ms,
+            close_grace_ms: CLOSE_GRACE_MS,
             trace_mask: Default::default(),
         });
         let limiter = ConnLimiter::new(config.max_client_cnxns);
