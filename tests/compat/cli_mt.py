@@ -22,6 +22,9 @@ from kazoo.security import make_digest_acl
 
 CLI_MT = os.environ.get("CLI_MT", "/usr/lib/zookeeper/bin/cli_mt")
 WAIT_S = 10.0
+# Establishing a session is a readiness wait, not a check: a loaded machine (or a JVM server
+# that is still warming up) may take much longer than any single event should.
+CONNECT_WAIT_S = 120.0
 
 from checks import check, finish  # noqa: E402  (shared by every suite)
 
@@ -61,10 +64,10 @@ class CliMt:
         self.proc.stdin.flush()
         return mark
 
-    def expect(self, pattern, since):
+    def expect(self, pattern, since, wait_s=WAIT_S):
         """Waits for a line matching `pattern` at or after index `since`; returns the match."""
         regex = re.compile(pattern)
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + wait_s
         with self.cond:
             while True:
                 for line in self.lines[since:]:
@@ -115,11 +118,11 @@ def main():
         return 1
     logging.basicConfig(level=logging.ERROR)
     other = KazooClient(hosts=hosts)
-    other.start(timeout=WAIT_S)
+    other.start(timeout=CONNECT_WAIT_S)
     root = f"/cli_mt_{os.getpid()}"
     cli = CliMt(hosts)
     try:
-        m = cli.expect(r"Got a new session id: 0x([0-9a-f]+)", 0)
+        m = cli.expect(r"Got a new session id: 0x([0-9a-f]+)", 0, CONNECT_WAIT_S)
         check("connects and reports session id", m is not None, cli.output_since(0))
         session_id = int(m.group(1), 16) if m else None
         check("SESSION_EVENT CONNECTED_STATE", cli.expect(r"Watcher SESSION_EVENT state = CONNECTED_STATE", 0) is not None)

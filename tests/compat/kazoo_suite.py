@@ -43,6 +43,9 @@ from kazoo.protocol.states import EventType, ZnodeStat
 from kazoo.security import ACL, Id, make_digest_acl, make_digest_acl_credential, OPEN_ACL_UNSAFE
 
 WAIT_S = 10.0  # upper bound for anything awaited; never a sleep
+# Establishing a session is a readiness wait, not a check: a loaded machine (or a JVM server
+# still warming up) may take much longer than any single event should. Kazoo retries inside.
+CONNECT_WAIT_S = 120.0
 EVENT_NAMES = {1: "NodeCreated", 2: "NodeDeleted", 3: "NodeDataChanged", 4: "NodeChildrenChanged"}
 
 from checks import check, finish  # noqa: E402  (shared by every suite)
@@ -313,7 +316,7 @@ def new_client(hosts, **kwargs):
         "connection_retry", dict(max_tries=-1, delay=0.05, backoff=1, max_delay=0.2)
     )
     c = KazooClient(hosts=hosts, **kwargs)
-    c.start(timeout=WAIT_S)
+    c.start(timeout=CONNECT_WAIT_S)
     return c
 
 

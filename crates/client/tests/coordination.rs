@@ -256,6 +256,7 @@ async fn tree_cache_mirrors_concurrent_changes_in(target: Target, mode: TreeCach
     let proxy = Proxy::start(server.addr()).await;
     let c = Client::builder(&proxy.connect_string())
         .session_timeout(Duration::from_secs(6))
+        .connect_timeout(support::CONNECT_DEADLINE)
         .connect()
         .await
         .unwrap();
@@ -403,6 +404,7 @@ async fn election_of_twenty_survives_leader_expiry(target: Target) {
     let proxy = Proxy::start(server.addr()).await;
     let first = Client::builder(&proxy.connect_string())
         .session_timeout(Duration::from_millis(1000))
+        .connect_timeout(support::CONNECT_DEADLINE)
         .connect()
         .await
         .unwrap();

@@ -42,6 +42,7 @@ async fn failover(strict: bool) {
     let p2 = Proxy::start(server.addr()).await;
     let c = Client::builder(&format!("{},{}", p1.connect_string(), p2.connect_string()))
         .session_timeout(Duration::from_secs(6))
+        .connect_timeout(support::CONNECT_DEADLINE)
         .connect()
         .await
         .unwrap();

@@ -307,6 +307,7 @@ async fn connect_skips_dead_hosts(target: Target) {
     for _ in 0..3 {
         let c = Client::builder(&cs)
             .session_timeout(Duration::from_secs(4))
+            .connect_timeout(support::CONNECT_DEADLINE)
             .connect()
             .await
             .unwrap();

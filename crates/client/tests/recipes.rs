@@ -15,6 +15,7 @@ async fn node_cache_follows_the_node(target: Target) {
     let proxy = Proxy::start(server.addr()).await;
     let c = Client::builder(&proxy.connect_string())
         .session_timeout(Duration::from_secs(4))
+        .connect_timeout(support::CONNECT_DEADLINE)
         .connect()
         .await
         .unwrap();

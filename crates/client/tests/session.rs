@@ -13,6 +13,7 @@ use support::{next_item, next_node, wait_state, within, Proxy, Server, Target};
 async fn client_via(proxy: &Proxy, timeout: Duration) -> Client {
     Client::builder(&proxy.connect_string())
         .session_timeout(timeout)
+        .connect_timeout(support::CONNECT_DEADLINE)
         .connect()
         .await
         .unwrap()
@@ -200,6 +201,7 @@ async fn session_can_be_resumed_by_id(target: Target) {
     let again = Client::builder(&server.connect_string())
         .session_timeout(Duration::from_secs(10))
         .session(c.session_id(), c.session_password())
+        .connect_timeout(support::CONNECT_DEADLINE)
         .connect()
         .await
         .unwrap();

@@ -24,6 +24,10 @@ import (
 // waitLimit bounds every wait for an event; nothing in the suite sleeps for a fixed time.
 const waitLimit = 10 * time.Second
 
+// connectLimit bounds the wait for a new session: readiness, not a check, so it is generous
+// for a loaded machine or a JVM server still warming up (the client retries meanwhile).
+const connectLimit = 120 * time.Second
+
 var passed, failed int
 
 func check(name string, ok bool, detail string, args ...interface{}) {
@@ -121,16 +125,21 @@ func connect(server string, dial zk.Dialer) (*client, error) {
 		return nil, err
 	}
 	c := &client{conn: conn, events: events}
-	if !c.awaitState(zk.StateHasSession) {
+	if !c.awaitStateWithin(zk.StateHasSession, connectLimit) {
 		conn.Close()
-		return nil, fmt.Errorf("no session within %v", waitLimit)
+		return nil, fmt.Errorf("no session within %v", connectLimit)
 	}
 	return c, nil
 }
 
 // awaitState consumes session events until `want` is seen.
 func (c *client) awaitState(want zk.State) bool {
-	deadline := time.After(waitLimit)
+	return c.awaitStateWithin(want, waitLimit)
+}
+
+// awaitStateWithin is awaitState with its own bound.
+func (c *client) awaitStateWithin(want zk.State, limit time.Duration) bool {
+	deadline := time.After(limit)
 	for {
 		select {
 		case ev := <-c.events:

@@ -18,6 +18,10 @@ use tokio::task::AbortHandle;
 
 /// Every wait in these tests is bounded by this.
 pub const DEADLINE: Duration = Duration::from_secs(30);
+/// How long a new client may take to get its first session. This is a readiness wait (the
+/// client retries until then), not a check, so it is generous: a loaded machine or a JVM
+/// server still warming up can take far longer than a session timeout to answer.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(120);
 
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(DEADLINE, fut).await {
@@ -59,6 +63,7 @@ impl Server {
     pub async fn client(&self) -> Client {
         Client::builder(&self.connect_string())
             .session_timeout(Duration::from_secs(4))
+            .connect_timeout(CONNECT_DEADLINE)
             .connect()
             .await
             .expect("connect")
@@ -132,7 +137,7 @@ impl ApacheZk {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             };
-            match tokio::time::timeout(Duration::from_secs(60), ready).await {
+            match tokio::time::timeout(CONNECT_DEADLINE, ready).await {
                 Ok(Ok(())) => {
                     return ApacheZk {
                         addr,
