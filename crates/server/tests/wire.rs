@@ -306,8 +306,10 @@ async fn a_client_that_does_not_read_is_disconnected() {
     }
     hog.write_all(&burst).await.unwrap();
 
-    // Only the hog is dropped: wait (bounded by GUARD) until the server counts just the
-    // writer and the asking connection.
+    // The server stops reading the hog and sets its requests aside; with its pings unread
+    // its session expires and it is closed. Only the hog is dropped: wait (bounded by
+    // GUARD) until the server counts just the writer and the asking connection, while the
+    // writer keeps being answered (which also keeps its own session alive).
     let deadline = tokio::time::Instant::now() + GUARD;
     loop {
         let mntr = four_letter(&server, "mntr").await;
@@ -318,6 +320,8 @@ async fn a_client_that_does_not_read_is_disconnected() {
             tokio::time::Instant::now() < deadline,
             "hog still connected:\n{mntr}"
         );
+        writer.write_all(&get_data(3, "/zookeeper")).await.unwrap();
+        assert_eq!(read_reply(&mut writer).await.err, 0);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     writer.write_all(&get_data(2, "/zookeeper")).await.unwrap();

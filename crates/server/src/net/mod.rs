@@ -52,7 +52,7 @@ pub const OUTBOUND_MAX_BYTES_PER_CONN: usize = 32 * 1024 * 1024;
 pub const OUTBOUND_PAUSE_BYTES_PER_CONN: usize = 4 * 1024 * 1024;
 /// Once the server closes a connection, how long what is queued for it may take to be
 /// written before the socket is dropped anyway.
-pub const CLOSE_GRACE_MS: u64 = 5_000;
+pub const CLOSE_GRACE_MS: u64 = 2_000;
 
 /// A server that has recovered its state and is bound to its port, ready to [`run`](Server::run).
 pub struct Server {
