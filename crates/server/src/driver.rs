@@ -11,6 +11,12 @@
 //! and replies on a connection keep their order. Txns are submitted without waiting, so
 //! everything submitted while one fsync is running shares the next fsync (group commit).
 //!
+//! Flow control: each connection's replies (queued for its socket or held for durability)
+//! are counted in bytes. Past a soft bound its further requests are set aside in order
+//! (`ConnState::deferred`, bounded by the permits each frame carries) until its writer
+//! reports the queue drained; past a hard bound the connection is closed. Requests received
+//! and not yet answered hold an outstanding-request permit, which is what `mntr` reports.
+//!
 //! Snapshots: every `snapCount` txns (randomised a little) the driver takes an exact image of
 //! the core and hands the bytes to a background thread, which writes the file while writes go
 //! on; the log is rolled at the same point so older segments become purgeable.
