@@ -739,14 +739,13 @@ impl Driver {
         // because of them may go on (its writer reports only when its own queue drains).
         released.sort_unstable();
         released.dedup();
-        let now = now_ms();
         for conn in released {
             if self
                 .conns
                 .get(&conn)
                 .is_some_and(|state| !state.deferred.is_empty())
             {
-                self.resume_deferred(conn, now);
+                self.resume_deferred(conn);
             }
         }
     }
@@ -932,7 +931,7 @@ impl Driver {
                 }
                 self.receive_frame(conn, body, permit, now, clock);
             }
-            Inbound::Drained { conn } => self.resume_deferred(conn, now),
+            Inbound::Drained { conn } => self.resume_deferred(conn),
             Inbound::Closed { conn } => {
                 if self.conns.remove(&conn).is_some() {
                     let step = self.core.connection_closed(conn, clock);
@@ -980,7 +979,7 @@ impl Driver {
 
     /// The connection's writer got below the pause mark: its deferred requests are taken in,
     /// oldest first, until its replies back up again.
-    fn resume_deferred(&mut self, conn: ConnId, now: i64) {
+    fn resume_deferred(&mut self, conn: ConnId) {
         loop {
             let Some(state) = self.conns.get_mut(&conn) else {
                 return;

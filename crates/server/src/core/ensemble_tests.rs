@@ -69,6 +69,7 @@ impl Pair {
                     }
                 }
                 Effect::Close { .. } => self.seen.push(Seen::Closed),
+                Effect::Reconfig(c) => panic!("no reconfig in these tests: {c:?}"),
                 Effect::Forward(f) => {
                     let origin = Some(f.conn);
                     let step = self.leader.receive_forwarded(f, self.now);

@@ -106,6 +106,7 @@ impl H {
                 }
                 Effect::Close { conn, .. } => self.closed.push(conn),
                 Effect::Forward(f) => panic!("a leader never forwards: {f:?}"),
+                Effect::Reconfig(c) => panic!("reconfig is disabled here: {c:?}"),
             }
         }
         out
