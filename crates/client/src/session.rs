@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use corral_proto::consts::ext;
 use corral_proto::frame::{self, DEFAULT_MAX_FRAME_BYTES};
 use corral_proto::records::{
     AuthPacket, ConnectRequest, ReplyHeader, RequestHeader, SetWatches, SetWatches2, WatcherEvent,
     WatchesRequest,
 };
-use corral_proto::request::encode_connect;
+use corral_proto::request::encode_connect_ext;
 use corral_proto::{xid, EventType, Jute, OpCode, Reader, Request, WatcherType, Writer, ZkError};
 use rand::seq::SliceRandom;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -263,6 +264,17 @@ impl Watches {
             .collect()
     }
 
+    /// Tells the persistent and recursive watchers registered exactly on `server_path` that
+    /// events may be missing.
+    fn may_have_missed(&mut self, server_path: &str) {
+        for map in [&self.persistent, &self.recursive] {
+            for e in map.get(server_path).into_iter().flatten() {
+                // A closed stream is being unregistered by its `Unwatch` command already.
+                let _ = e.tx.send(WatchEvent::MayHaveMissed);
+            }
+        }
+    }
+
     /// Tells every persistent watcher about a session state change.
     fn broadcast(&mut self, state: SessionState) {
         self.retain_persistent(|e| e.tx.send(WatchEvent::Session(state)).is_ok());
@@ -426,7 +438,10 @@ async fn attempt(p: AttemptParams) -> Result<Handshake, AttemptError> {
             session_id: p.session_id,
             passwd: Some(Bytes::from(p.password.clone())),
         };
-        let bytes = encode_frame(|w| encode_connect(&req, p.read_only, w));
+        // The extension block asks a Corral server to report incomplete persistent watch
+        // replays; ZooKeeper ignores bytes after the readOnly flag.
+        let bytes =
+            encode_frame(|w| encode_connect_ext(&req, p.read_only, ext::FEATURE_REPLAY_GAPS, w));
         let mut reader = FrameReader {
             rd,
             buf: BytesMut::with_capacity(64 * 1024),
@@ -1026,6 +1041,10 @@ impl SessionTask {
             xid::NOTIFICATION => {
                 let ev = WatcherEvent::read(&mut r)
                     .map_err(|e| End::Lost(format!("bad notification: {e}")))?;
+                if ev.event_type == ext::EVENT_MAY_HAVE_MISSED {
+                    self.watches.may_have_missed(&ev.path);
+                    return Ok(None);
+                }
                 let Ok(event_type) = EventType::try_from(ev.event_type) else {
                     warn!(event_type = ev.event_type, "unknown event type");
                     return Ok(None);

@@ -70,6 +70,12 @@ pub struct NodeEvent {
 pub enum WatchEvent {
     Node(NodeEvent),
     Session(SessionState),
+    /// Events of this watch may be missing: after a reconnect the server could not replay
+    /// every change made while the client was away (the change left the server's replay
+    /// window, the server restarted or rebuilt its state, or another ensemble member took
+    /// over). Re-read what the watch covers. Only a Corral server sends it; it follows the
+    /// `Session(Connected)` item of that reconnect and any events the server did replay.
+    MayHaveMissed,
 }
 
 /// Modes of a persistent watch.

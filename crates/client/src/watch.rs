@@ -62,13 +62,14 @@ impl PersistentWatch {
         self.rx.recv().await
     }
 
-    /// The next node event, skipping session-state items. `Err` once the session is over.
+    /// The next node event, skipping session-state and [`WatchEvent::MayHaveMissed`] items
+    /// (so a caller of this method cannot learn of a gap). `Err` once the session is over.
     pub async fn next_node_event(&mut self) -> Result<NodeEvent, Error> {
         loop {
             match self.rx.recv().await {
                 Some(WatchEvent::Node(e)) => return Ok(e),
                 Some(WatchEvent::Session(s)) if s.is_terminal() => return Err(s.terminal_error()),
-                Some(WatchEvent::Session(_)) => continue,
+                Some(WatchEvent::Session(_)) | Some(WatchEvent::MayHaveMissed) => continue,
                 None => return Err(Error::Closed),
             }
         }

@@ -178,6 +178,26 @@ pub mod xid {
 /// The highest protocol version clients send in ConnectRequest.
 pub const PROTOCOL_VERSION: i32 = 0;
 
+/// Corral's opt-in extensions to the wire protocol.
+///
+/// A client opts in by appending [`CONNECT_MAGIC`](ext::CONNECT_MAGIC) and a feature mask
+/// (two ints) to its ConnectRequest, after the readOnly byte. Apache ZooKeeper (3.8's
+/// `ZooKeeperServer.processConnectRequest`, 3.9's `ProtocolManager`) reads the request and the
+/// readOnly byte and never looks at the rest of the frame, so the same client works against
+/// both. A Corral server sends extension frames only to connections that asked for them, so
+/// third-party clients never see one.
+pub mod ext {
+    /// Marks the extension block after the readOnly byte ("CRAL").
+    pub const CONNECT_MAGIC: i32 = 0x4352_414c;
+    /// Feature bit: after a reconnect, tell the client which re-registered persistent watches
+    /// may have missed events (the server could not replay every change since its zxid).
+    pub const FEATURE_REPLAY_GAPS: i32 = 1;
+    /// Event type of a notification (xid -1) for a persistent or recursive watch path: events
+    /// may be missing from that watch, the client should re-read what it watches. Outside
+    /// ZooKeeper's event type range, so it is never confused with one of its events.
+    pub const EVENT_MAY_HAVE_MISSED: i32 = 0x4352_0001;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,9 +246,13 @@ pub struct Connect {
     /// Whether the client can use a read-only server; `None` if the client (pre-3.3) did not
     /// send the trailing flag.
     pub read_only: Option<bool>,
+    /// Corral extension features the client asked for (bits of `consts::ext`); 0 for every
+    /// client that did not append the extension block.
+    pub ext_features: i32,
 }
 
-/// Decodes a connect frame body, with or without the trailing readOnly byte.
+/// Decodes a connect frame body, with or without the trailing readOnly byte and Corral's
+/// extension block. Other trailing bytes are ignored, as ZooKeeper ignores them.
 pub fn decode_connect(body: &[u8]) -> Result<Connect, DecodeError> {
     let mut r = Reader::new(body);
     let req = ConnectRequest::read(&mut r)?;
@@ -257,13 +261,29 @@ pub fn decode_connect(body: &[u8]) -> Result<Connect, DecodeError> {
     } else {
         None
     };
-    Ok(Connect { req, read_only })
+    let mut ext_features = 0;
+    if r.remaining() >= 8 && r.read_i32()? == crate::consts::ext::CONNECT_MAGIC {
+        ext_features = r.read_i32()?;
+    }
+    Ok(Connect {
+        req,
+        read_only,
+        ext_features,
+    })
 }
 
 /// Encodes a connect frame body with the readOnly byte.
 pub fn encode_connect(c: &ConnectRequest, read_only: bool, w: &mut Writer) {
     c.write(w);
     w.write_bool(read_only);
+}
+
+/// Encodes a connect frame body with the readOnly byte and Corral's extension block asking for
+/// `features` (bits of `consts::ext`).
+pub fn encode_connect_ext(c: &ConnectRequest, read_only: bool, features: i32, w: &mut Writer) {
+    encode_connect(c, read_only, w);
+    w.write_i32(crate::consts::ext::CONNECT_MAGIC);
+    w.write_i32(features);
 }
 
 #[cfg(test)]
@@ -383,6 +403,33 @@ mod tests {
         encode_connect(&req, true, &mut w);
         let c = decode_connect(&w.into_inner()).unwrap();
         assert_eq!(c.read_only, Some(true));
+        assert_eq!(c.req, req);
+        assert_eq!(c.ext_features, 0);
+    }
+
+    #[test]
+    fn connect_extension_block_is_read_and_other_trailing_bytes_are_ignored() {
+        use crate::consts::ext;
+        let req = ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            timeout_ms: 30000,
+            session_id: 0,
+            passwd: Some(Bytes::from(vec![0u8; 16])),
+        };
+        let mut w = Writer::new();
+        encode_connect_ext(&req, false, ext::FEATURE_REPLAY_GAPS, &mut w);
+        let c = decode_connect(&w.into_inner()).unwrap();
+        assert_eq!(c.read_only, Some(false));
+        assert_eq!(c.ext_features, ext::FEATURE_REPLAY_GAPS);
+
+        // Eight bytes that are not the marker: ignored, no features.
+        let mut w = Writer::new();
+        encode_connect(&req, false, &mut w);
+        w.write_i32(7);
+        w.write_i32(ext::FEATURE_REPLAY_GAPS);
+        let c = decode_connect(&w.into_inner()).unwrap();
+        assert_eq!(c.ext_features, 0);
         assert_eq!(c.req, req);
     }
 }

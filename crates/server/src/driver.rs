@@ -23,10 +23,13 @@
 //!
 //! Log failures (disk full, I/O error): the core has already applied the failed txns, so its
 //! state can no longer be trusted. The driver drops the effects that were waiting for them,
-//! rebuilds the core from disk (snapshot + durable log), closes the client connections (their
-//! clients reconnect to their sessions and re-register watches) and keeps serving; writes
-//! succeed again once the disk accepts them. Nothing acknowledged is lost because nothing was
-//! acknowledged before it was durable.
+//! rebuilds the core from disk (snapshot + durable log) and keeps serving; writes succeed again
+//! once the disk accepts them. A connection that had a reply or event waiting is closed (its
+//! client reconnects to its session and re-registers its watches; the rebuilt core's replay
+//! window starts empty, so changes before the rebuild are not replayed, and clients that
+//! opted in are told when that leaves a gap); every other connection is handed to the rebuilt core with its
+//! session and watches. Nothing acknowledged is lost because nothing was acknowledged before
+//! it was durable.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -138,6 +138,8 @@ async fn run_persistent<V: View>(
                 Some(WatchEvent::Node(_)) => continue,
                 // Events during a disconnect may be lost: re-read once connected.
                 Some(WatchEvent::Session(s)) if s.is_connected() => break,
+                // The server could not replay everything since the last read.
+                Some(WatchEvent::MayHaveMissed) => break,
                 Some(WatchEvent::Session(s)) if s.is_terminal() => return,
                 Some(WatchEvent::Session(_)) => continue,
                 None => return,

@@ -350,6 +350,14 @@ async fn run_persistent(mirror: Mirror, mut watch: crate::PersistentWatch) {
                 stale = true;
                 Ok(())
             }
+            // The server could not replay every change made while away: read everything again
+            // (even if the reconnect item already did, events between the two are covered).
+            WatchEvent::MayHaveMissed => {
+                stale = false;
+                let r = mirror.reload().await;
+                let _ = mirror.events.send(TreeEvent::Reloaded);
+                r
+            }
         };
         match result {
             Ok(()) => {}

@@ -167,6 +167,8 @@ impl Drop for ApacheZk {
 /// makes it refuse new ones (accept and close at once) until unblocked.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// Where new connections go; `retarget` moves it (a server restarted on another port).
+    target: Arc<Mutex<SocketAddr>>,
     blocked: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
@@ -178,7 +180,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let blocked = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (b, c) = (blocked.clone(), conns.clone());
+        let target = Arc::new(Mutex::new(target));
+        let (b, c, t) = (blocked.clone(), conns.clone(), target.clone());
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
@@ -188,6 +191,7 @@ impl Proxy {
                     drop(inbound);
                     continue;
                 }
+                let target = *t.lock().unwrap();
                 let task = tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
@@ -205,6 +209,7 @@ impl Proxy {
         .abort_handle();
         Proxy {
             addr,
+            target,
             blocked,
             conns,
             accept,
@@ -230,6 +235,11 @@ impl Proxy {
             .iter()
             .filter(|c| !c.is_finished())
             .count()
+    }
+
+    /// Sends connections opened from now on to `target`.
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.target.lock().unwrap() = target;
     }
 
     pub fn block(&self, blocked: bool) {

@@ -225,6 +225,9 @@ struct Conn {
     auth: std::sync::Arc<Vec<Id>>,
     /// Pre-3.3 clients send no readOnly byte and expect none back.
     old_client: bool,
+    /// The client asked (Corral's connect extension) to be told when a persistent watch
+    /// replay after a reconnect is incomplete; third-party clients never are.
+    wants_replay_gaps: bool,
     /// Requests forwarded to the leader whose outcome has not been applied here yet.
     forwarded: u32,
     /// Frames that arrived while a forwarded request was outstanding: a client's requests are
@@ -501,6 +504,7 @@ impl Core {
                 session: None,
                 auth,
                 old_client: false,
+                wants_replay_gaps: false,
                 forwarded: 0,
                 queued: Default::default(),
             },
@@ -979,6 +983,8 @@ impl Core {
         let old_client = connect.read_only.is_none();
         if let Some(c) = self.conns.get_mut(&conn) {
             c.old_client = old_client;
+            c.wants_replay_gaps =
+                connect.ext_features & corral_proto::consts::ext::FEATURE_REPLAY_GAPS != 0;
         }
         if self.role == Role::ReadOnly {
             if connect.read_only != Some(true) {
@@ -1237,6 +1243,19 @@ impl Core {
                 .is_some_and(|cn| acl::check(&c.acl, corral_proto::perms::READ, &cn.auth).is_ok());
             if allowed {
                 let frame = notification(c.event, &c.path, c.zxid);
+                self.send(step, conn, frame);
+            }
+        }
+        // After the replay, so the client re-reads a state at least as new as every event it
+        // was given; the path is one the client registered, so it reveals nothing.
+        if !replay.complete && self.conns.get(&conn).is_some_and(|c| c.wants_replay_gaps) {
+            for p in w
+                .persistent_watches
+                .iter()
+                .chain(&w.persistent_recursive_watches)
+            {
+                let frame =
+                    notification_code(corral_proto::consts::ext::EVENT_MAY_HAVE_MISSED, p, -1);
                 self.send(step, conn, frame);
             }
         }
@@ -1513,6 +1532,12 @@ fn close(step: &mut Step, conn: ConnId, reason: String) {
 /// A watch notification frame: reply header with xid -1 and the zxid of the change (-1 when
 /// there is none, e.g. events fired by setWatches), then the event.
 fn notification(t: EventType, path: &str, zxid: Zxid) -> Vec<u8> {
+    notification_code(t.code(), path, zxid)
+}
+
+/// A notification frame with a raw event type (Corral's extension events have no
+/// `EventType`).
+fn notification_code(event_type: i32, path: &str, zxid: Zxid) -> Vec<u8> {
     let mut w = Writer::with_capacity(32 + path.len());
     w.write_i32(0);
     ReplyHeader {
@@ -1522,7 +1547,7 @@ fn notification(t: EventType, path: &str, zxid: Zxid) -> Vec<u8> {
     }
     .write(&mut w);
     WatcherEvent {
-        event_type: t.code(),
+        event_type,
         state: KeeperState::SyncConnected.code(),
         path: path.to_string(),
     }
