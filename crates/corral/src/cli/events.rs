@@ -151,6 +151,7 @@ impl Events {
                     // Session transitions are shown once, by the session follower.
                     corral_client::WatchEvent::Node(ev) => Some(ShownEvent::node(&ev)),
                     corral_client::WatchEvent::Session(_) => None,
+                    corral_client::WatchEvent::MayHaveMissed => None,
                 })
             })
             .chain(

@@ -1140,7 +1140,16 @@ impl Shell {
                 .map_err(failed(&path))?
                 .ok_or_else(|| CmdError::Failed(format!("Node does not exist: {path}")))?;
             if json {
-                json_out(&tree_json(&client, &path).await);
+                let mut out = std::io::BufWriter::new(std::io::stdout());
+                let list = |p: String| {
+                    let client = client.clone();
+                    async move { sorted_children(&client, &p).await }
+                };
+                write_tree_json(&path, list, &mut out)
+                    .await
+                    .and_then(|()| writeln!(out))
+                    .and_then(|()| out.flush())
+                    .map_err(|e| CmdError::Failed(format!("writing the tree: {e}")))?;
             } else {
                 outln(&path);
                 draw_tree(&client, &path, "").await;
@@ -1173,6 +1182,9 @@ impl Shell {
                             if let Some(shown) = ShownEvent::session(s) {
                                 if json { json_out(&shown.json()) } else { outln(&shown.line()) }
                             }
+                        }
+                        Some(corral_client::WatchEvent::MayHaveMissed) => {
+                            errln(&format!("events under {path} may have been missed while disconnected"));
                         }
                         None => return Err(CmdError::Failed("the session ended".into())),
                     },
@@ -1268,33 +1280,61 @@ async fn draw_tree(client: &Client, path: &str, indent: &str) {
     }
 }
 
-async fn tree_json(client: &Client, path: &str) -> Value {
-    // Built bottom-up from a breadth-first listing.
-    let mut nodes = vec![path.to_string()];
-    let mut i = 0;
-    while i < nodes.len() {
-        let node = nodes[i].clone();
-        let base = if node == "/" { "" } else { node.as_str() };
-        for c in sorted_children(client, &node).await {
-            nodes.push(format!("{base}/{c}"));
-        }
-        i += 1;
+/// Writes the subtree under `root` as one JSON object, `{"<root>":{"<child>":{...},...}}`,
+/// children in sorted order, as it is listed.
+///
+/// Streamed with an explicit stack: a nested `serde_json::Value` recurses once per level when
+/// serialized and dropped, so a deep enough chain of nodes would overflow the stack. Memory is
+/// the pending siblings of the current path, not the whole tree.
+async fn write_tree_json<W, F, Fut>(root: &str, mut list: F, out: &mut W) -> std::io::Result<()>
+where
+    W: Write,
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    enum Item {
+        /// A node to open: its key (the name, or the root's path) and whether a comma goes
+        /// before it.
+        Open {
+            path: String,
+            key: String,
+            first: bool,
+        },
+        Close,
     }
-    let mut values: std::collections::HashMap<String, serde_json::Map<String, Value>> =
-        Default::default();
-    for node in nodes.iter().rev() {
-        let children = values.remove(node).unwrap_or_default();
-        if node == path {
-            return json!({ path: Value::Object(children) });
+    out.write_all(b"{")?;
+    let mut stack = vec![Item::Open {
+        path: root.to_string(),
+        key: root.to_string(),
+        first: true,
+    }];
+    while let Some(item) = stack.pop() {
+        let (path, key, first) = match item {
+            Item::Close => {
+                out.write_all(b"}")?;
+                continue;
+            }
+            Item::Open { path, key, first } => (path, key, first),
+        };
+        if !first {
+            out.write_all(b",")?;
         }
-        let (parent, name) = node.rsplit_once('/').unwrap_or(("", node));
-        let parent = if parent.is_empty() { "/" } else { parent };
-        values
-            .entry(parent.to_string())
-            .or_default()
-            .insert(name.to_string(), Value::Object(children));
+        // A string's encoding does not recurse.
+        serde_json::to_writer(&mut *out, &key).map_err(std::io::Error::from)?;
+        out.write_all(b":{")?;
+        stack.push(Item::Close);
+        let children = list(path.clone()).await;
+        let base = if path == "/" { "" } else { path.as_str() };
+        // Pushed in reverse so the first child is written first.
+        for (i, name) in children.into_iter().enumerate().rev() {
+            stack.push(Item::Open {
+                path: format!("{base}/{name}"),
+                key: name,
+                first: i == 0,
+            });
+        }
     }
-    json!({ path: {} })
+    out.write_all(b"}")
 }
 
 fn now_ms() -> i64 {
@@ -1359,6 +1399,117 @@ mod tests {
         assert_eq!(
             ShownEvent::removed(EventType::DataWatchRemoved, "/a").line(),
             "WatchedEvent state:SyncConnected type:DataWatchRemoved path:/a"
+        );
+    }
+
+    /// `{"<root>":{"a":{"a":...{}}}}` for a chain of `depth` nodes named `a`.
+    fn chain_json(root: &str, depth: usize) -> String {
+        format!(
+            "{{{}:{{{}{}}}}}",
+            serde_json::to_string(root).unwrap(),
+            "\"a\":{".repeat(depth),
+            "}".repeat(depth)
+        )
+    }
+
+    /// Runs `f` on a thread with a small stack: a writer that recursed per level would
+    /// overflow it long before the depths used here.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn tree_json_is_nested_sorted_and_escaped() {
+        let out = on_small_stack(|| {
+            let list = |p: String| async move {
+                match p.as_str() {
+                    "/" => vec!["a".to_string(), "b\"q".to_string()],
+                    "/a" => vec!["c".to_string()],
+                    _ => vec![],
+                }
+            };
+            let mut out = Vec::new();
+            futures::executor::block_on(write_tree_json("/", list, &mut out)).unwrap();
+            String::from_utf8(out).unwrap()
+        });
+        assert_eq!(out, r#"{"/":{"a":{"c":{}},"b\"q":{}}}"#);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v, json!({"/": {"a": {"c": {}}, "b\"q": {}}}));
+    }
+
+    #[test]
+    fn tree_json_of_a_25000_level_chain_does_not_recurse() {
+        const DEPTH: usize = 25_000;
+        let out = on_small_stack(|| {
+            let list = |p: String| async move {
+                // "/a/a/.../a" with DEPTH names has one child less than the bottom.
+                if p.len() < 2 * DEPTH {
+                    vec!["a".to_string()]
+                } else {
+                    vec![]
+                }
+            };
+            let mut out = Vec::new();
+            futures::executor::block_on(write_tree_json("/", list, &mut out)).unwrap();
+            String::from_utf8(out).unwrap()
+        });
+        assert!(out == chain_json("/", DEPTH), "unexpected output shape");
+    }
+
+    #[test]
+    fn tree_json_of_a_deep_chain_on_a_server() {
+        // Every level's path is sent and checked, so the cost grows with depth squared; the
+        // small stack makes this depth deep enough for a recursive writer to fail.
+        const DEPTH: usize = 2_000;
+        let out = on_small_stack(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let bounded = tokio::time::timeout(Duration::from_secs(120), async {
+                    let server = corral_server::testing::TestServer::start().await;
+                    let client = Client::builder(&server.connect_string())
+                        .connect()
+                        .await
+                        .unwrap();
+                    let mut path = String::new();
+                    let mut creates = Vec::with_capacity(DEPTH);
+                    for _ in 0..DEPTH {
+                        path.push_str("/a");
+                        // Pipelined: one connection answers in order, parents first.
+                        let (client, path) = (client.clone(), path.clone());
+                        creates.push(async move {
+                            client
+                                .create(&path, b"", corral_client::CreateMode::Persistent)
+                                .await
+                        });
+                    }
+                    for r in futures::future::join_all(creates).await {
+                        r.unwrap();
+                    }
+                    let list = |p: String| {
+                        let client = client.clone();
+                        async move { sorted_children(&client, &p).await }
+                    };
+                    let mut out = Vec::new();
+                    write_tree_json("/a", list, &mut out).await.unwrap();
+                    client.close().await;
+                    server.stop().await.unwrap();
+                    String::from_utf8(out).unwrap()
+                });
+                bounded.await.expect("the test finished in time")
+            })
+        });
+        // The root "/a" holds the DEPTH - 1 levels below it.
+        assert!(
+            out == chain_json("/a", DEPTH - 1),
+            "unexpected output shape"
         );
     }
 }
