@@ -7,6 +7,8 @@
 
 mod acl;
 mod apply;
+#[doc(hidden)]
+pub mod invariants;
 pub use corral_proto::path;
 mod prepare;
 mod quota;
