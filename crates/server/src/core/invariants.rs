@@ -321,3 +321,55 @@ fn check_watches(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::watch::WatchMode;
+    use super::super::{acl, CoreConfig, Now};
+    use super::*;
+
+    fn core() -> Core {
+        Core::new(CoreConfig::default(), Now::both(1_000))
+    }
+
+    #[test]
+    fn a_fresh_core_passes() {
+        assert_eq!(core().check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn a_watch_of_a_connection_that_is_gone_is_reported() {
+        let mut c = core();
+        c.data_watches.add("/", 7, WatchMode::Standard);
+        let err = c.check_invariants().unwrap_err();
+        assert!(err.contains("closed connection 7"), "{err}");
+    }
+
+    #[test]
+    fn an_ephemeral_node_of_no_session_is_reported() {
+        let mut c = core();
+        // Created behind the session table's back: the owner 0x42 is no session.
+        c.tree
+            .create("/e", None, acl::open_acl(), 0x42, 1, 1, 1_000)
+            .unwrap();
+        c.last_zxid = 1;
+        let err = c.check_invariants().unwrap_err();
+        assert!(err.contains("which is no session"), "{err}");
+    }
+
+    #[test]
+    fn a_session_bound_to_a_missing_connection_is_reported() {
+        let mut c = core();
+        c.sessions.add(5, 1_000, 1_000);
+        c.sessions.get_mut(5).unwrap().conn = Some(9);
+        let err = c.check_invariants().unwrap_err();
+        assert!(err.contains("closed connection 9"), "{err}");
+    }
+
+    #[test]
+    fn two_fresh_cores_dump_equal_with_the_built_in_nodes() {
+        let c = core();
+        assert_eq!(c.canonical_dump(), core().canonical_dump());
+        assert_eq!(c.canonical_dump().nodes.len(), 4);
+    }
+}
