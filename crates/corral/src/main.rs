@@ -42,14 +42,24 @@ fn main() -> anyhow::Result<()> {
         Command::Cli(_) | Command::Bench(_) => "warn",
         _ => "info",
     };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let json_logs =
+        matches!(&cli.command, Command::Server(a) if a.log_format == cmd::server::LogFormat::Json);
     // Logs go to stderr so that subcommands printing data keep stdout clean.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if json_logs {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     match cli.command {
         Command::Server(args) => cmd::server::run(args),
         Command::Bench(args) => cmd::bench::run(args),

@@ -108,6 +108,9 @@ pub struct AdminConfig {
     pub port: u16,
     /// `admin.commandURL`: where the command list is served (commands below it).
     pub command_url: String,
+    /// `corral.console.edits`: the web console at `/` may create, change and delete nodes
+    /// (behind HTTP basic auth, as a digest identity). Off by default: the console is read-only.
+    pub console_edits: bool,
 }
 
 impl Default for AdminConfig {
@@ -117,6 +120,7 @@ impl Default for AdminConfig {
             address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 8080,
             command_url: "/commands".into(),
+            console_edits: false,
         }
     }
 }
@@ -418,6 +422,10 @@ impl ServerConfig {
             "admin.serverPort" => {
                 self.admin.port =
                     u16::try_from(int(value)?).map_err(|_| bad("not a port number"))?
+            }
+            "corral.console.edits" => {
+                self.admin.console_edits =
+                    boolean(value).ok_or_else(|| bad("expected true or false"))?
             }
             "admin.commandURL" => {
                 if !value.starts_with('/') || value.len() < 2 {

@@ -936,7 +936,9 @@ impl Driver {
             }
             Inbound::Drained { conn } => self.resume_deferred(conn),
             Inbound::Closed { conn } => {
-                if self.conns.remove(&conn).is_some() {
+                if let Some(state) = self.conns.remove(&conn) {
+                    let session = crate::core::session_label(self.core.session_of(conn));
+                    tracing::debug!(conn, %session, peer = %state.peer, "connection closed");
                     let step = self.core.connection_closed(conn, clock);
                     self.apply(step);
                 }
@@ -1100,6 +1102,7 @@ impl Driver {
                     if !state.closing {
                         tracing::warn!(
                             conn,
+                            session = %crate::core::session_label(self.core.session_of(conn)),
                             peer = %state.peer,
                             why,
                             limit_bytes = state.handle.max_queued_bytes,
@@ -1119,7 +1122,8 @@ impl Driver {
                 let Some(state) = self.conns.get_mut(&conn) else {
                     return;
                 };
-                tracing::debug!(conn, peer = %state.peer, reason, "closing connection");
+                let session = crate::core::session_label(self.core.session_of(conn));
+                tracing::debug!(conn, %session, peer = %state.peer, reason, "closing connection");
                 state.closing = true;
                 state.handle.close();
             }

@@ -8,8 +8,21 @@ use anyhow::Context;
 use corral_server::config::{ConfigOverrides, FourLetterWhitelist, ServerConfig};
 use corral_server::net::Server;
 
+/// How `corral server` writes its log lines (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format), for log collectors.
+    Json,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// A ZooKeeper-format zoo.cfg.
     #[arg(long, value_name = "ZOO_CFG")]
     config: Option<PathBuf>,

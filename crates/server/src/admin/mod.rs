@@ -11,10 +11,13 @@
 //! - `GET /readyz`: 200 when clients can be served (standalone: always; ensemble member:
 //!   it has a leader), else 503.
 //!
+//! The admin listener also serves the web console at `/` ([`console`]).
+//!
 //! Every figure comes from the driver in one [`Inbound::Admin`] request, so answers are
 //! consistent snapshots and the driver stays the only owner of the state.
 
 pub mod commands;
+pub mod console;
 pub mod metrics;
 
 use std::convert::Infallible;
@@ -23,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -47,6 +51,9 @@ const MAX_CONNECTIONS: usize = 64;
 const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// Upper bound on waiting for the driver: a wedged driver gets a 503, not a hung probe.
 const DRIVER_TIMEOUT_MS: u64 = 10_000;
+
+/// Every answer's type: most are one buffer, the console's event stream is not.
+pub(crate) type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
 
 /// What the HTTP side asks the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +84,8 @@ struct Context {
     role: Role,
     command_url: String,
     inbound: mpsc::Sender<Inbound>,
+    /// The web console; on the admin listener only.
+    console: Option<Arc<console::Console>>,
 }
 
 /// The bound (not yet serving) operations listeners.
@@ -84,6 +93,8 @@ pub(crate) struct AdminListeners {
     admin: Option<TcpListener>,
     metrics: Option<TcpListener>,
     command_url: String,
+    console_edits: bool,
+    my_id: Option<u64>,
 }
 
 impl AdminListeners {
@@ -117,6 +128,8 @@ impl AdminListeners {
             admin,
             metrics,
             command_url: config.admin.command_url.clone(),
+            console_edits: config.admin.console_edits,
+            my_id: config.ensemble.as_ref().map(|e| e.my_id),
         })
     }
 
@@ -128,9 +141,34 @@ impl AdminListeners {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Starts serving; everything stops when the returned value is dropped.
-    pub(crate) fn serve(self, inbound: mpsc::Sender<Inbound>) -> AdminTasks {
+    /// Starts serving; everything stops when the returned value is dropped. `client_addr` is
+    /// this server's bound client port, which the web console connects to.
+    pub(crate) fn serve(
+        self,
+        inbound: mpsc::Sender<Inbound>,
+        client_addr: SocketAddr,
+    ) -> AdminTasks {
         let mut tasks = Vec::new();
+        let console = self.admin.is_some().then(|| {
+            Arc::new(console::Console::new(
+                client_addr,
+                self.console_edits,
+                self.my_id,
+            ))
+        });
+        if let Some(console) = console.clone() {
+            let inbound = inbound.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(
+                    console::samples::SAMPLE_INTERVAL_MS,
+                ));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    console::sample(&console, &inbound).await;
+                }
+            }));
+        }
         for (listener, role) in [(self.admin, Role::Admin), (self.metrics, Role::Metrics)] {
             let Some(listener) = listener else { continue };
             if let Ok(addr) = listener.local_addr() {
@@ -140,6 +178,11 @@ impl AdminListeners {
                 role,
                 command_url: self.command_url.clone(),
                 inbound: inbound.clone(),
+                console: if role == Role::Admin {
+                    console.clone()
+                } else {
+                    None
+                },
             });
             tasks.push(tokio::spawn(accept_loop(listener, ctx)));
         }
@@ -197,8 +240,8 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Context>) {
     }
 }
 
-fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
+    let mut resp = Response::new(Full::new(body.into()).boxed());
     *resp.status_mut() = status;
     if let Ok(v) = content_type.parse() {
         resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
@@ -206,13 +249,18 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     resp
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, body: &str) -> HttpResponse {
     reply(status, "text/plain; charset=utf-8", body.to_string())
 }
 
 async fn ask(ctx: &Context, query: AdminQuery) -> Option<AdminAnswer> {
+    ask_driver(&ctx.inbound, query).await
+}
+
+/// One question to the driver; `None` when it is gone or does not answer in time.
+async fn ask_driver(inbound: &mpsc::Sender<Inbound>, query: AdminQuery) -> Option<AdminAnswer> {
     let (tx, rx) = oneshot::channel();
-    let send = ctx.inbound.send(Inbound::Admin { query, reply: tx });
+    let send = inbound.send(Inbound::Admin { query, reply: tx });
     let wait = async move {
         send.await.ok()?;
         rx.await.ok()
@@ -223,11 +271,11 @@ async fn ask(ctx: &Context, query: AdminQuery) -> Option<AdminAnswer> {
         .flatten()
 }
 
-fn unavailable() -> Response<Full<Bytes>> {
+fn unavailable() -> HttpResponse {
     text(StatusCode::SERVICE_UNAVAILABLE, "server is not running\n")
 }
 
-fn json(map: &serde_json::Map<String, serde_json::Value>) -> Response<Full<Bytes>> {
+fn json(map: &serde_json::Map<String, serde_json::Value>) -> HttpResponse {
     match serde_json::to_string_pretty(map) {
         Ok(body) => reply(StatusCode::OK, "application/json", body),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -242,7 +290,12 @@ fn unknown_command(name: &str) -> serde_json::Map<String, serde_json::Value> {
     map
 }
 
-async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(ctx: &Context, req: Request<Incoming>) -> HttpResponse {
+    if let Some(console) = &ctx.console {
+        if console::Console::serves(req.uri().path()) {
+            return console.handle(&ctx.inbound, req).await;
+        }
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
     }

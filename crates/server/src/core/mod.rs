@@ -580,7 +580,8 @@ impl Core {
             }
             Err(RequestError::BadMultiOp(op)) => {
                 self.send_reply(step, conn, header.xid, Err(ZkError::MarshallingError));
-                tracing::info!(conn, op, "invalid op inside multi");
+                let session = session_label(self.session_of(conn));
+                tracing::info!(conn, %session, op, "invalid op inside multi");
             }
             Err(RequestError::Malformed(e)) => {
                 close(
@@ -895,6 +896,8 @@ impl Core {
     }
 
     /// Session id bound to a connection, if it completed its handshake.
+    ///
+    /// Log lines about a client name its session with [`session_label`] of this.
     pub fn session_of(&self, conn: ConnId) -> Option<SessionId> {
         self.conns.get(&conn).and_then(|c| c.session)
     }
@@ -1234,6 +1237,7 @@ impl Core {
         if !replay.complete {
             tracing::info!(
                 conn,
+                session = %session_label(self.session_of(conn)),
                 relative_zxid = rel,
                 "changes older than the replay window were not replayed"
             );
@@ -1563,3 +1567,9 @@ fn notification_code(event_type: i32, path: &str, zxid: Zxid) -> Vec<u8> {
 mod ensemble_tests;
 #[cfg(test)]
 mod tests;
+
+/// A session id as log lines name it (`0x…`, as ZooKeeper prints them); `none` before the
+/// connection's handshake bound a session.
+pub fn session_label(session: Option<SessionId>) -> String {
+    session.map_or_else(|| "none".to_string(), |id| format!("0x{id:x}"))
+}

@@ -138,7 +138,7 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut driver_task = tokio::spawn(driver.run(inbound_rx, stop_rx));
         // Stopped (dropped) when this function returns.
-        let _admin_tasks = admin.serve(inbound_tx.clone());
+        let _admin_tasks = admin.serve(inbound_tx.clone(), local_addr);
         let ctx = Arc::new(ConnContext {
             inbound: inbound_tx,
             max_frame_bytes: config.jute_max_buffer_bytes,
