@@ -136,9 +136,26 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn log_format_defaults_to_text_and_takes_json() {
+        let plain = Wrapper::try_parse_from(["server"]).unwrap();
+        assert_eq!(plain.args.log_format, LogFormat::Text);
+        let json = Wrapper::try_parse_from(["server", "--log-format", "json"]).unwrap();
+        assert_eq!(json.args.log_format, LogFormat::Json);
+        assert!(Wrapper::try_parse_from(["server", "--log-format", "xml"]).is_err());
+    }
 
     fn args(config: Option<PathBuf>, myid: Option<u64>, data_dir: Option<PathBuf>) -> Args {
         Args {
+            log_format: LogFormat::Text,
             config,
             client_port: None,
             client_address: None,
