@@ -58,8 +58,8 @@ fn seeded_random_inputs_keep_every_invariant() {
     }
 }
 
-/// Runs one input file, e.g. a finding with the tolerated case made strict:
-/// `FUZZ_CORE_STRICT_CLOSE=1 FUZZ_INPUT=fuzz/findings/event-after-close-on-expiry \
+/// Runs one input file, e.g. a finding:
+/// `FUZZ_INPUT=fuzz/findings/event-after-close-on-expiry \
 ///  cargo test -p corral-server --test fuzz_core one_input -- --ignored`
 #[test]
 #[ignore = "needs FUZZ_INPUT"]

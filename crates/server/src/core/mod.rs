@@ -768,6 +768,11 @@ impl Core {
             self.close_session(sid, 0, now, &mut step);
             if let Some(conn) = conn {
                 close(&mut step, conn, "session expired".into());
+                // Nothing may follow a Close on its connection: its watches go now, not when
+                // the driver reports the connection gone (a TTL or container reaped later in
+                // this tick would otherwise notify it).
+                self.data_watches.remove_watcher(conn);
+                self.child_watches.remove_watcher(conn);
             }
         }
         if now.mono_ms >= self.next_container_check_ms {

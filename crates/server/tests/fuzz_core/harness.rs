@@ -513,19 +513,11 @@ impl Run {
                         state.is_some(),
                         "frame sent to connection {conn}, which is not open"
                     );
-                    if closing.contains(&conn) {
-                        // Known (FUZZING.md, finding 1): a tick that expires a session closes
-                        // its connection and may then, in the same step, queue a watch event
-                        // for it (a TTL node or container reaped later in the tick). The
-                        // driver drops it; anything else after a Close is a bug.
-                        let is_event = ReplyHeader::read(&mut Reader::new(&frame[4..]))
-                            .is_ok_and(|h| h.xid == xid::NOTIFICATION);
-                        assert!(
-                            is_event && !strict_close(),
-                            "frame sent to connection {conn} after its Close in the same step"
-                        );
-                        continue;
-                    }
+                    // Nothing follows a Close on its connection (FUZZING.md, finding 1, fixed).
+                    assert!(
+                        !closing.contains(&conn),
+                        "frame sent to connection {conn} after its Close in the same step"
+                    );
                     self.look_at_frame(conn, state, &frame[4..]);
                 }
                 Effect::Close { conn, .. } => {
@@ -647,12 +639,6 @@ impl Run {
             panic!("invariant broken after replay: {e}");
         }
     }
-}
-
-/// `FUZZ_CORE_STRICT_CLOSE=1` turns the tolerated events-after-Close into failures (to
-/// reproduce finding 1, or to check a fix of it).
-fn strict_close() -> bool {
-    std::env::var_os("FUZZ_CORE_STRICT_CLOSE").is_some()
 }
 
 type ParentView = BTreeMap<String, (i64, i32, i64, BTreeSet<String>)>;
