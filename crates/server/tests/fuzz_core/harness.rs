@@ -528,6 +528,7 @@ impl Run {
                     closing.push(conn);
                 }
                 Effect::Forward(f) => panic!("a standalone core forwarded {f:?}"),
+                Effect::Reconfig(c) => panic!("reconfig is disabled here, yet {c:?}"),
             }
         }
         for conn in closing {

@@ -253,6 +253,12 @@ impl Console {
                         Some(WatchEvent::Session(s)) => {
                             format!("event: session\ndata: {}\n\n", json!(format!("{s:?}")))
                         }
+                        // The page shows it like a session change: what it lists may be
+                        // incomplete and the tree should be re-read.
+                        Some(WatchEvent::MayHaveMissed) => format!(
+                            "event: session\ndata: {}\n\n",
+                            json!("MayHaveMissed: events may be missing, re-read")
+                        ),
                         None => break,
                     },
                     _ = keepalive.tick() => ": keepalive\n\n".to_string(),
