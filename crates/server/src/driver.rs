@@ -462,6 +462,16 @@ async fn next_report(log: &mut Option<Log>) -> Option<DurableReport> {
     }
 }
 
+/// Where a driver's txns go: a local log (standalone) or the ensemble.
+enum Backend {
+    Standalone {
+        log: Log,
+        purger: Option<Purger>,
+        durable_shared: Arc<AtomicI64>,
+    },
+    Ensemble(Box<Ensemble>),
+}
+
 pub(crate) struct Driver {
     core: Core,
     config: Arc<ServerConfig>,
@@ -522,7 +532,34 @@ impl Driver {
             data_dir = %config.data_dir.display(),
             "joining the ensemble"
         );
-        Ok(Driver {
+        Ok(Driver::assemble(
+            core,
+            config,
+            core_config,
+            client_port,
+            started_ms,
+            Backend::Ensemble(Box::new(ensemble)),
+        ))
+    }
+
+    /// A driver around a loaded core; everything but the core and its backend starts empty.
+    fn assemble(
+        core: Core,
+        config: Arc<ServerConfig>,
+        core_config: CoreConfig,
+        client_port: u16,
+        started_ms: i64,
+        backend: Backend,
+    ) -> Driver {
+        let (log, purger, durable_shared, ensemble) = match backend {
+            Backend::Standalone {
+                log,
+                purger,
+                durable_shared,
+            } => (Some(log), purger, durable_shared, None),
+            Backend::Ensemble(e) => (None, None, Arc::new(AtomicI64::new(0)), Some(*e)),
+        };
+        Driver {
             durable_zxid: core.last_zxid(),
             core,
             snap_schedule: SnapSchedule::new(config.snap_count),
@@ -531,16 +568,16 @@ impl Driver {
             client_port,
             conns: HashMap::new(),
             held: VecDeque::new(),
-            durable_shared: Arc::new(AtomicI64::new(0)),
-            log: None,
+            durable_shared,
+            log,
             log_failure: None,
             snapshot_job: None,
-            _purger: None,
+            _purger: purger,
             latency: LatencyStats::default(),
             started_ms,
-            ensemble: Some(ensemble),
+            ensemble,
             fatal: None,
-        })
+        }
     }
 
     /// Rebuilds the state from disk (snapshot + log replay) and opens the txn log for
@@ -575,25 +612,18 @@ impl Driver {
         let durable_shared = Arc::new(AtomicI64::new(core.last_zxid()));
         let log = Log::start(loaded.writer, &config, durable_shared.clone())?;
         let purger = Purger::start(&config)?;
-        Ok(Driver {
-            durable_zxid: core.last_zxid(),
+        Ok(Driver::assemble(
             core,
-            snap_schedule: SnapSchedule::new(config.snap_count),
             config,
             core_config,
             client_port,
-            conns: HashMap::new(),
-            held: VecDeque::new(),
-            durable_shared,
-            log: Some(log),
-            log_failure: None,
-            snapshot_job: None,
-            _purger: purger,
-            latency: LatencyStats::default(),
             started_ms,
-            ensemble: None,
-            fatal: None,
-        })
+            Backend::Standalone {
+                log,
+                purger,
+                durable_shared,
+            },
+        ))
     }
 
     /// Serves until `shutdown` turns true (then drains and returns `Ok`), or until the state

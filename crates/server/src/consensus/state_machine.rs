@@ -86,6 +86,17 @@ impl StateMachine {
         }
     }
 
+    /// Writes a snapshot file durably, off the async workers.
+    async fn save(&self, meta: &Meta, data: &[u8]) -> Result<(), StorageError<MemberId>> {
+        let store = self.store.clone();
+        let (meta, data) = (meta.clone(), data.to_vec());
+        tokio::task::spawn_blocking(move || store.save(&meta, &data))
+            .await
+            .map_err(|e| storage_error(ErrorVerb::Write, e))?
+            .map_err(|e| storage_error(ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -122,12 +133,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             },
             &image,
         );
-        let store = self.store.clone();
-        let (meta2, data2) = (meta.clone(), data.clone());
-        tokio::task::spawn_blocking(move || store.save(&meta2, &data2))
-            .await
-            .map_err(|e| storage_error(ErrorVerb::Write, e))?
-            .map_err(|e| storage_error(ErrorVerb::Write, e))?;
+        self.save(&meta, &data).await?;
         tracing::info!(
             index = taken.index,
             zxid = format_args!("{zxid:#x}"),
@@ -214,12 +220,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .ok_or_else(|| storage_error(ErrorVerb::Read, "snapshot without a log id"))?;
         decode_data(&data).map_err(|e| storage_error(ErrorVerb::Read, e))?;
         // Durable before the state moves to it, so a restart finds it.
-        let store = self.store.clone();
-        let (meta2, data2) = (meta.clone(), data.clone());
-        tokio::task::spawn_blocking(move || store.save(&meta2, &data2))
-            .await
-            .map_err(|e| storage_error(ErrorVerb::Write, e))?
-            .map_err(|e| storage_error(ErrorVerb::Write, e))?;
+        self.save(meta, &data).await?;
         let (reply, answer) = oneshot::channel();
         self.events
             .send(Event::InstallSnapshot {

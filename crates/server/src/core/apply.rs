@@ -129,35 +129,17 @@ impl Core {
                 triggers,
             ),
             Txn::Delete { txn, .. } => self.apply_delete(&txn.path, h.zxid, triggers),
-            Txn::Reconfig(t) => {
-                match self
-                    .tree
-                    .set_data(&t.path, t.data.clone(), t.version, h.zxid, h.time_ms)
-                {
-                    Ok(stat) => {
-                        let acl = self.acl_of(&t.path);
-                        triggers.push(Trigger::DataChanged(t.path.clone(), acl));
-                        Outcome::Reconfig {
-                            data: t.data.clone(),
-                            stat,
-                        }
-                    }
-                    Err(e) => Outcome::Error(e.code()),
-                }
-            }
-            Txn::SetData(t) => {
-                match self
-                    .tree
-                    .set_data(&t.path, t.data.clone(), t.version, h.zxid, h.time_ms)
-                {
-                    Ok(stat) => {
-                        let acl = self.acl_of(&t.path);
-                        triggers.push(Trigger::DataChanged(t.path.clone(), acl));
-                        Outcome::Stat(stat)
-                    }
-                    Err(e) => Outcome::Error(e.code()),
-                }
-            }
+            Txn::Reconfig(t) => match self.apply_set_data(t, h, triggers) {
+                Ok(stat) => Outcome::Reconfig {
+                    data: t.data.clone(),
+                    stat,
+                },
+                Err(e) => Outcome::Error(e.code()),
+            },
+            Txn::SetData(t) => match self.apply_set_data(t, h, triggers) {
+                Ok(stat) => Outcome::Stat(stat),
+                Err(e) => Outcome::Error(e.code()),
+            },
             Txn::SetAcl(t) => match self.tree.set_acl(&t.path, t.acl.clone(), t.version) {
                 Ok(stat) => Outcome::Stat(stat),
                 Err(e) => Outcome::Error(e.code()),
@@ -231,6 +213,21 @@ impl Core {
             }
             Err(e) => Outcome::Error(e.code()),
         }
+    }
+
+    /// A setData (or reconfig, which sets `/zookeeper/config`): new data, a data watch trigger.
+    fn apply_set_data(
+        &mut self,
+        t: &corral_proto::records::SetDataTxn,
+        h: &TxnHeader,
+        triggers: &mut Vec<Trigger>,
+    ) -> Result<Stat, ZkError> {
+        let stat = self
+            .tree
+            .set_data(&t.path, t.data.clone(), t.version, h.zxid, h.time_ms)?;
+        let acl = self.acl_of(&t.path);
+        triggers.push(Trigger::DataChanged(t.path.clone(), acl));
+        Ok(stat)
     }
 
     fn apply_delete(&mut self, path: &str, zxid: i64, triggers: &mut Vec<Trigger>) -> Outcome {
