@@ -4,6 +4,7 @@
 //! restarted member, a minority refusing writes, session liveness through a follower, session
 //! close on a follower, and observers.
 
+mod durability_support;
 mod ensemble_support;
 
 use std::collections::BTreeSet;
@@ -1087,6 +1088,70 @@ async fn reconfig_is_refused_unless_enabled() {
             ),
             "{refused:?}"
         );
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions that move between members
+
+/// A client that resumes its session on another member leaves its old connection behind (a
+/// partition, a slow failure detector): nothing sent on that connection may be applied after
+/// the move (ZooKeeper's SessionMoved), and the old member closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_session_s_old_connection_is_closed_and_its_writes_refused() {
+    use corral_proto::records::CreateRequest;
+    use corral_proto::Request;
+    use durability_support::{CallError, Client as RawClient};
+    bounded(async {
+        let mut ens = Ensemble::start(3, 0).await;
+        let followers = ens.followers().await;
+        let (old_member, new_member) = (followers[0], ens.leader().await);
+        let raw = RawClient::connect(&ens.connect_string_of(old_member), 10_000)
+            .await
+            .expect("raw session on a follower");
+        let create = |path: &str| Request::Create {
+            op: corral_proto::OpCode::Create,
+            req: CreateRequest {
+                path: path.into(),
+                data: Some(Vec::new().into()),
+                acl: durability_support::open_acl(),
+                flags: 0,
+            },
+        };
+        raw.call(create("/moved"))
+            .await
+            .unwrap_or_else(|e| panic!("create /moved on the old member: {e:?}"));
+
+        let resumed = Client::builder(&ens.connect_string_of(new_member))
+            .session(raw.session_id, raw.passwd.clone())
+            .connect_timeout(CALL_LIMIT)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("resume the session on the leader: {e}"));
+        assert_eq!(resumed.session_id(), raw.session_id);
+
+        // Sent on the connection the client left, after the move.
+        let stale = raw.call(create("/moved/stale")).await;
+        assert!(
+            matches!(stale, Err(CallError::ConnectionLoss)),
+            "a write on the left connection is neither applied nor answered: {stale:?}"
+        );
+        assert!(
+            matches!(
+                raw.call(create("/moved/later")).await,
+                Err(CallError::ConnectionLoss)
+            ),
+            "the old member closed the connection"
+        );
+        ok(
+            "create on the new member",
+            resumed.create("/moved/fresh", b"", CreateMode::Persistent),
+        )
+        .await;
+        let children = synced_children(&resumed, "/moved").await;
+        assert_eq!(children, BTreeSet::from(["fresh".to_string()]));
+        ens.stop_all();
     })
     .await;
 }

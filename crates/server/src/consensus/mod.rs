@@ -81,6 +81,15 @@ pub enum Payload {
     /// The secret session passwords derive from, shared by every member (the first entry a
     /// new ensemble's leader writes).
     SessionSecret([u8; 16]),
+    /// A client resumed `session` on `to` (the leader checked it is `alive` and made `to` its
+    /// owner): answered there once applied; every other member closes its connection of the
+    /// session.
+    SessionMoved {
+        session: SessionId,
+        to: Origin,
+        timeout_ms: i32,
+        alive: bool,
+    },
 }
 
 /// One committed entry, in log order; `None` for Raft's own entries (blank, membership).
@@ -730,6 +739,7 @@ enum WireRequest {
     Connect { timeout_ms: i32 },
     Request { body: Vec<u8> },
     Sync { xid: i32, path: String },
+    Revalidate { timeout_ms: i32 },
 }
 
 impl From<&Forward> for WireForward {
@@ -753,6 +763,9 @@ impl From<&Forward> for WireForward {
                     xid: *xid,
                     path: path.clone(),
                 },
+                ForwardRequest::Revalidate { timeout_ms } => WireRequest::Revalidate {
+                    timeout_ms: *timeout_ms,
+                },
             },
         }
     }
@@ -774,6 +787,7 @@ impl WireForward {
                     body: Bytes::from(body),
                 },
                 WireRequest::Sync { xid, path } => ForwardRequest::Sync { xid, path },
+                WireRequest::Revalidate { timeout_ms } => ForwardRequest::Revalidate { timeout_ms },
             },
         }
     }

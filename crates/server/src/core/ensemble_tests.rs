@@ -8,6 +8,7 @@ use corral_proto::{CreateMode, OpCode};
 
 const T0: i64 = 1_700_000_000_000;
 const FOLLOWER_CONN: ConnId = 7;
+const FOLLOWER_MEMBER: u64 = 2;
 
 fn peer() -> SocketAddr {
     "127.0.0.1:5000".parse().unwrap()
@@ -72,7 +73,7 @@ impl Pair {
                 Effect::Reconfig(c) => panic!("no reconfig in these tests: {c:?}"),
                 Effect::Forward(f) => {
                     let origin = Some(f.conn);
-                    let step = self.leader.receive_forwarded(f, self.now);
+                    let step = self.leader.receive_forwarded(f, FOLLOWER_MEMBER, self.now);
                     for t in step.txns {
                         self.in_flight.push((t.record, origin));
                     }
@@ -293,4 +294,101 @@ fn zxids_of_a_new_epoch_start_above_the_old_ones() {
     p.send(request_body(1, create("/z", CreateMode::Persistent)));
     p.commit();
     assert_eq!(p.follower.last_zxid(), (3 << 32) + 1);
+}
+
+/// A client resumes its session on the leader while its old connection on the follower is
+/// still open: a write sent on the old connection before the follower learns of the move is
+/// refused by the leader, and the old connection is closed, not answered (ZooKeeper's
+/// SessionMoved).
+#[test]
+fn a_write_from_the_member_a_session_left_is_refused_and_its_connection_closed() {
+    const LEADER: u64 = 1;
+    const LEADER_CONN: ConnId = 3;
+    let mut p = Pair::new();
+    p.leader.join_ensemble(LEADER);
+    p.follower.join_ensemble(FOLLOWER_MEMBER);
+    let sid = connected(&mut p);
+    let passwd = p.leader.sessions.password(sid);
+
+    // The client resumes on the leader: the connect waits for the revalidation.
+    p.leader.connection_opened(LEADER_CONN, peer(), p.now);
+    let step = p
+        .leader
+        .receive(LEADER_CONN, &connect_body(sid, passwd), p.now);
+    assert!(
+        matches!(
+            step.effects.as_slice(),
+            [Effect::Forward(Forward {
+                request: ForwardRequest::Revalidate { .. },
+                ..
+            })]
+        ),
+        "a resumed session is revalidated before it is answered: {:?}",
+        step.effects
+    );
+    assert!(p.leader.revalidate(sid, LEADER, p.now));
+    let step = p
+        .leader
+        .session_moved(sid, Some((LEADER_CONN, 10_000)), true, p.now);
+    assert!(
+        matches!(
+            step.effects.as_slice(),
+            [Effect::Send {
+                conn: LEADER_CONN,
+                ..
+            }]
+        ),
+        "the resumed connection is answered once the move is applied: {:?}",
+        step.effects
+    );
+
+    // A write still in flight on the old connection reaches the leader after the move.
+    p.send(request_body(5, create("/stale", CreateMode::Persistent)));
+    p.commit();
+    assert_eq!(p.seen.pop(), Some(Seen::Closed), "closed, not answered");
+    assert!(p.leader.tree.get("/stale").is_none());
+    assert!(p.follower.tree.get("/stale").is_none());
+
+    // The follower applying the move closes whatever old connection it still has; writes from
+    // the member the client is on now go through.
+    let step = p.follower.session_moved(sid, None, true, p.now);
+    assert!(p.follower.sessions.get(sid).unwrap().conn.is_none());
+    drop(step);
+    let mut w = Writer::new();
+    RequestHeader {
+        xid: 6,
+        op: OpCode::Create.code(),
+    }
+    .write(&mut w);
+    create("/fresh", CreateMode::Persistent).write(&mut w);
+    let step = p.leader.receive(LEADER_CONN, &w.into_inner(), p.now);
+    assert_eq!(step.txns.len(), 1, "the owner's write is prepared");
+    assert!(p.leader.tree.get("/fresh").is_some());
+}
+
+/// The follower's side of the move: a connection still bound to the session is closed when
+/// the revalidation for another member is applied.
+#[test]
+fn applying_a_move_elsewhere_closes_the_old_connection() {
+    let mut p = Pair::new();
+    p.follower.join_ensemble(FOLLOWER_MEMBER);
+    let sid = connected(&mut p);
+    let step = p.follower.session_moved(sid, None, true, p.now);
+    assert!(
+        step.effects.iter().any(|e| matches!(
+            e,
+            Effect::Close {
+                conn: FOLLOWER_CONN,
+                ..
+            }
+        )),
+        "{:?}",
+        step.effects
+    );
+    // A dead session's revalidation closes nothing.
+    let mut p = Pair::new();
+    p.follower.join_ensemble(FOLLOWER_MEMBER);
+    let sid = connected(&mut p);
+    let step = p.follower.session_moved(sid, None, false, p.now);
+    assert!(step.effects.is_empty());
 }

@@ -136,6 +136,11 @@ pub enum ForwardRequest {
     Request { body: Bytes },
     /// `sync`: answered once everything the leader committed before it is applied here.
     Sync { xid: i32, path: String },
+    /// A client resumes its session here: the leader makes this member the session's owner
+    /// and the connect is answered once that is ordered in the log (every other member then
+    /// closes its connection of the session), so no request the client sent on its old
+    /// connection can be applied after the move.
+    Revalidate { timeout_ms: i32 },
 }
 
 /// How this member takes part in replication. A standalone server, and an ensemble's leader,
@@ -260,6 +265,9 @@ pub struct Core {
     /// Sessions a read-only member handed out itself: they exist only here, never in the
     /// replicated session table, and end with the read-only period.
     local_sessions: std::collections::HashSet<SessionId>,
+    /// This core's member id in an ensemble (`None`: standalone). Set, sessions resume through
+    /// the leader (see [`ForwardRequest::Revalidate`]).
+    member_id: Option<u64>,
     /// The latest time the core was given. Applying a createSession starts the session's
     /// expiry from `clock.mono_ms` (the txn header only has wall time, which must not decide
     /// liveness); `sessions()` turns monotonic expiry back into wall time for `dump`.
@@ -300,6 +308,9 @@ type Reply = Result<Response, ZkError>;
 /// code: the request could not be serialized for the log).
 const TOO_LARGE_FOR_LOG: ZkError = ZkError::MarshallingError;
 
+/// Why a connection of a session that resumed on another member is closed.
+const SESSION_MOVED: &str = "session moved to another member";
+
 impl Core {
     /// A fresh tree (with `/zookeeper`, `/zookeeper/quota`, `/zookeeper/config`).
     pub fn new(config: CoreConfig, now: Now) -> Core {
@@ -326,15 +337,19 @@ impl Core {
             zxid_floor: 0,
             touched: Default::default(),
             local_sessions: Default::default(),
+            member_id: None,
             config,
         }
     }
 
-    /// Keeps the window of recent changes from now on, not only once a persistent watch exists
-    /// here: in an ensemble a client's persistent watches may move here from another member,
-    /// and the changes it missed must be replayable.
-    pub fn keep_replay_window(&mut self) {
+    /// Makes this core member `member_id` of an ensemble. It keeps the window of recent changes
+    /// from now on, not only once a persistent watch exists here: a client's persistent watches
+    /// may move here from another member, and the changes it missed must be replayable. And a
+    /// resumed session is revalidated through the leader, which tracks the member each session
+    /// is on (`SessionMoved`).
+    pub fn join_ensemble(&mut self, member_id: u64) {
         self.recent.arm();
+        self.member_id = Some(member_id);
     }
 
     /// Switches between preparing writes here (leader, standalone) and forwarding them.
@@ -560,6 +575,15 @@ impl Core {
             Ok(req) if self.role == Role::ReadOnly && needs_leader(&req) => {
                 self.send_reply(step, conn, header.xid, Err(ZkError::NotReadOnly));
             }
+            Ok(req)
+                if self.role == Role::Leader
+                    && needs_leader(&req)
+                    && self
+                        .member_id
+                        .is_some_and(|me| !self.claim_owner(session, me)) =>
+            {
+                close(step, conn, SESSION_MOVED.into());
+            }
             Ok(req) if self.role == Role::Follower && needs_leader(&req) => {
                 let request = match req {
                     Request::Sync(p) => ForwardRequest::Sync {
@@ -613,10 +637,11 @@ impl Core {
         }));
     }
 
-    /// The leader prepares a request another member forwarded. The txns of the returned step
+    /// The leader prepares a request member `from` forwarded. The txns of the returned step
     /// carry the outcome back to that member (it replies when it applies them); effects for
     /// [`REMOTE_CONN`] go nowhere, watch events for local connections are real.
-    pub fn receive_forwarded(&mut self, fwd: Forward, now: Now) -> Step {
+    /// ([`ForwardRequest::Revalidate`] and `Sync` are the caller's: see [`Core::revalidate`].)
+    pub fn receive_forwarded(&mut self, fwd: Forward, from: u64, now: Now) -> Step {
         self.observe(now);
         let mut step = Step::default();
         match fwd.request {
@@ -626,6 +651,7 @@ impl Core {
                 let txn =
                     Txn::CreateSession(corral_proto::records::CreateSessionTxn { timeout_ms });
                 self.commit(header, txn, &mut step);
+                self.claim_owner(sid, from);
             }
             ForwardRequest::Request { body } => {
                 let mut r = Reader::new(&body);
@@ -644,6 +670,14 @@ impl Core {
                     self.commit(header, txn, &mut step);
                     return step;
                 }
+                if !self.claim_owner(session, from) {
+                    // A request of a connection the client has left (ZooKeeper's leader makes
+                    // it an error txn too); that member closes the connection when it applies it.
+                    let header = self.next_header(session, header.xid, now);
+                    let txn = Txn::Error(ZkError::SessionMoved.code());
+                    self.commit(header, txn, &mut step);
+                    return step;
+                }
                 match req {
                     Request::Reconfig(r) => {
                         let auth = fwd.auth.clone();
@@ -658,10 +692,70 @@ impl Core {
                     }
                 }
             }
-            // Sync needs no txn; the consensus layer orders it behind committed entries.
-            ForwardRequest::Sync { .. } => {}
+            // Neither needs a txn; the consensus layer orders them behind committed entries.
+            ForwardRequest::Sync { .. } | ForwardRequest::Revalidate { .. } => {}
         }
         step
+    }
+
+    /// The leader: member `from` resumes `session` for a client. Returns whether the session
+    /// is alive; if so, `from` is its owner from now on and writes from elsewhere are refused.
+    pub fn revalidate(&mut self, session: SessionId, from: u64, now: Now) -> bool {
+        self.observe(now);
+        let alive = self.sessions.get(session).is_some_and(|s| !s.closing)
+            && self.sessions.touch(session, now.mono_ms);
+        if let Some(s) = self.sessions.get_mut(session).filter(|_| alive) {
+            s.owner = Some(from);
+        }
+        alive
+    }
+
+    /// Every member applies a revalidation the leader ordered in the log. On the member the
+    /// client resumed on (`resumed` = its connection and negotiated timeout) the connect is
+    /// answered; on the others, a connection still bound to the session is one the client left:
+    /// it is closed, as ZooKeeper closes a moved session's old connection.
+    pub fn session_moved(
+        &mut self,
+        session: SessionId,
+        resumed: Option<(ConnId, i32)>,
+        alive: bool,
+        now: Now,
+    ) -> Step {
+        self.observe(now);
+        let mut step = Step::default();
+        match resumed {
+            Some((conn, timeout_ms)) => {
+                if self.conns.get(&conn).and_then(|c| c.session) != Some(session) {
+                    return step; // the connection went away meanwhile
+                }
+                if alive {
+                    self.send_connect_response(&mut step, conn, timeout_ms, session);
+                    self.forward_done(conn, now, &mut step);
+                } else {
+                    self.send_connect_response(&mut step, conn, 0, 0);
+                    close(&mut step, conn, "invalid session".into());
+                }
+            }
+            None if alive => {
+                if let Some(old) = self.sessions.get_mut(session).and_then(|s| s.conn.take()) {
+                    if let Some(c) = self.conns.get_mut(&old) {
+                        c.session = None;
+                    }
+                    close(&mut step, old, SESSION_MOVED.into());
+                }
+            }
+            None => {}
+        }
+        step
+    }
+
+    /// Whether member `member` may write for `session` (the leader's ownership check); an
+    /// unclaimed session becomes `member`'s.
+    fn claim_owner(&mut self, session: SessionId, member: u64) -> bool {
+        match self.sessions.get_mut(session) {
+            None => true, // nothing to protect; the request fails on its own
+            Some(s) => *s.owner.get_or_insert(member) == member,
+        }
     }
 
     /// Applies a txn the ensemble committed (a member that did not prepare it: every member
@@ -698,6 +792,11 @@ impl Core {
             Txn::Error(e) if e == ZkError::SessionExpired.code() && xid == 0 => {
                 // A connect whose session vanished meanwhile: nothing to answer with.
                 close(&mut step, conn, "session expired".into());
+            }
+            Txn::Error(e) if e == ZkError::SessionMoved.code() => {
+                // As ZooKeeper: a moved session's old connection is closed, not answered.
+                close(&mut step, conn, SESSION_MOVED.into());
+                return Ok(step);
             }
             _ => {
                 let reply = outcome.into_reply();
@@ -1024,6 +1123,9 @@ impl Core {
             let header = self.next_header(sid, 0, now);
             let txn = Txn::CreateSession(corral_proto::records::CreateSessionTxn { timeout_ms });
             self.commit(header, txn, step);
+            if let Some(me) = self.member_id {
+                self.claim_owner(sid, me);
+            }
             self.bind(conn, sid);
             self.send_connect_response(step, conn, timeout_ms, sid);
             return;
@@ -1050,6 +1152,10 @@ impl Core {
         }
         self.touch(sid, now);
         self.bind(conn, sid);
+        if self.member_id.is_some() && self.role != Role::ReadOnly {
+            self.forward(conn, sid, ForwardRequest::Revalidate { timeout_ms }, step);
+            return;
+        }
         self.send_connect_response(step, conn, timeout_ms, sid);
     }
 

@@ -22,6 +22,11 @@ pub struct Session {
     pub conn: Option<ConnId>,
     /// A closeSession txn is under way; requests are refused.
     pub closing: bool,
+    /// On an ensemble's leader: the member the session's client is connected to, the only
+    /// one whose writes for it are accepted (a write from another member is a stale request
+    /// of a connection the client left: `SessionMoved`). `None` until a member claims it; a
+    /// new leader starts with none, like ZooKeeper's.
+    pub owner: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +95,7 @@ impl Sessions {
                 expires_at_ms: expires,
                 conn: None,
                 closing: false,
+                owner: None,
             },
         );
         self.by_expiry.entry(expires).or_default().push(id);

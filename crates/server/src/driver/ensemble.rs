@@ -139,7 +139,7 @@ impl Ensemble {
             Some(s) => load_image(config, s, now)?,
         };
         core.set_role(self.waiting_role());
-        core.keep_replay_window();
+        core.join_ensemble(self.my_id());
         if let Some(s) = snapshot {
             self.applied = Some((s.index, s.term, s.leader));
             self.secret = s.secret;
@@ -292,7 +292,8 @@ impl Driver {
         self.close_all_client_connections("the state was replaced by the leader's snapshot");
         self.held.clear();
         self.core = core;
-        self.core.keep_replay_window();
+        let me = self.ensemble().my_id();
+        self.core.join_ensemble(me);
         let role = self.ensemble().waiting_role();
         self.core.set_role(role);
         self.durable_zxid = self.core.last_zxid();
@@ -371,6 +372,16 @@ impl Driver {
                 }
                 // Another member's client asked; that member answers it.
                 Some(Payload::Sync { .. }) => {}
+                Some(Payload::SessionMoved {
+                    session,
+                    to,
+                    timeout_ms,
+                    alive,
+                }) => {
+                    let resumed = (to.member == me).then_some((to.conn, timeout_ms));
+                    let step = self.core.session_moved(session, resumed, alive, core_now());
+                    self.apply(step);
+                }
             }
             self.ensemble_mut().applied = Some((index, term, leader));
         }
@@ -450,15 +461,28 @@ impl Driver {
             member: from,
             conn: fwd.conn,
         };
-        if let ForwardRequest::Sync { xid, path } = &fwd.request {
-            self.ensemble().consensus.propose(Payload::Sync {
-                origin,
-                xid: *xid,
-                path: path.clone(),
-            });
-            return Ok(());
+        match &fwd.request {
+            ForwardRequest::Sync { xid, path } => {
+                self.ensemble().consensus.propose(Payload::Sync {
+                    origin,
+                    xid: *xid,
+                    path: path.clone(),
+                });
+                return Ok(());
+            }
+            ForwardRequest::Revalidate { timeout_ms } => {
+                let alive = self.core.revalidate(fwd.session, from, core_now());
+                self.ensemble().consensus.propose(Payload::SessionMoved {
+                    session: fwd.session,
+                    to: origin,
+                    timeout_ms: *timeout_ms,
+                    alive,
+                });
+                return Ok(());
+            }
+            ForwardRequest::Connect { .. } | ForwardRequest::Request { .. } => {}
         }
-        let step = self.core.receive_forwarded(fwd, core_now());
+        let step = self.core.receive_forwarded(fwd, from, core_now());
         self.apply_with_origin(step, Some(origin));
         Ok(())
     }
@@ -494,10 +518,24 @@ impl Driver {
         });
     }
 
-    /// Sends a follower's forwarded request to the leader; a refusal closes the connection.
+    /// Sends a forwarded request to the leader; a refusal closes the connection. The leader
+    /// forwards to itself only to revalidate a resumed session, which takes the same path.
     pub(super) fn send_forward(&mut self, fwd: Forward) {
         let e = self.ensemble();
-        let Some(leader) = e.status.leader.filter(|l| *l != e.my_id()) else {
+        let me = e.my_id();
+        if e.status.leader == Some(me) {
+            let conn = fwd.conn;
+            let (reply, answer) = oneshot::channel();
+            self.on_forwarded_or_park(me, fwd, reply);
+            let failed = self.ensemble().failed_forwards_tx.clone();
+            tokio::spawn(async move {
+                if let Ok(Err(why)) = answer.await {
+                    let _ = failed.send((conn, why));
+                }
+            });
+            return;
+        }
+        let Some(leader) = e.status.leader else {
             self.close_conn(fwd.conn);
             return;
         };
@@ -564,7 +602,7 @@ impl Driver {
             None => (Core::new(self.core_config.clone(), now), 0),
         };
         core.set_role(Role::Follower);
-        core.keep_replay_window();
+        core.join_ensemble(self.ensemble().my_id());
         if let Some(secret) = self.ensemble().secret {
             core.set_session_secret(secret);
         }
