@@ -1155,3 +1155,57 @@ async fn a_moved_session_s_old_connection_is_closed_and_its_writes_refused() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Linearizable reads (corral.linearizableReads)
+
+/// Settings of the linearizable-read test; the flag is what the test is about.
+const LINEARIZABLE_READS_CONFIG: &str = "tickTime=40000\ncorral.linearizableReads=true\n";
+
+/// With `corral.linearizableReads=true` a read reflects every write committed before it, on
+/// any member and without `sync`; a member cut off from its leader answers no read at all
+/// (it cannot pass the read barrier), where by default it would answer from its possibly stale
+/// replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_are_not_answered_by_a_member_cut_off_from_its_leader() {
+    bounded(async {
+        // A long tickTime makes the election timeout (a twentieth of it) seconds long, so the
+        // read below reaches the follower while it still believes in its frozen leader.
+        let mut ens = Ensemble::start_with(3, 0, LINEARIZABLE_READS_CONFIG).await;
+        let leader = ens.leader().await;
+        let followers = ens.followers().await;
+        let (reader_member, other) = (followers[0], followers[1]);
+        let writer = ens.client_of(leader).await;
+        let reader = ens.client_of(reader_member).await;
+        for i in 0..20 {
+            let value = format!("v{i}");
+            if i == 0 {
+                ok(
+                    "create",
+                    writer.create("/lin", value.as_bytes(), CreateMode::Persistent),
+                )
+                .await;
+            } else {
+                ok("set", writer.set_data("/lin", value.as_bytes(), None)).await;
+            }
+            // No sync: the read itself waits for everything committed before it.
+            let (data, _) = ok("read on a follower", reader.get_data("/lin")).await;
+            assert_eq!(data, value.as_bytes(), "read {i} missed a committed write");
+        }
+
+        ens.freeze(leader, true);
+        ens.freeze(other, true);
+        let cut_off = tokio::time::timeout(CALL_LIMIT, reader.get_data("/lin")).await;
+        assert!(
+            matches!(cut_off, Ok(Err(_))),
+            "a member without its leader must not answer a linearizable read: {cut_off:?}"
+        );
+        ens.freeze(leader, false);
+        ens.freeze(other, false);
+        ens.wait_stable().await;
+        let (data, _) = retry("read after the thaw", || reader.get_data("/lin")).await;
+        assert_eq!(data, b"v19");
+        ens.stop_all();
+    })
+    .await;
+}

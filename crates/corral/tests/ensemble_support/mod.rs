@@ -362,6 +362,26 @@ impl Ensemble {
         self.member_mut(id).kill9();
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) a running member: to its peers and clients a
+    /// frozen member is a hung one (a long pause, a stalled VM), its sockets open but silent.
+    pub fn freeze(&self, id: u64, frozen: bool) {
+        let pid = self
+            .member(id)
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("member {id} is not running"))
+            .id();
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: a plain kill(2) on the pid of a child this harness started and still owns.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+        assert_eq!(
+            rc,
+            0,
+            "signal member {id}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Starts a killed member again on the same directory and configuration (no wait).
     pub fn restart(&mut self, id: u64) {
         self.member_mut(id).spawn();

@@ -90,6 +90,9 @@ pub enum Payload {
         timeout_ms: i32,
         alive: bool,
     },
+    /// A read barrier (`corral.linearizableReads`): the read waiting on `origin` is answered
+    /// there once this is applied.
+    ReadBarrier { origin: Origin },
 }
 
 /// One committed entry, in log order; `None` for Raft's own entries (blank, membership).
@@ -740,6 +743,7 @@ enum WireRequest {
     Request { body: Vec<u8> },
     Sync { xid: i32, path: String },
     Revalidate { timeout_ms: i32 },
+    ReadBarrier,
 }
 
 impl From<&Forward> for WireForward {
@@ -766,6 +770,7 @@ impl From<&Forward> for WireForward {
                 ForwardRequest::Revalidate { timeout_ms } => WireRequest::Revalidate {
                     timeout_ms: *timeout_ms,
                 },
+                ForwardRequest::ReadBarrier => WireRequest::ReadBarrier,
             },
         }
     }
@@ -788,6 +793,7 @@ impl WireForward {
                 },
                 WireRequest::Sync { xid, path } => ForwardRequest::Sync { xid, path },
                 WireRequest::Revalidate { timeout_ms } => ForwardRequest::Revalidate { timeout_ms },
+                WireRequest::ReadBarrier => ForwardRequest::ReadBarrier,
             },
         }
     }

@@ -305,8 +305,8 @@ fn a_write_from_the_member_a_session_left_is_refused_and_its_connection_closed()
     const LEADER: u64 = 1;
     const LEADER_CONN: ConnId = 3;
     let mut p = Pair::new();
-    p.leader.join_ensemble(LEADER);
-    p.follower.join_ensemble(FOLLOWER_MEMBER);
+    p.leader.join_ensemble(LEADER, false);
+    p.follower.join_ensemble(FOLLOWER_MEMBER, false);
     let sid = connected(&mut p);
     let passwd = p.leader.sessions.password(sid);
 
@@ -371,7 +371,7 @@ fn a_write_from_the_member_a_session_left_is_refused_and_its_connection_closed()
 #[test]
 fn applying_a_move_elsewhere_closes_the_old_connection() {
     let mut p = Pair::new();
-    p.follower.join_ensemble(FOLLOWER_MEMBER);
+    p.follower.join_ensemble(FOLLOWER_MEMBER, false);
     let sid = connected(&mut p);
     let step = p.follower.session_moved(sid, None, true, p.now);
     assert!(
@@ -387,8 +387,46 @@ fn applying_a_move_elsewhere_closes_the_old_connection() {
     );
     // A dead session's revalidation closes nothing.
     let mut p = Pair::new();
-    p.follower.join_ensemble(FOLLOWER_MEMBER);
+    p.follower.join_ensemble(FOLLOWER_MEMBER, false);
     let sid = connected(&mut p);
     let step = p.follower.session_moved(sid, None, false, p.now);
     assert!(step.effects.is_empty());
+}
+
+/// `corral.linearizableReads`: a read on the follower waits for a barrier through the
+/// leader's log; pipelined reads each wait for their own, and replies keep their order.
+#[test]
+fn linearizable_reads_wait_for_their_barrier() {
+    let mut p = Pair::new();
+    p.follower.join_ensemble(FOLLOWER_MEMBER, true);
+    connected(&mut p);
+    p.send(request_body(1, get_data("/zookeeper", false)));
+    p.send(request_body(2, get_data("/zookeeper", false)));
+    assert!(
+        p.seen.is_empty(),
+        "no read answered before its barrier: {:?}",
+        p.seen
+    );
+    let step = p.follower.read_barrier_done(FOLLOWER_CONN, p.now);
+    p.route(step);
+    assert_eq!(
+        p.seen,
+        vec![Seen::Reply { xid: 1, err: 0 }],
+        "only the first read is cleared"
+    );
+    let step = p.follower.read_barrier_done(FOLLOWER_CONN, p.now);
+    p.route(step);
+    assert_eq!(
+        p.seen,
+        vec![
+            Seen::Reply { xid: 1, err: 0 },
+            Seen::Reply { xid: 2, err: 0 }
+        ]
+    );
+    // Without the setting a read is answered at once.
+    let mut p = Pair::new();
+    p.follower.join_ensemble(FOLLOWER_MEMBER, false);
+    connected(&mut p);
+    p.send(request_body(1, get_data("/zookeeper", false)));
+    assert_eq!(p.seen, vec![Seen::Reply { xid: 1, err: 0 }]);
 }

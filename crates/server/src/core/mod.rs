@@ -141,6 +141,10 @@ pub enum ForwardRequest {
     /// closes its connection of the session), so no request the client sent on its old
     /// connection can be applied after the move.
     Revalidate { timeout_ms: i32 },
+    /// `corral.linearizableReads`: the read queued behind this is answered once the barrier
+    /// went through the leader's log and was applied here, so it reflects every write
+    /// committed before the read arrived.
+    ReadBarrier,
 }
 
 /// How this member takes part in replication. A standalone server, and an ensemble's leader,
@@ -240,6 +244,9 @@ struct Conn {
     /// Frames that arrived while a forwarded request was outstanding: a client's requests are
     /// answered in order, so they wait for it (as ZooKeeper's commit processor does).
     queued: std::collections::VecDeque<Bytes>,
+    /// Reads whose read barrier was applied here and that may now be answered (linearizable
+    /// reads only; see [`ForwardRequest::ReadBarrier`]).
+    reads_cleared: u32,
 }
 
 /// The state machine. See the module documentation.
@@ -268,6 +275,8 @@ pub struct Core {
     /// This core's member id in an ensemble (`None`: standalone). Set, sessions resume through
     /// the leader (see [`ForwardRequest::Revalidate`]).
     member_id: Option<u64>,
+    /// `corral.linearizableReads` (ensemble only).
+    linearizable_reads: bool,
     /// The latest time the core was given. Applying a createSession starts the session's
     /// expiry from `clock.mono_ms` (the txn header only has wall time, which must not decide
     /// liveness); `sessions()` turns monotonic expiry back into wall time for `dump`.
@@ -338,6 +347,7 @@ impl Core {
             touched: Default::default(),
             local_sessions: Default::default(),
             member_id: None,
+            linearizable_reads: false,
             config,
         }
     }
@@ -346,10 +356,12 @@ impl Core {
     /// from now on, not only once a persistent watch exists here: a client's persistent watches
     /// may move here from another member, and the changes it missed must be replayable. And a
     /// resumed session is revalidated through the leader, which tracks the member each session
-    /// is on (`SessionMoved`).
-    pub fn join_ensemble(&mut self, member_id: u64) {
+    /// is on (`SessionMoved`). With `linearizable_reads`, every read waits for a read barrier
+    /// through the leader's log before it is answered.
+    pub fn join_ensemble(&mut self, member_id: u64, linearizable_reads: bool) {
         self.recent.arm();
         self.member_id = Some(member_id);
+        self.linearizable_reads = linearizable_reads;
     }
 
     /// Switches between preparing writes here (leader, standalone) and forwarding them.
@@ -523,6 +535,7 @@ impl Core {
                 old_client: false,
                 wants_replay_gaps: false,
                 forwarded: 0,
+                reads_cleared: 0,
                 queued: Default::default(),
             },
         );
@@ -583,6 +596,12 @@ impl Core {
                         .is_some_and(|me| !self.claim_owner(session, me)) =>
             {
                 close(step, conn, SESSION_MOVED.into());
+            }
+            Ok(req) if is_read(&req) && self.needs_read_barrier(conn) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.queued.push_back(Bytes::copy_from_slice(body));
+                }
+                self.forward(conn, session, ForwardRequest::ReadBarrier, step);
             }
             Ok(req) if self.role == Role::Follower && needs_leader(&req) => {
                 let request = match req {
@@ -692,8 +711,10 @@ impl Core {
                     }
                 }
             }
-            // Neither needs a txn; the consensus layer orders them behind committed entries.
-            ForwardRequest::Sync { .. } | ForwardRequest::Revalidate { .. } => {}
+            // None needs a txn; the consensus layer orders them behind committed entries.
+            ForwardRequest::Sync { .. }
+            | ForwardRequest::Revalidate { .. }
+            | ForwardRequest::ReadBarrier => {}
         }
         step
     }
@@ -747,6 +768,36 @@ impl Core {
             None => {}
         }
         step
+    }
+
+    /// A read barrier of `conn` was applied here: the read queued behind it is answered.
+    pub fn read_barrier_done(&mut self, conn: ConnId, now: Now) -> Step {
+        self.observe(now);
+        let mut step = Step::default();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.reads_cleared += 1;
+            self.forward_done(conn, now, &mut step);
+        }
+        step
+    }
+
+    /// Whether a read of `conn` must first pass a read barrier (using up a cleared one if the
+    /// read is the one a barrier was for).
+    fn needs_read_barrier(&mut self, conn: ConnId) -> bool {
+        if !self.linearizable_reads
+            || self.member_id.is_none()
+            || !matches!(self.role, Role::Leader | Role::Follower)
+        {
+            return false;
+        }
+        match self.conns.get_mut(&conn) {
+            Some(c) if c.reads_cleared > 0 => {
+                c.reads_cleared -= 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
     }
 
     /// Whether member `member` may write for `session` (the leader's ownership check); an
@@ -1640,6 +1691,21 @@ const CONFIG_NODE: &str = "/zookeeper/config";
 /// ordered behind the leader's commits.
 fn needs_leader(req: &Request) -> bool {
     req.is_write() || matches!(req, Request::Sync(_))
+}
+
+/// Requests that only read the tree (what `corral.linearizableReads` puts behind a barrier).
+fn is_read(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Exists(_)
+            | Request::GetData(_)
+            | Request::GetAcl(_)
+            | Request::GetChildren(_)
+            | Request::GetChildren2(_)
+            | Request::GetEphemerals(_)
+            | Request::GetAllChildrenNumber(_)
+            | Request::MultiRead(_)
+    )
 }
 
 fn close(step: &mut Step, conn: ConnId, reason: String) {

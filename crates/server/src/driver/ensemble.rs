@@ -46,6 +46,8 @@ pub(crate) struct Ensemble {
     parked: VecDeque<Parked>,
     /// `readonlymode.enabled`: without a leader, serve read-only clients.
     read_only_enabled: bool,
+    /// `corral.linearizableReads`: every read waits for a barrier through the leader's log.
+    linearizable_reads: bool,
     reconfigs_tx: mpsc::UnboundedSender<ReconfigResult>,
     reconfigs: mpsc::UnboundedReceiver<ReconfigResult>,
 }
@@ -112,6 +114,7 @@ impl Ensemble {
             snapshot_waiting: None,
             parked: VecDeque::new(),
             read_only_enabled: ensemble.read_only_mode_enabled,
+            linearizable_reads: ensemble.linearizable_reads,
             reconfigs_tx,
             reconfigs,
         };
@@ -139,7 +142,7 @@ impl Ensemble {
             Some(s) => load_image(config, s, now)?,
         };
         core.set_role(self.waiting_role());
-        core.join_ensemble(self.my_id());
+        core.join_ensemble(self.my_id(), self.linearizable_reads);
         if let Some(s) = snapshot {
             self.applied = Some((s.index, s.term, s.leader));
             self.secret = s.secret;
@@ -292,8 +295,9 @@ impl Driver {
         self.close_all_client_connections("the state was replaced by the leader's snapshot");
         self.held.clear();
         self.core = core;
-        let me = self.ensemble().my_id();
-        self.core.join_ensemble(me);
+        let (me, linearizable_reads) =
+            (self.ensemble().my_id(), self.ensemble().linearizable_reads);
+        self.core.join_ensemble(me, linearizable_reads);
         let role = self.ensemble().waiting_role();
         self.core.set_role(role);
         self.durable_zxid = self.core.last_zxid();
@@ -382,6 +386,11 @@ impl Driver {
                     let step = self.core.session_moved(session, resumed, alive, core_now());
                     self.apply(step);
                 }
+                Some(Payload::ReadBarrier { origin }) if origin.member == me => {
+                    let step = self.core.read_barrier_done(origin.conn, core_now());
+                    self.apply(step);
+                }
+                Some(Payload::ReadBarrier { .. }) => {}
             }
             self.ensemble_mut().applied = Some((index, term, leader));
         }
@@ -478,6 +487,12 @@ impl Driver {
                     timeout_ms: *timeout_ms,
                     alive,
                 });
+                return Ok(());
+            }
+            ForwardRequest::ReadBarrier => {
+                self.ensemble()
+                    .consensus
+                    .propose(Payload::ReadBarrier { origin });
                 return Ok(());
             }
             ForwardRequest::Connect { .. } | ForwardRequest::Request { .. } => {}
@@ -602,7 +617,7 @@ impl Driver {
             None => (Core::new(self.core_config.clone(), now), 0),
         };
         core.set_role(Role::Follower);
-        core.join_ensemble(self.ensemble().my_id());
+        core.join_ensemble(self.ensemble().my_id(), self.ensemble().linearizable_reads);
         if let Some(secret) = self.ensemble().secret {
             core.set_session_secret(secret);
         }
