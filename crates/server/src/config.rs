@@ -82,6 +82,13 @@ impl FourLetterWhitelist {
         FourLetterWhitelist::Only(set)
     }
 
+    /// Adds `word` (no change when everything is allowed).
+    pub fn allow(&mut self, word: &str) {
+        if let FourLetterWhitelist::Only(set) = self {
+            set.insert(word.to_string());
+        }
+    }
+
     /// `srvr` is always allowed, as in ZooKeeper: `zkServer.sh status` depends on it.
     pub fn allows(&self, word: &str) -> bool {
         match self {
@@ -311,6 +318,15 @@ impl ServerConfig {
         if let Some(addr) = cfg.ensemble.as_ref().and_then(|e| e.me().client_addr) {
             cfg.client_port = addr.port();
             cfg.client_port_address = addr.ip();
+        }
+        // As ZooKeeper: clients look for a read-write member with `isro` while read-only mode
+        // is on, so the word is allowed whatever the whitelist says.
+        if cfg
+            .ensemble
+            .as_ref()
+            .is_some_and(|e| e.read_only_mode_enabled)
+        {
+            cfg.four_letter_whitelist.allow("isro");
         }
         cfg.validate()?;
         Ok(cfg)

@@ -739,6 +739,15 @@ mod tests {
     }
 
     #[test]
+    fn read_only_mode_allows_isro_whatever_the_whitelist() {
+        let with = parse_as(1, "server.1=a:2888:3888;2181\nreadonlymode.enabled=true\n").unwrap();
+        assert!(with.four_letter_whitelist.allows("isro"));
+        assert!(!with.four_letter_whitelist.allows("mntr"));
+        let without = parse_as(1, "server.1=a:2888:3888;2181\n").unwrap();
+        assert!(!without.four_letter_whitelist.allows("isro"));
+    }
+
+    #[test]
     fn ensemble_settings_are_read() {
         let ens = parse_as(
             1,
