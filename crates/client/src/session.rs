@@ -384,6 +384,31 @@ fn request_frame(xid: i32, op: OpCode, body: impl FnOnce(&mut Writer)) -> Vec<u8
     })
 }
 
+/// The first pause before looking for a read-write server, and the longest (ZooKeeper's
+/// clients use the same bounds).
+const RW_PROBE_FIRST: Duration = Duration::from_millis(100);
+const RW_PROBE_MAX: Duration = Duration::from_secs(60);
+/// How long one probe may take.
+const RW_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type RwProbe = dyn std::future::Future<Output = Option<String>> + Send;
+
+/// Asks `host` with the `isro` four-letter word whether it serves writes; `Some(host)` if it
+/// answers `rw`.
+async fn probe_read_write(host: String) -> Option<String> {
+    let ask = async {
+        let mut s = TcpStream::connect(&host).await.ok()?;
+        s.write_all(b"isro").await.ok()?;
+        let mut answer = Vec::with_capacity(8);
+        (&mut s).take(16).read_to_end(&mut answer).await.ok()?;
+        answer.starts_with(b"rw").then_some(())
+    };
+    match timeout(RW_PROBE_TIMEOUT, ask).await {
+        Ok(Some(())) => Some(host),
+        _ => None,
+    }
+}
+
 struct Handshake {
     /// The host (as the host list names it) this connection went to.
     host: String,
@@ -562,6 +587,10 @@ pub(crate) struct SessionTask {
     current_host: Option<String>,
     /// The host list changed and no longer names the current host: leave it.
     leave_current_host: bool,
+    /// The session was handed out by a read-only server and no read-write server has seen it:
+    /// it exists only there, so the next connection asks for a new session (as ZooKeeper's
+    /// clients do until they have seen a read-write server).
+    read_only_session: bool,
 }
 
 impl SessionTask {
@@ -596,6 +625,7 @@ impl SessionTask {
             untyped_watch_removal: false,
             current_host: None,
             leave_current_host: false,
+            read_only_session: false,
         }
     }
 
@@ -683,7 +713,11 @@ impl SessionTask {
             let fut = attempt(AttemptParams {
                 host: host.clone(),
                 connect_timeout,
-                session_id: self.session_id,
+                session_id: if self.read_only_session {
+                    0
+                } else {
+                    self.session_id
+                },
                 password: self.password.clone(),
                 last_zxid: self.last_zxid,
                 timeout_ms: self.cfg.session_timeout_ms,
@@ -757,9 +791,10 @@ impl SessionTask {
             password,
             read_only,
         } = hs;
-        if self.session_id != 0 && self.session_id != session_id {
+        if self.session_id != 0 && self.session_id != session_id && !self.read_only_session {
             return End::Lost("server answered with another session".into());
         }
+        self.read_only_session = read_only && (self.read_only_session || self.session_id == 0);
         self.session_id = session_id;
         self.password = password;
         self.timeout_ms = timeout_ms;
@@ -814,9 +849,41 @@ impl SessionTask {
 
         let mut last_recv = Instant::now();
         let mut last_send = Instant::now();
+        // On a read-only server, look for a read-write one now and then (as ZooKeeper's
+        // clients do with `isro`), backing off from RW_PROBE_FIRST to RW_PROBE_MAX.
+        let mut rw_probe_gap = RW_PROBE_FIRST;
+        let mut next_rw_probe = Instant::now() + rw_probe_gap;
+        let mut rw_probe: Option<std::pin::Pin<Box<RwProbe>>> = None;
         let end = loop {
+            let may_probe = read_only && rw_probe.is_none() && self.cfg.hosts.len() > 1;
+            let probing = async {
+                match rw_probe.as_mut() {
+                    Some(p) => p.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
+                _ = sleep_until(next_rw_probe), if may_probe => {
+                    let candidate = self.rw_probe_candidate();
+                    rw_probe = candidate.map(|host| Box::pin(probe_read_write(host)) as _);
+                    if rw_probe.is_none() {
+                        next_rw_probe = Instant::now() + rw_probe_gap;
+                    }
+                    continue;
+                }
+                found = probing => {
+                    rw_probe = None;
+                    if let Some(host) = found {
+                        if let Some(i) = self.cfg.hosts.iter().position(|h| *h == host) {
+                            self.host_cursor = i;
+                        }
+                        break End::Lost(format!("{host} is a read-write server"));
+                    }
+                    rw_probe_gap = (rw_probe_gap * 2).min(RW_PROBE_MAX);
+                    next_rw_probe = Instant::now() + rw_probe_gap;
+                    continue;
+                }
                 f = reader.next() => {
                     let body = match f {
                         Ok(b) => b,
@@ -878,6 +945,19 @@ impl SessionTask {
             }
         }
         end
+    }
+
+    /// The next host after the current one to ask whether it is read-write.
+    fn rw_probe_candidate(&mut self) -> Option<String> {
+        let n = self.cfg.hosts.len();
+        for _ in 0..n {
+            let host = self.cfg.hosts[self.host_cursor % n].clone();
+            self.host_cursor = self.host_cursor.wrapping_add(1);
+            if Some(&host) != self.current_host.as_ref() {
+                return Some(host);
+            }
+        }
+        None
     }
 
     fn send_close(

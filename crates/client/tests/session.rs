@@ -224,3 +224,100 @@ per_target!(
     expired_session_is_final,
     session_can_be_resumed_by_id,
 );
+
+/// A stand-in for a ZooKeeper server in read-only mode: it hands out a session flagged
+/// read-only, answers pings, and answers `isro` with `ro`. (A real read-only member needs a
+/// partitioned ensemble; the client's side of the protocol is what is tested here.)
+async fn read_only_stand_in() -> (std::net::SocketAddr, tokio::task::AbortHandle) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut len = [0u8; 4];
+                if s.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                if &len == b"isro" {
+                    let _ = s.write_all(b"ro").await;
+                    return;
+                }
+                let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                if s.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                // ConnectResponse: protocol, timeout, session id, password, readOnly = true.
+                let mut rsp = Vec::new();
+                rsp.extend_from_slice(&0i32.to_be_bytes());
+                rsp.extend_from_slice(&4000i32.to_be_bytes());
+                rsp.extend_from_slice(&0x0ead_beefi64.to_be_bytes());
+                rsp.extend_from_slice(&16i32.to_be_bytes());
+                rsp.extend_from_slice(&[7u8; 16]);
+                rsp.push(1);
+                let mut frame = (rsp.len() as u32).to_be_bytes().to_vec();
+                frame.extend_from_slice(&rsp);
+                if s.write_all(&frame).await.is_err() {
+                    return;
+                }
+                // Answer pings (xid -2) until the client leaves.
+                loop {
+                    if s.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let xid = i32::from_be_bytes(body[..4].try_into().unwrap());
+                    let mut reply = 16u32.to_be_bytes().to_vec();
+                    reply.extend_from_slice(&xid.to_be_bytes());
+                    reply.extend_from_slice(&0i64.to_be_bytes());
+                    reply.extend_from_slice(&0i32.to_be_bytes());
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    };
+    (addr, tokio::spawn(serve).abort_handle())
+}
+
+/// A client that allows read-only servers and lands on one keeps looking for a read-write
+/// server (`isro`), moves there once one answers, and gets a real session there (its
+/// read-only session exists only on the read-only server).
+#[tokio::test]
+async fn a_read_only_client_moves_to_a_read_write_server() {
+    let (ro_addr, ro_task) = read_only_stand_in().await;
+    let rw = Server::start(Target::Corral).await;
+    let c = Client::builder(&ro_addr.to_string())
+        .session_timeout(Duration::from_secs(4))
+        .read_only(true)
+        .connect_timeout(support::CONNECT_DEADLINE)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(c.state(), SessionState::ConnectedReadOnly);
+    assert_eq!(c.session_id(), 0x0ead_beef);
+    let mut states = c.state_watcher();
+    c.set_hosts(&format!("{ro_addr},{}", rw.addr())).unwrap();
+    within("a read-write connection", async {
+        while *states.borrow_and_update() != SessionState::Connected {
+            states.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert_ne!(
+        c.session_id(),
+        0x0ead_beef,
+        "a new session from the read-write server"
+    );
+    within("a write", c.create("/rw", b"", CreateMode::Persistent))
+        .await
+        .unwrap();
+    ro_task.abort();
+}
