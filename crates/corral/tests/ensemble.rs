@@ -1209,3 +1209,123 @@ async fn linearizable_reads_are_not_answered_by_a_member_cut_off_from_its_leader
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Five members; a slow follower
+
+/// Starts `n` writers on `/load` through `connect_string`; returns their tasks and stop flag.
+async fn start_writers(
+    ens: &Ensemble,
+    connect_string: &str,
+    n: usize,
+) -> (Vec<tokio::task::JoinHandle<Vec<String>>>, Arc<AtomicBool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..n {
+        let c = ens.client(connect_string, 10_000).await;
+        writers.push(tokio::spawn(write_load(c, w, stop.clone())));
+    }
+    (writers, stop)
+}
+
+/// Stops the writers; returns the names (under `/load`) of every acknowledged create.
+async fn stop_writers(
+    writers: Vec<tokio::task::JoinHandle<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> BTreeSet<String> {
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    for w in writers {
+        for p in w.await.expect("writer task") {
+            acked.insert(p.trim_start_matches("/load/").to_string());
+        }
+    }
+    assert!(!acked.is_empty(), "no write was acknowledged");
+    acked
+}
+
+/// Every member in `members` holds every acknowledged create.
+async fn assert_all_present(ens: &Ensemble, members: &[u64], acked: &BTreeSet<String>) {
+    for &id in members {
+        let c = ens.client_of(id).await;
+        let children = synced_children(&c, "/load").await;
+        let missing: Vec<&String> = acked.difference(&children).collect();
+        assert!(
+            missing.is_empty(),
+            "member {id} lacks {} acknowledged creates, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        c.close().await;
+    }
+}
+
+/// Five members lose two, the leader among them, under write load: the three left keep a
+/// quorum, elect a leader and go on; nothing acknowledged is lost, and the two catch up when
+/// they return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_survive_losing_two_under_load() {
+    bounded(async {
+        let mut ens = Ensemble::start(5, 0).await;
+        let all = ens.connect_string();
+        let setup = ens.client(&all, 10_000).await;
+        ok(
+            "create /load",
+            setup.create("/load", b"", CreateMode::Persistent),
+        )
+        .await;
+        let (writers, stop) = start_writers(&ens, &all, 3).await;
+        wait_progress(&setup, 30).await;
+
+        let leader = ens.leader().await;
+        let follower = ens.followers().await[0];
+        ens.kill9(leader);
+        ens.kill9(follower);
+        assert_ne!(ens.wait_stable().await, leader);
+        wait_progress(&setup, 30).await;
+        let acked = stop_writers(writers, stop).await;
+        assert_all_present(&ens, &ens.running(), &acked).await;
+
+        ens.restart(leader);
+        ens.restart(follower);
+        ens.wait_stable().await;
+        ens.wait_same_zxid().await;
+        assert_all_present(&ens, &[leader, follower], &acked).await;
+        ens.stop_all();
+    })
+    .await;
+}
+
+/// A follower that stops answering (frozen, as a long pause or a stalled disk looks) does not
+/// hold the leader back: writes keep being acknowledged by the quorum of the other two, and
+/// the follower catches up once it runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_follower_does_not_hold_writes_back() {
+    bounded(async {
+        let mut ens = Ensemble::start(3, 0).await;
+        let leader = ens.leader().await;
+        let slow = ens.followers().await[0];
+        let on_leader = ens.connect_string_of(leader);
+        let setup = ens.client(&on_leader, 10_000).await;
+        ok(
+            "create /load",
+            setup.create("/load", b"", CreateMode::Persistent),
+        )
+        .await;
+        let (writers, stop) = start_writers(&ens, &on_leader, 3).await;
+        wait_progress(&setup, 20).await;
+
+        ens.freeze(slow, true);
+        // Acknowledged only if the leader does not wait for the frozen member.
+        wait_progress(&setup, 60).await;
+        let acked = stop_writers(writers, stop).await;
+        // (Not `ens.leader()`: it waits for every running member, the frozen one included.)
+        let mode = ens.srvr(leader).await.map(|s| s.mode);
+        assert_eq!(mode.as_deref(), Some("leader"), "the leader kept its role");
+        ens.freeze(slow, false);
+        ens.wait_same_zxid().await;
+        assert_all_present(&ens, &[slow], &acked).await;
+        ens.stop_all();
+    })
+    .await;
+}
