@@ -97,6 +97,10 @@ pub enum ServerError {
     Consensus(#[source] crate::consensus::ConsensusError),
     #[error("raft log: {0}")]
     Raft(String),
+    /// The data directory was written by the other kind of server (standalone vs ensemble
+    /// member), whose files this one would not read.
+    #[error("{0}")]
+    DataDirKind(String),
 }
 
 /// What connection tasks tell the driver. Events of one connection arrive in order, over
@@ -523,6 +527,7 @@ impl Driver {
             reconfig_enabled: ensemble_config.reconfig_enabled,
             ..config.core_config()
         };
+        check_data_dir_kind(&config, true)?;
         let (mut ensemble, snapshot) = Ensemble::start(&config, &ensemble_config).await?;
         let mut core = ensemble.initial_core(core_config.clone(), snapshot, core_now())?;
         core.set_config_text_if_empty(&ensemble_config.zk_config_text());
@@ -597,6 +602,7 @@ impl Driver {
             session_secret: load_or_create_session_secret(&config.data_dir)?,
             ..config.core_config()
         };
+        check_data_dir_kind(&config, false)?;
         let loaded = persist::load(&config, core_config.clone(), core_now())?;
         let core = loaded.core;
         tracing::info!(
@@ -1459,4 +1465,42 @@ mod tests {
             (10, 25, 2)
         );
     }
+}
+
+/// Refuses to start on a data directory the other kind of server wrote. An ensemble member
+/// keeps its state in a Raft log (`<dataLogDir>/raft`) and never reads a standalone server's
+/// txn log and snapshots; a standalone server never reads a Raft log. Either would start
+/// empty and leave the data behind, which looks like data loss to every client.
+fn check_data_dir_kind(config: &ServerConfig, as_member: bool) -> Result<(), ServerError> {
+    let raft_dir = config.data_log_dir().join("raft");
+    let has_raft_log = std::fs::read_dir(&raft_dir).is_ok_and(|mut d| d.next().is_some());
+    if as_member {
+        if has_raft_log {
+            return Ok(()); // a member restarting; standalone leftovers are not read
+        }
+        let snapshots = corral_storage::list_snapshots(&config.data_dir).unwrap_or_default();
+        let logs = corral_storage::list_logs(config.data_log_dir()).unwrap_or_default();
+        if snapshots.is_empty() && logs.is_empty() {
+            return Ok(());
+        }
+        return Err(ServerError::DataDirKind(format!(
+            "{} holds a standalone server's data ({} snapshot file(s), {} txn log file(s)), \
+             which an ensemble member does not read: it would start empty and leave that data \
+             behind. To keep serving it, start this server without server.N lines; to start a \
+             new, empty ensemble member here, move those snapshot.* and log.* files away first",
+            config.data_dir.display(),
+            snapshots.len(),
+            logs.len()
+        )));
+    }
+    if has_raft_log {
+        return Err(ServerError::DataDirKind(format!(
+            "{} holds an ensemble member's Raft log, which a standalone server does not read: \
+             it would start empty and leave that data behind. Start this server with the \
+             ensemble's server.N lines (and its myid), or move the raft directory away to start \
+             a new, empty standalone server",
+            raft_dir.display()
+        )));
+    }
+    Ok(())
 }
