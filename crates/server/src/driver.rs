@@ -1252,6 +1252,11 @@ impl Driver {
             // ZooKeeper counts the connection asking, too.
             connections: self.conns.len() + 1,
             mode: self.ensemble.as_ref().map_or("standalone", |e| e.mode()),
+            proposal_sizes: self
+                .ensemble
+                .as_ref()
+                .filter(|e| e.mode() == "leader")
+                .map(|e| e.proposal_sizes),
         }
     }
 

@@ -233,10 +233,44 @@ pub struct ServerSummary {
     pub connections: usize,
     /// `standalone`, or an ensemble member's `leader`/`follower`/`observer`/`looking`.
     pub mode: &'static str,
+    /// On an ensemble's leader: the byte sizes of the last, smallest and largest entry it
+    /// proposed (-1 before the first), which ZooKeeper's leader adds to `srvr`/`stat`.
+    pub proposal_sizes: Option<ProposalSizes>,
+}
+
+/// Byte sizes of the txns a leader proposed: last, smallest, largest; -1 until the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProposalSizes {
+    pub last: i64,
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Default for ProposalSizes {
+    fn default() -> Self {
+        ProposalSizes {
+            last: -1,
+            min: -1,
+            max: -1,
+        }
+    }
+}
+
+impl ProposalSizes {
+    pub fn record(&mut self, bytes: usize) {
+        let bytes = bytes as i64;
+        self.last = bytes;
+        self.min = if self.min < 0 {
+            bytes
+        } else {
+            self.min.min(bytes)
+        };
+        self.max = self.max.max(bytes);
+    }
 }
 
 fn server_stats_block(s: &ServerSummary) -> String {
-    format!(
+    let mut out = format!(
         "Latency min/avg/max: {}/{}/{}\nReceived: {}\nSent: {}\nConnections: {}\nOutstanding: {}\nZxid: 0x{:x}\nMode: {}\nNode count: {}\n",
         s.latency.min_ms(),
         java_double(s.latency.avg_ms()),
@@ -248,7 +282,14 @@ fn server_stats_block(s: &ServerSummary) -> String {
         s.stats.last_zxid,
         s.mode,
         reported_znode_count(&s.stats)
-    )
+    );
+    if let Some(p) = s.proposal_sizes {
+        out.push_str(&format!(
+            "Proposal sizes last/min/max: {}/{}/{}\n",
+            p.last, p.min, p.max
+        ));
+    }
+    out
 }
 
 /// The znode count `srvr`/`stat`/`mntr` report: one more than the tree holds. ZooKeeper's
@@ -682,6 +723,7 @@ mod tests {
             latency: LatencyStats::default(),
             connections: 1,
             mode: "standalone",
+            proposal_sizes: None,
         }
     }
 

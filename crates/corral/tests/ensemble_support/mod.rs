@@ -628,3 +628,143 @@ async fn steer(ens: &mut Ensemble, control: &str) -> String {
         other => panic!("unknown control line from the suite: {other:?}"),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A three-member Apache ZooKeeper ensemble (the reference for differential tests)
+
+/// How long a JVM member may take to start and join its ensemble on a loaded machine.
+const APACHE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// An Apache ZooKeeper ensemble from the Debian package (`scripts/apache-zk --quorum`), on
+/// loopback, with the same kind of `server.N` lines as [`Ensemble`]. Killed when dropped.
+pub struct ApacheEnsemble {
+    /// (client, peer, election) ports per member, member i + 1 at index i.
+    pub ports: Vec<(u16, u16, u16)>,
+    children: Vec<Child>,
+    root: tempfile::TempDir,
+}
+
+impl ApacheEnsemble {
+    pub async fn start(n: usize) -> ApacheEnsemble {
+        let root = tempfile::Builder::new()
+            .prefix("corral-apache-ensemble-")
+            .tempdir()
+            .expect("temp dir");
+        let flat = free_ports(3 * n);
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|i| (flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]))
+            .collect();
+        let servers: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (c, p, e))| format!("server.{}=127.0.0.1:{p}:{e};127.0.0.1:{c}\n", i + 1))
+            .collect();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/apache-zk");
+        let mut children = Vec::new();
+        for i in 0..n {
+            let dir = root.path().join(format!("member-{}", i + 1));
+            let data = dir.join("data");
+            fs::create_dir_all(&data).expect("member dir");
+            fs::write(data.join("myid"), format!("{}\n", i + 1)).expect("myid");
+            let cfg = dir.join("zoo.cfg");
+            fs::write(
+                &cfg,
+                format!(
+                    "tickTime={TICK_TIME_MS}\ninitLimit=10\nsyncLimit=5\ndataDir={}\n\
+                     4lw.commands.whitelist=*\nadmin.enableServer=false\n{servers}",
+                    data.display()
+                ),
+            )
+            .expect("zoo.cfg");
+            let log = fs::File::create(dir.join("stderr.log")).expect("log file");
+            children.push(
+                Command::new("bash")
+                    .arg(&script)
+                    .arg("--quorum")
+                    .arg(&cfg)
+                    .env(
+                        "ZK_JAVA_OPTS",
+                        "-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1",
+                    )
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("run scripts/apache-zk --quorum"),
+            );
+        }
+        let zk = ApacheEnsemble {
+            ports,
+            children,
+            root,
+        };
+        let deadline = Instant::now() + APACHE_PATIENCE;
+        loop {
+            let mut modes = Vec::new();
+            for (c, _, _) in &zk.ports {
+                modes.push(
+                    four_letter_word(*c, "srvr")
+                        .await
+                        .ok()
+                        .and_then(|t| parse_srvr(&t).map(|s| s.mode)),
+                );
+            }
+            let leaders = modes
+                .iter()
+                .filter(|m| m.as_deref() == Some("leader"))
+                .count();
+            let followers = modes
+                .iter()
+                .filter(|m| m.as_deref() == Some("follower"))
+                .count();
+            if leaders == 1 && leaders + followers == n {
+                return zk;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "Apache ZooKeeper ensemble did not form within {APACHE_PATIENCE:?}: {modes:?}\n{}",
+                    zk.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.ports[id as usize - 1].0)
+    }
+
+    /// The member ids whose `srvr` says `mode`.
+    pub async fn with_mode(&self, mode: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (i, (c, _, _)) in self.ports.iter().enumerate() {
+            let text = four_letter_word(*c, "srvr").await.unwrap_or_default();
+            if parse_srvr(&text).is_some_and(|s| s.mode == mode) {
+                out.push(i as u64 + 1);
+            }
+        }
+        out
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.ports.len() {
+            let path = self
+                .root
+                .path()
+                .join(format!("member-{}/stderr.log", i + 1));
+            out.push_str(&format!("----- Apache member {} -----\n", i + 1));
+            out.push_str(&fs::read_to_string(path).unwrap_or_default());
+        }
+        out
+    }
+}
+
+impl Drop for ApacheEnsemble {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -48,6 +48,8 @@ pub(crate) struct Ensemble {
     read_only_enabled: bool,
     /// `corral.linearizableReads`: every read waits for a barrier through the leader's log.
     linearizable_reads: bool,
+    /// Sizes of the txns proposed here while leading (`srvr`, `mntr`).
+    pub proposal_sizes: crate::four_letter::ProposalSizes,
     reconfigs_tx: mpsc::UnboundedSender<ReconfigResult>,
     reconfigs: mpsc::UnboundedReceiver<ReconfigResult>,
 }
@@ -115,6 +117,7 @@ impl Ensemble {
             parked: VecDeque::new(),
             read_only_enabled: ensemble.read_only_mode_enabled,
             linearizable_reads: ensemble.linearizable_reads,
+            proposal_sizes: Default::default(),
             reconfigs_tx,
             reconfigs,
         };
@@ -508,8 +511,9 @@ impl Driver {
         txns: Vec<crate::core::LoggedTxn>,
         origin: Option<Origin>,
     ) {
-        let e = self.ensemble();
+        let e = self.ensemble_mut();
         for t in txns {
+            e.proposal_sizes.record(t.record.len());
             e.consensus.propose(Payload::Txn {
                 zxid: t.zxid,
                 record: t.record,
@@ -707,12 +711,18 @@ impl Driver {
             MemberState::Observer => "observing - broadcast",
             MemberState::Looking => "looking - election",
         };
-        let mut out = format!("zk_peer_state\t{peer_state}\n");
+        let mut out = format!(
+            "zk_peer_state\t{peer_state}\nzk_quorum_size\t{}\n",
+            e.status.voters.len()
+        );
         if let Some((learners, followers, observers)) = self.learner_figures() {
+            let p = e.proposal_sizes;
             out.push_str(&format!(
                 "zk_learners\t{learners}\nzk_synced_followers\t{followers}\n\
                  zk_synced_non_voting_followers\t0\nzk_synced_observers\t{observers}\n\
-                 zk_pending_syncs\t0\n"
+                 zk_pending_syncs\t0\nzk_last_proposal_size\t{}\nzk_min_proposal_size\t{}\n\
+                 zk_max_proposal_size\t{}\n",
+                p.last, p.min, p.max
             ));
         }
         out
