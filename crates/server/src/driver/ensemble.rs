@@ -14,10 +14,13 @@
 //!   connections, as ZooKeeper's members do; a member without a leader accepts none.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{core_now, Driver, Inbound, Outbound, ServerError};
+use crate::admin::metrics::{SummaryFigures, SummaryStats, Timings, BASIC_QUANTILES};
 use crate::consensus::ReconfigError;
 use crate::consensus::{
     Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin, Payload, Settings,
@@ -48,6 +51,13 @@ pub(crate) struct Ensemble {
     read_only_enabled: bool,
     reconfigs_tx: mpsc::UnboundedSender<ReconfigResult>,
     reconfigs: mpsc::UnboundedReceiver<ReconfigResult>,
+    /// Since when this member knows no leader (set from start until the first one is known):
+    /// the open interval of `election_time`.
+    leaderless_since: Option<Instant>,
+    /// Each leaderless interval that ended with a known leader (ZooKeeper's `election_time`).
+    election_time: SummaryStats,
+    /// Since when this member leads (ZooKeeper's `leader_uptime`).
+    leading_since: Option<Instant>,
 }
 
 type ReconfigResult = (ReconfigCall, Option<Origin>, Result<String, ReconfigError>);
@@ -79,10 +89,13 @@ pub(crate) async fn next_event(ensemble: &mut Option<Ensemble>) -> EnsembleEvent
 }
 
 impl Ensemble {
+    /// `timings` gets the Raft log's fsync and the snapshots' durations.
     pub async fn start(
         config: &crate::config::ServerConfig,
         ensemble: &crate::config::EnsembleConfig,
+        timings: Arc<Timings>,
     ) -> Result<(Ensemble, Option<SnapshotImage>), ServerError> {
+        let started = Instant::now();
         let (tx, events) = mpsc::unbounded_channel();
         let raft_dir = config.data_log_dir().join("raft");
         let snapshot_dir = config.data_dir.join("raft-snapshots");
@@ -92,6 +105,7 @@ impl Ensemble {
             force_sync: config.force_sync,
             raft_dir: &raft_dir,
             snapshot_dir: &snapshot_dir,
+            timings,
         };
         let (consensus, initial) = Consensus::start(ensemble, settings, tx)
             .await
@@ -114,6 +128,9 @@ impl Ensemble {
             read_only_enabled: ensemble.read_only_mode_enabled,
             reconfigs_tx,
             reconfigs,
+            leaderless_since: Some(started),
+            election_time: SummaryStats::default(),
+            leading_since: None,
         };
         Ok((ensemble, initial))
     }
@@ -125,6 +142,46 @@ impl Ensemble {
 
     pub fn park(&mut self, input: Parked) {
         self.parked.push_back(input);
+    }
+
+    /// Milliseconds since this member became leader; `None` while it does not lead.
+    pub fn leader_uptime_ms(&self) -> Option<u64> {
+        self.leading_since
+            .map(|since| since.elapsed().as_millis() as u64)
+    }
+
+    pub fn election_time_figures(&self) -> SummaryFigures {
+        self.election_time.figures(BASIC_QUANTILES)
+    }
+
+    /// Times elections and leadership from the role changes the consensus layer reports:
+    /// an election runs from the moment no leader is known to the moment one is.
+    fn time_role_change(&mut self, old: &Status, new: &Status) {
+        let now = Instant::now();
+        match new.leader {
+            None => {
+                self.leaderless_since.get_or_insert(now);
+            }
+            Some(_) => {
+                if let Some(since) = self.leaderless_since.take() {
+                    let took = now.duration_since(since);
+                    tracing::info!(
+                        leader = ?new.leader,
+                        term = new.term,
+                        election_ms = took.as_millis() as u64,
+                        "leader known"
+                    );
+                    self.election_time.record(took);
+                }
+            }
+        }
+        let leads = new.state == MemberState::Leader;
+        let led_this_term = old.state == MemberState::Leader && old.term == new.term;
+        if !leads {
+            self.leading_since = None;
+        } else if !led_this_term || self.leading_since.is_none() {
+            self.leading_since = Some(now);
+        }
     }
 
     /// The core a member starts with: empty, or loaded from its newest snapshot.
@@ -381,6 +438,7 @@ impl Driver {
 
     fn on_status(&mut self, status: Status) {
         let old = std::mem::replace(&mut self.ensemble_mut().status, status.clone());
+        self.ensemble_mut().time_role_change(&old, &status);
         let was_leader = self.ensemble().ready_term.is_some();
         if was_leader
             && (status.state != MemberState::Leader

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tracing::Instrument;
 
 use super::frames::FrameBuffer;
 use super::limit::ConnPermit;
@@ -49,7 +50,28 @@ pub(crate) struct ConnContext {
 /// Bytes gathered into one write when several frames are queued.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
+/// Serves one client connection. Everything it logs is inside a `conn` span carrying the
+/// connection id, the peer and, once the ConnectResponse is written, the session id (as
+/// ZooKeeper writes it: `0x` and lower-case hex), so every line about a client names it.
 pub(crate) async fn serve(
+    stream: TcpStream,
+    conn: ConnId,
+    peer: SocketAddr,
+    ctx: Arc<ConnContext>,
+    permit: ConnPermit,
+) {
+    let span = tracing::info_span!(
+        "conn",
+        conn,
+        %peer,
+        session_id = tracing::field::Empty
+    );
+    serve_in_span(stream, conn, peer, ctx, permit)
+        .instrument(span)
+        .await
+}
+
+async fn serve_in_span(
     stream: TcpStream,
     conn: ConnId,
     peer: SocketAddr,
@@ -337,11 +359,16 @@ async fn write_frames(
     // Small frames are gathered here; a large one is written from its own buffer, so this
     // never grows past one batch (a connection idles with at most that much).
     let mut batch = BytesMut::new();
+    let mut connect_reply_seen = false;
     while let Some(first) = rx.recv().await {
         let mut close = false;
         let mut next = Some(first);
         let mut written = 0;
         while let Some(msg) = next.take() {
+            if let (false, Outbound::Frame(f)) = (connect_reply_seen, &msg) {
+                connect_reply_seen = true;
+                record_session_id(f);
+            }
             match msg {
                 Outbound::Frame(f) if f.len() >= WRITE_BATCH_BYTES => {
                     if let Err(e) = write_out(wr, &mut batch).await {
@@ -382,6 +409,24 @@ async fn write_frames(
     // The driver dropped our queue: it is shutting down.
     let _ = wr.shutdown().await;
     "server shutting down".into()
+}
+
+/// Names the session in the connection's span, from the first frame the connection is sent:
+/// always the ConnectResponse (length prefix, protocol version, timeout, session id). A
+/// refused connect carries session id 0 and names none.
+fn record_session_id(connect_reply: &[u8]) {
+    let Some(id) = connect_reply
+        .get(12..20)
+        .and_then(|b| b.try_into().ok())
+        .map(i64::from_be_bytes)
+    else {
+        return;
+    };
+    if id != 0 {
+        let label = crate::core::session_label(Some(id));
+        tracing::Span::current().record("session_id", label.as_str());
+        tracing::debug!("session established");
+    }
 }
 
 async fn write_out(wr: &mut OwnedWriteHalf, batch: &mut BytesMut) -> Result<(), String> {
