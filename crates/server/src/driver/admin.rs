@@ -65,7 +65,9 @@ impl Driver {
             fsync_time: self.timings.fsync_figures(),
             snapshot_time: self.timings.snapshot_figures(),
             ensemble: self.ensemble.as_ref().map(|e| {
-                let status = &e.status;
+                // Live: replication moves without role changes, which are all the driver's
+                // copy of the status follows.
+                let status = &e.consensus.status();
                 let leader = (status.state == MemberState::Leader).then(|| {
                     let (learners, synced, _) = self.learner_figures().unwrap_or((0, 0, 0));
                     let last = status.last_log_index.unwrap_or(0);
@@ -99,22 +101,26 @@ impl Driver {
             f.insert("members".into(), json!([]));
             return f;
         };
-        let status = &e.status;
+        // The live status: the driver's copy is only refreshed on role changes, so it misses
+        // learners added later and every replication step.
+        let status = &e.consensus.status();
+        // Members the consensus layer knows first (voters, then observers as its learners),
+        // then configured members it has not added yet (an observer until the leader adds
+        // it), so the first of each id wins.
         let mut ids: Vec<(u64, bool)> = status
             .voters
             .iter()
             .map(|id| (*id, false))
             .chain(status.learners.iter().map(|id| (*id, true)))
+            .chain(
+                cfg.members
+                    .iter()
+                    .map(|m| (m.id, m.role == crate::ensemble_config::MemberRole::Observer)),
+            )
             .collect();
-        if ids.is_empty() {
-            ids = cfg
-                .members
-                .iter()
-                .map(|m| (m.id, m.role == crate::ensemble_config::MemberRole::Observer))
-                .collect();
-        }
+        let mut seen = std::collections::BTreeSet::new();
+        ids.retain(|(id, _)| seen.insert(*id));
         ids.sort_unstable();
-        ids.dedup_by_key(|(id, _)| *id);
         let last_index = status.last_log_index.unwrap_or(0);
         let leading = status.state == MemberState::Leader;
         let members: Vec<Value> = ids
@@ -254,9 +260,11 @@ impl Driver {
                 // Observers connected to this leader; members that are not leading have none.
                 let mut observers = Vec::new();
                 if let (Some(e), Some(cfg)) = (&self.ensemble, &self.config.ensemble) {
-                    if e.status.state == MemberState::Leader {
+                    // Live: replication moves without role changes.
+                    let status = e.consensus.status();
+                    if status.state == MemberState::Leader {
                         for m in cfg.observers() {
-                            if e.status.replication.get(&m.id).is_some_and(|r| r.is_some()) {
+                            if status.replication.get(&m.id).is_some_and(|r| r.is_some()) {
                                 observers.push(json!(m.id.to_string()));
                             }
                         }

@@ -678,26 +678,28 @@ impl Driver {
     pub(super) fn learner_figures(&self) -> Option<(usize, usize, usize)> {
         const IN_SYNC_ENTRIES: u64 = 16;
         let e = self.ensemble.as_ref()?;
-        if e.status.state != MemberState::Leader {
+        // Live: learners and replication change without the role changes the driver's copy
+        // of the status follows.
+        let status = e.consensus.status();
+        if status.state != MemberState::Leader {
             return None;
         }
-        let applied = e.status.last_applied.unwrap_or(0);
+        let applied = status.last_applied.unwrap_or(0);
         let synced = |id: &MemberId| {
-            e.status
+            status
                 .replication
                 .get(id)
                 .copied()
                 .flatten()
                 .is_some_and(|i| i + IN_SYNC_ENTRIES >= applied)
         };
-        let followers = e
-            .status
+        let followers = status
             .voters
             .iter()
             .filter(|v| **v != e.my_id() && synced(v))
             .count();
-        let observers = e.status.learners.iter().filter(|l| synced(l)).count();
-        Some((e.status.replication.len(), followers, observers))
+        let observers = status.learners.iter().filter(|l| synced(l)).count();
+        Some((status.replication.len(), followers, observers))
     }
 
     /// `mntr` lines an ensemble member adds (ZooKeeper 3.8's names): its peer state, and on
