@@ -40,8 +40,9 @@ fn json_lines(log: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn json_log_lines_about_a_client_carry_its_session_id() {
+/// Starts `corral server --log-format <format>` logging connection ends, connects a client
+/// and closes its session; returns the server, its log file and the session id as logged.
+async fn run_one_session(format: &str) -> (Running, tempfile::TempDir, std::path::PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = dir.path().join("zoo.cfg");
@@ -56,7 +57,7 @@ async fn json_log_lines_about_a_client_carry_its_session_id() {
     .unwrap();
     let log = dir.path().join("server.log");
     let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["server", "--log-format", "json", "--config"])
+        .args(["server", "--log-format", format, "--config"])
         .arg(&cfg)
         // A connection's end is logged at debug level.
         .env("RUST_LOG", "info,corral_server::net=debug")
@@ -65,7 +66,7 @@ async fn json_log_lines_about_a_client_carry_its_session_id() {
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .expect("start corral server");
-    let _server = Running(child);
+    let server = Running(child);
 
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + GUARD;
@@ -85,7 +86,31 @@ async fn json_log_lines_about_a_client_carry_its_session_id() {
     let session = format!("0x{:x}", client.session_id());
     // Closing the session makes the server close the connection, which it logs.
     client.close().await;
+    (server, dir, log, session)
+}
 
+#[tokio::test]
+async fn text_log_lines_about_a_client_carry_its_session_id() {
+    let (_server, _dir, log, session) = run_one_session("text").await;
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("connection ended")) {
+            assert!(line.contains(&format!("session_id={session}")), "{line}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `connection ended` line; log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn json_log_lines_about_a_client_carry_its_session_id() {
+    let (_server, _dir, log, session) = run_one_session("json").await;
+    let deadline = Instant::now() + GUARD;
     let ended = loop {
         let found = json_lines(&log)
             .into_iter()

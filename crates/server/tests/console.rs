@@ -143,6 +143,26 @@ async fn the_console_browses_the_tree_and_shows_live_events() {
         assert!(acl.contains("world:anyone"), "acl shown: {acl}");
         screenshot(&tab, &browser_shots, "tree.png");
 
+        // Chart geometry: the hour ends at the newest sample (server time, whatever the
+        // browser's clock says); a sample older than the hour is not drawn.
+        let hour_ms = 3_600_000i64;
+        let t1 = 1_000_000_000i64;
+        let points = tab
+            .evaluate(
+                &format!(
+                    "JSON.stringify(chartPoints([5, 1, 2], [{}, {}, {t1}], 300, 80, 12).pts)",
+                    t1 - 2 * hour_ms,
+                    t1 - hour_ms / 2
+                ),
+                false,
+            )
+            .unwrap()
+            .value;
+        assert_eq!(
+            points,
+            Some(serde_json::json!(r#"["150.0,40.0","300.0,12.0"]"#))
+        );
+
         // Follow /app.
         tab.evaluate(
             "document.getElementById('events-path').value = '/app'",

@@ -97,13 +97,11 @@ async fn serve_in_span(
         }
         Ok(Ok(Handshake::Connect(body))) => body,
         Ok(Err(reason)) => {
-            tracing::debug!(conn, %peer, reason, "connection ended before its handshake");
+            tracing::debug!(reason, "connection ended before its handshake");
             return;
         }
         Err(_) => {
             tracing::info!(
-                conn,
-                %peer,
                 timeout_ms = ctx.handshake_timeout_ms,
                 buffered_bytes = frames.buffered().len(),
                 "closing connection: no complete handshake within the timeout"
@@ -146,7 +144,7 @@ async fn serve_in_span(
             format!("closed by the server; replies not flushed within {} ms", grace.as_millis())
         }
     };
-    tracing::debug!(conn, %peer, reason, "connection ended");
+    tracing::debug!(reason, "connection ended");
     let _ = ctx.inbound.send(Inbound::Closed { conn }).await;
 }
 
@@ -275,15 +273,15 @@ async fn answer_four_letter(
         };
         let timeout = std::time::Duration::from_millis(STMK_ARGUMENT_TIMEOUT_MS);
         if !matches!(tokio::time::timeout(timeout, read_argument).await, Ok(true)) {
-            tracing::debug!(%peer, "stmk without its 8-byte mask");
+            tracing::debug!("stmk without its 8-byte mask");
             return;
         }
         let mut argument = [0u8; four_letter::STMK_ARGUMENT_BYTES];
         argument.copy_from_slice(&frames.buffered()[4..wanted]);
-        tracing::info!(word, %peer, "processing four-letter word");
+        tracing::info!(word, "processing four-letter word");
         ctx.trace_mask.stmk(argument)
     } else if allowed {
-        tracing::info!(word, %peer, "processing four-letter word");
+        tracing::info!(word, "processing four-letter word");
         let (reply, answer) = oneshot::channel();
         if ctx
             .inbound
@@ -298,7 +296,7 @@ async fn answer_four_letter(
             Err(_) => return,
         }
     } else {
-        tracing::debug!(word, %peer, "four-letter word not in the whitelist");
+        tracing::debug!(word, "four-letter word not in the whitelist");
         four_letter::refusal(word)
     };
     let _ = wr.write_all(text.as_bytes()).await;
@@ -324,7 +322,7 @@ async fn read_frames(
                     Ok(Some(body)) => body,
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(conn, error = %e, "closing connection: bad frame length");
+                        tracing::warn!(error = %e, "closing connection: bad frame length");
                         return e.to_string();
                     }
                 },
@@ -424,7 +422,7 @@ fn record_session_id(connect_reply: &[u8]) {
     };
     if id != 0 {
         let label = crate::core::session_label(Some(id));
-        tracing::Span::current().record("session_id", label.as_str());
+        tracing::Span::current().record("session_id", tracing::field::display(&label));
         tracing::debug!("session established");
     }
 }

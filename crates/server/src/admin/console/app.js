@@ -115,15 +115,15 @@ document.getElementById("events-follow").onclick = follow;
 // clock may differ from the server's, and measuring against it shifted every point sideways.
 const HOUR_MS = 3600 * 1000;
 function chartPoints(values, times, w, h, pad) {
-  const max = Math.max(1e-9, ...values);
   const t1 = times.length ? times[times.length - 1] : 0;
   const t0 = t1 - HOUR_MS;
-  const pts = [];
-  values.forEach((v, i) => {
-    if (times[i] < t0) return; // older than the hour: off the chart, not piled on its edge
-    const x = ((times[i] - t0) / HOUR_MS) * w;
+  // Samples older than the hour are left out, not piled up on the chart's left edge.
+  const shown = values.map((v, i) => [times[i], v]).filter(([t]) => t >= t0);
+  const max = Math.max(1e-9, ...shown.map(([, v]) => v));
+  const pts = shown.map(([t, v]) => {
+    const x = ((t - t0) / HOUR_MS) * w;
     const y = h - pad - (v / max) * (h - 2 * pad);
-    pts.push(x.toFixed(1) + "," + y.toFixed(1));
+    return x.toFixed(1) + "," + y.toFixed(1);
   });
   return { pts, max };
 }
