@@ -418,7 +418,7 @@ impl RequestKind {
 /// Reply latencies split by [`RequestKind`], in ms since start (never reset: Prometheus
 /// summaries only grow).
 #[derive(Debug, Default)]
-pub(crate) struct KindLatency {
+struct KindLatency {
     read: SummaryStats,
     update: SummaryStats,
 }
@@ -478,12 +478,11 @@ impl Log {
     /// Starts the group-commit thread on `writer`. `durable` mirrors the highest durable
     /// zxid for the snapshot thread.
     fn start(
-        writer: corral_storage::LogWriter,
+        mut writer: corral_storage::LogWriter,
         config: &ServerConfig,
         durable: Arc<AtomicI64>,
         timings: &Arc<Timings>,
     ) -> Result<Log, ServerError> {
-        let mut writer = writer;
         writer.set_sync_observer(timings.sync_observer());
         let (durable_tx, durable_rx) = mpsc::unbounded_channel();
         let options = LogOptions {
@@ -1176,6 +1175,7 @@ impl Driver {
                             if !state.closing {
                                 tracing::warn!(
                                     conn,
+                                    session = %crate::core::session_label(self.core.session_of(*conn)),
                                     peer = %state.peer,
                                     why,
                                     limit_bytes = state.handle.max_queued_bytes,

@@ -273,6 +273,7 @@ impl Driver {
             EnsembleEvent::ForwardFailed(conn, why) => {
                 tracing::info!(
                     conn,
+                    session = %crate::core::session_label(self.core.session_of(conn)),
                     why,
                     "forwarded request failed; closing the connection"
                 );

@@ -60,7 +60,9 @@ pub(crate) async fn serve(
     ctx: Arc<ConnContext>,
     permit: ConnPermit,
 ) {
-    let span = tracing::info_span!(
+    // At error level so the span is enabled whenever any line inside it is: a filter that
+    // keeps only warnings must not drop the session id from them.
+    let span = tracing::error_span!(
         "conn",
         conn,
         %peer,
