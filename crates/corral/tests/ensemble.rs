@@ -706,13 +706,109 @@ async fn session_close_on_a_follower_removes_its_ephemerals_everywhere() {
 // ---------------------------------------------------------------------------------------
 // 7. Observers
 
+/// `mntr` of one member as key → value (without the `zk_` prefix).
+async fn mntr(ens: &Ensemble, id: u64) -> std::collections::HashMap<String, String> {
+    let text = four_letter_word(ens.member(id).client_port, "mntr")
+        .await
+        .expect("mntr answers");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("zk_")?.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The AdminServer address a member logged (its port is picked by the system).
+fn admin_port(ens: &Ensemble, id: u64) -> u16 {
+    let log = ens.member(id).log();
+    log.lines()
+        .filter(|l| l.contains("serving operations endpoints") && l.contains("Admin"))
+        .find_map(|l| {
+            let addr = l.split("addr=").nth(1)?.split_whitespace().next()?;
+            addr.rsplit(':').next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("member {id} logged no AdminServer address:\n{log}"))
+}
+
+/// `GET path` on a member's AdminServer, as JSON.
+async fn admin_json(port: u16, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the AdminServer");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (_, body) = raw.split_once("\r\n\r\n").expect("a complete response");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observer_serves_reads_and_forwards_writes() {
     bounded(async {
-        let mut ens = Ensemble::start(3, 1).await;
+        // AdminServers on system-picked ports, for the console's members view below.
+        let mut ens = Ensemble::start_with(3, 1, "admin.serverPort=0\n").await;
         let observer = 4;
         assert_eq!(ens.srvr(observer).await.expect("srvr").mode, "observer");
         let leader = ens.leader().await;
+
+        // Every member timed the election that gave it its first leader; only the leader
+        // reports how long it has led.
+        for id in [1, 2, 3, 4] {
+            let m = mntr(&ens, id).await;
+            let elections: u64 = m["cnt_election_time"].parse().unwrap();
+            assert!(elections >= 1, "member {id}: {m:?}");
+            assert_eq!(m.contains_key("leader_uptime"), id == leader, "member {id}");
+        }
+
+        // The console's members view: roles from the membership, the observer as such, lag
+        // as the leader tracks it.
+        // The leader adds the observer to replication once it is ready, so its lag may show
+        // a moment after the ensemble settled.
+        let admin = admin_port(&ens, leader);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let view = loop {
+            let view = admin_json(admin, "/console/api/members").await;
+            let all_lags = view["members"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().all(|m| m["lag_entries"].is_u64()));
+            if all_lags || std::time::Instant::now() > deadline {
+                break view;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let members = view["members"].as_array().expect("members listed");
+        let role_of = |id: u64| {
+            members
+                .iter()
+                .find(|m| m["id"] == id)
+                .unwrap_or_else(|| panic!("member {id} missing: {view}"))["role"]
+                .clone()
+        };
+        assert_eq!(members.len(), 4, "{view}");
+        assert_eq!(role_of(leader), "leader");
+        assert_eq!(role_of(observer), "observer", "{view}");
+        for m in members {
+            assert!(
+                m["lag_entries"].is_u64(),
+                "the leader knows every lag: {view}"
+            );
+        }
+        let view = admin_json(admin_port(&ens, observer), "/console/api/members").await;
+        let me = view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["self"] == true))
+            .cloned()
+            .unwrap_or_else(|| panic!("no self entry: {view}"));
+        assert_eq!(
+            (me["id"].as_u64(), me["role"].as_str()),
+            (Some(4), Some("observer"))
+        );
+        assert!(
+            me["zxid"].as_str().is_some_and(|z| z.starts_with("0x")),
+            "{me}"
+        );
 
         let via_observer = ens.client_of(observer).await;
         let via_leader = ens.client_of(leader).await;

@@ -42,6 +42,7 @@ use corral_proto::{OpCode, SessionId, Zxid};
 use corral_storage::{GroupCommitLog, LogOptions, StorageError};
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::admin::metrics::{SummaryStats, Timings};
 use crate::config::ServerConfig;
 use crate::consensus::Origin;
 use crate::core::{ConnId, Core, CoreConfig, Effect, Now, Role, Step};
@@ -331,8 +332,8 @@ struct ConnState {
     /// Requests that arrived while the connection's replies were backed up, with their
     /// arrival times; taken in when the writer reports it has drained (`Inbound::Drained`).
     deferred: VecDeque<(Bytes, FramePermit, i64)>,
-    /// Arrival times of requests not yet answered, oldest first.
-    in_flight_ms: VecDeque<i64>,
+    /// Requests not yet answered, oldest first.
+    in_flight_ms: VecDeque<InFlight>,
     received: u64,
     sent: u64,
     last_op: &'static str,
@@ -375,6 +376,55 @@ impl ConnState {
         self.last_latency_ms = 0;
         self.latency.reset();
     }
+}
+
+/// A request waiting for its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlight {
+    arrived_ms: i64,
+    kind: RequestKind,
+}
+
+/// Which latency summary a request's reply time goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestKind {
+    /// Changes nothing: ZooKeeper's `readlatency` (pings and sync included, as there).
+    Read,
+    /// Becomes a txn: `updatelatency`.
+    Update,
+    /// A reconnect to an existing session: in neither (ZooKeeper does not time it either).
+    Untimed,
+}
+
+impl RequestKind {
+    /// Classifies a request frame by its opcode, as ZooKeeper does by whether the request
+    /// carries a txn header. `first` marks the ConnectRequest: a new session (id 0 at byte
+    /// 16) is a createSession txn.
+    fn of(body: &[u8], first: bool) -> RequestKind {
+        if first {
+            return match be_i64(body, 16) {
+                Some(0) => RequestKind::Update,
+                _ => RequestKind::Untimed,
+            };
+        }
+        let Some(op) = be_i32(body, 4).and_then(|op| OpCode::try_from(op).ok()) else {
+            return RequestKind::Read;
+        };
+        use OpCode::*;
+        match op {
+            Create | Create2 | CreateContainer | CreateTtl | Delete | DeleteContainer | SetData
+            | SetAcl | Multi | Reconfig | CloseSession => RequestKind::Update,
+            _ => RequestKind::Read,
+        }
+    }
+}
+
+/// Reply latencies split by [`RequestKind`], in ms since start (never reset: Prometheus
+/// summaries only grow).
+#[derive(Debug, Default)]
+struct KindLatency {
+    read: SummaryStats,
+    update: SummaryStats,
 }
 
 /// ZooKeeper's four-character names of operations, shown as `lop=` by `cons`.
@@ -432,10 +482,12 @@ impl Log {
     /// Starts the group-commit thread on `writer`. `durable` mirrors the highest durable
     /// zxid for the snapshot thread.
     fn start(
-        writer: corral_storage::LogWriter,
+        mut writer: corral_storage::LogWriter,
         config: &ServerConfig,
         durable: Arc<AtomicI64>,
+        timings: &Arc<Timings>,
     ) -> Result<Log, ServerError> {
+        writer.set_sync_observer(timings.sync_observer());
         let (durable_tx, durable_rx) = mpsc::unbounded_channel();
         let options = LogOptions {
             force_sync: config.force_sync,
@@ -499,6 +551,9 @@ pub(crate) struct Driver {
     snapshot_job: Option<SnapshotJob>,
     _purger: Option<Purger>,
     latency: LatencyStats,
+    kind_latency: KindLatency,
+    /// Fsync and snapshot durations, recorded by the threads doing them.
+    timings: Arc<Timings>,
     started_ms: i64,
     /// Set when this server is a member of an ensemble (`server.N` lines in zoo.cfg).
     ensemble: Option<Ensemble>,
@@ -528,7 +583,9 @@ impl Driver {
             ..config.core_config()
         };
         check_data_dir_kind(&config, true)?;
-        let (mut ensemble, snapshot) = Ensemble::start(&config, &ensemble_config).await?;
+        let timings = Arc::new(Timings::default());
+        let (mut ensemble, snapshot) =
+            Ensemble::start(&config, &ensemble_config, timings.clone()).await?;
         let mut core = ensemble.initial_core(core_config.clone(), snapshot, core_now())?;
         core.set_config_text_if_empty(&ensemble_config.zk_config_text());
         tracing::info!(
@@ -543,6 +600,7 @@ impl Driver {
             core_config,
             client_port,
             started_ms,
+            timings,
             Backend::Ensemble(Box::new(ensemble)),
         ))
     }
@@ -554,6 +612,7 @@ impl Driver {
         core_config: CoreConfig,
         client_port: u16,
         started_ms: i64,
+        timings: Arc<Timings>,
         backend: Backend,
     ) -> Driver {
         let (log, purger, durable_shared, ensemble) = match backend {
@@ -579,6 +638,8 @@ impl Driver {
             snapshot_job: None,
             _purger: purger,
             latency: LatencyStats::default(),
+            kind_latency: KindLatency::default(),
+            timings,
             started_ms,
             ensemble,
             fatal: None,
@@ -616,7 +677,8 @@ impl Driver {
             "recovered"
         );
         let durable_shared = Arc::new(AtomicI64::new(core.last_zxid()));
-        let log = Log::start(loaded.writer, &config, durable_shared.clone())?;
+        let timings = Arc::new(Timings::default());
+        let log = Log::start(loaded.writer, &config, durable_shared.clone(), &timings)?;
         let purger = Purger::start(&config)?;
         Ok(Driver::assemble(
             core,
@@ -624,6 +686,7 @@ impl Driver {
             core_config,
             client_port,
             started_ms,
+            timings,
             Backend::Standalone {
                 log,
                 purger,
@@ -878,6 +941,7 @@ impl Driver {
             loaded.writer,
             &self.config,
             self.durable_shared.clone(),
+            &self.timings,
         )?);
         self.snap_schedule.reset();
         tracing::warn!(
@@ -926,7 +990,12 @@ impl Driver {
             blocked_ms = took_ms,
             "taking snapshot"
         );
-        match SnapshotJob::start(&self.config.data_dir, view, self.durable_shared.clone()) {
+        match SnapshotJob::start(
+            &self.config.data_dir,
+            view,
+            self.durable_shared.clone(),
+            self.timings.clone(),
+        ) {
             Ok(job) => self.snapshot_job = Some(job),
             Err(e) => tracing::error!(error = %e, "cannot write a snapshot"),
         }
@@ -1002,11 +1071,15 @@ impl Driver {
             return;
         };
         state.received += 1;
-        state.in_flight_ms.push_back(arrived_ms);
+        let first = state.awaiting_connect_reply && state.received == 1;
+        state.in_flight_ms.push_back(InFlight {
+            arrived_ms,
+            kind: RequestKind::of(&body, first),
+        });
         // The slot stays taken until `account_reply` pairs a reply with this request; the
         // byte permit is freed when this function returns.
         permit.request.forget();
-        if state.awaiting_connect_reply && state.received == 1 {
+        if first {
             state.last_op = "SESS";
         } else if let (Some(xid), Some(op)) = (be_i32(&body, 0), be_i32(&body, 4)) {
             if xid >= 0 {
@@ -1108,6 +1181,7 @@ impl Driver {
                             if !state.closing {
                                 tracing::warn!(
                                     conn,
+                                    session = %crate::core::session_label(self.core.session_of(*conn)),
                                     peer = %state.peer,
                                     why,
                                     limit_bytes = state.handle.max_queued_bytes,
@@ -1133,7 +1207,13 @@ impl Driver {
                 let Some(state) = self.conns.get_mut(&conn) else {
                     return;
                 };
-                Self::account_reply(state, &frame, now, &mut self.latency);
+                Self::account_reply(
+                    state,
+                    &frame,
+                    now,
+                    &mut self.latency,
+                    &mut self.kind_latency,
+                );
                 if let Err(why) = state.handle.offer(frame) {
                     if !state.closing {
                         tracing::warn!(
@@ -1168,7 +1248,13 @@ impl Driver {
 
     /// Updates counters for a frame about to be sent: replies (anything but a watch
     /// notification) complete the oldest request in flight.
-    fn account_reply(state: &mut ConnState, frame: &Bytes, now: i64, server: &mut LatencyStats) {
+    fn account_reply(
+        state: &mut ConnState,
+        frame: &Bytes,
+        now: i64,
+        server: &mut LatencyStats,
+        by_kind: &mut KindLatency,
+    ) {
         state.sent += 1;
         let is_reply = if state.awaiting_connect_reply {
             state.awaiting_connect_reply = false;
@@ -1186,14 +1272,19 @@ impl Driver {
             }
         };
         if is_reply {
-            if let Some(arrived) = state.in_flight_ms.pop_front() {
+            if let Some(request) = state.in_flight_ms.pop_front() {
                 // Answered: the reader may take in another request.
                 state.handle.outstanding.add_permits(1);
-                let latency = (now - arrived).max(0) as u64;
+                let latency = (now - request.arrived_ms).max(0) as u64;
                 state.last_latency_ms = latency;
                 state.last_response_ms = now;
                 state.latency.record(latency);
                 server.record(latency);
+                match request.kind {
+                    RequestKind::Read => by_kind.read.record_ms(latency as f64),
+                    RequestKind::Update => by_kind.update.record_ms(latency as f64),
+                    RequestKind::Untimed => {}
+                }
             }
         }
     }
@@ -1306,9 +1397,17 @@ impl Driver {
                         uptime_ms: now - self.started_ms,
                         open_fds,
                         max_fds,
-                        fsync_count: self.log.as_ref().map_or(0, |l| l.log.stats().syncs),
                     },
                 );
+                let mut timing = serde_json::Map::new();
+                self.timing_fields(&mut timing);
+                for (key, value) in timing {
+                    let value = match value.as_f64() {
+                        Some(x) if value.is_f64() => flw::java_double(x),
+                        _ => value.to_string(),
+                    };
+                    out.push_str(&format!("zk_{key}\t{value}\n"));
+                }
                 out.push_str(&self.ensemble_mntr_lines());
                 out
             }
@@ -1441,12 +1540,28 @@ mod tests {
                 .forget();
         }
         let mut st = ConnState::new(handle, "127.0.0.1:1".parse().unwrap(), 0);
-        st.in_flight_ms = VecDeque::from([100, 150]);
+        st.in_flight_ms = VecDeque::from([
+            InFlight {
+                arrived_ms: 100,
+                kind: RequestKind::Update,
+            },
+            InFlight {
+                arrived_ms: 150,
+                kind: RequestKind::Read,
+            },
+        ]);
         assert_eq!(st.handle.outstanding_requests(), 2);
         st.received = 2;
         let mut server = LatencyStats::default();
+        let mut by_kind = KindLatency::default();
         // Connect response: no reply header, still completes the connect request.
-        Driver::account_reply(&mut st, &Bytes::from_static(&[0; 40]), 110, &mut server);
+        Driver::account_reply(
+            &mut st,
+            &Bytes::from_static(&[0; 40]),
+            110,
+            &mut server,
+            &mut by_kind,
+        );
         assert_eq!((st.last_latency_ms, st.in_flight_ms.len()), (10, 1));
         assert_eq!(st.handle.outstanding_requests(), 1);
         // A notification (xid -1) completes nothing.
@@ -1454,7 +1569,7 @@ mod tests {
         notif.extend_from_slice(&(-1i32).to_be_bytes());
         notif.extend_from_slice(&7i64.to_be_bytes());
         notif.extend_from_slice(&0i32.to_be_bytes());
-        Driver::account_reply(&mut st, &Bytes::from(notif), 160, &mut server);
+        Driver::account_reply(&mut st, &Bytes::from(notif), 160, &mut server, &mut by_kind);
         assert_eq!(st.in_flight_ms.len(), 1);
         assert_eq!(st.handle.outstanding_requests(), 1);
         // A reply with zxid 0x2a completes the second request.
@@ -1462,13 +1577,57 @@ mod tests {
         reply.extend_from_slice(&1i32.to_be_bytes());
         reply.extend_from_slice(&0x2ai64.to_be_bytes());
         reply.extend_from_slice(&0i32.to_be_bytes());
-        Driver::account_reply(&mut st, &Bytes::from(reply), 175, &mut server);
+        Driver::account_reply(&mut st, &Bytes::from(reply), 175, &mut server, &mut by_kind);
         assert_eq!((st.last_zxid, st.last_latency_ms, st.sent), (0x2a, 25, 3));
         assert_eq!(st.handle.outstanding_requests(), 0);
         assert_eq!(
             (server.min_ms(), server.max_ms(), server.count()),
             (10, 25, 2)
         );
+        let read = by_kind.read.figures(&[0.5]);
+        let update = by_kind.update.figures(&[0.5]);
+        assert_eq!((read.count, read.sum_ms), (1, 25.0));
+        assert_eq!((update.count, update.sum_ms), (1, 10.0));
+    }
+
+    fn request_frame(op: OpCode) -> Vec<u8> {
+        let mut body = 7i32.to_be_bytes().to_vec();
+        body.extend_from_slice(&op.code().to_be_bytes());
+        body
+    }
+
+    #[test]
+    fn requests_are_timed_as_reads_or_updates_by_opcode() {
+        for op in [
+            OpCode::Create,
+            OpCode::SetData,
+            OpCode::Delete,
+            OpCode::Multi,
+        ] {
+            assert_eq!(
+                RequestKind::of(&request_frame(op), false),
+                RequestKind::Update,
+                "{op:?}"
+            );
+        }
+        for op in [
+            OpCode::GetData,
+            OpCode::Exists,
+            OpCode::Ping,
+            OpCode::MultiRead,
+        ] {
+            assert_eq!(
+                RequestKind::of(&request_frame(op), false),
+                RequestKind::Read,
+                "{op:?}"
+            );
+        }
+        // ConnectRequest: protocol version, last zxid, timeout, then the session id.
+        let mut connect = vec![0u8; 16];
+        connect.extend_from_slice(&0i64.to_be_bytes());
+        assert_eq!(RequestKind::of(&connect, true), RequestKind::Update);
+        connect[16..24].copy_from_slice(&0x55i64.to_be_bytes());
+        assert_eq!(RequestKind::of(&connect, true), RequestKind::Untimed);
     }
 }
 

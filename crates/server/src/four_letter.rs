@@ -492,7 +492,6 @@ pub struct ProcessFigures {
     pub uptime_ms: i64,
     pub open_fds: Option<u64>,
     pub max_fds: Option<u64>,
-    pub fsync_count: u64,
 }
 
 /// `mntr`: one `zk_<key>\t<value>` line each. ZooKeeper emits a few hundred metrics; these
@@ -526,7 +525,6 @@ pub fn mntr(s: &ServerSummary, p: ProcessFigures) -> String {
     if let Some(n) = p.open_fds {
         lines.push(("open_file_descriptor_count", n.to_string()));
     }
-    lines.push(("cnt_fsynctime", p.fsync_count.to_string()));
     let mut out = String::new();
     for (k, v) in lines {
         let _ = writeln!(out, "zk_{k}\t{v}");
@@ -953,7 +951,6 @@ mod tests {
                 uptime_ms: 42,
                 open_fds: Some(9),
                 max_fds: Some(1024),
-                fsync_count: 3,
             },
         );
         assert!(out.starts_with("zk_version\t3.8.4-corral-"), "{out}");

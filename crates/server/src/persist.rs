@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use corral_proto::Zxid;
 use corral_storage::{LogWriter, SnapshotWriter, StorageError};
 
+use crate::admin::metrics::Timings;
 use crate::config::ServerConfig;
 use crate::core::{Core, CoreConfig, Now, SnapshotError, SnapshotView};
 use crate::driver::ServerError;
@@ -138,10 +139,12 @@ impl SnapshotJob {
     /// thread of its own. The file is only renamed into place once the log is durable up to
     /// that zxid (read from `durable`): otherwise a crash could leave a snapshot ahead of the
     /// log, and the next txn would be logged after a gap.
+    /// The time each written snapshot took goes to `timings`.
     pub fn start(
         data_dir: &Path,
         view: SnapshotView,
         durable: Arc<AtomicI64>,
+        timings: Arc<Timings>,
     ) -> Result<SnapshotJob, ServerError> {
         let zxid = view.zxid();
         let abort = Arc::new(AtomicBool::new(false));
@@ -149,7 +152,7 @@ impl SnapshotJob {
         let dir = data_dir.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("corral-snapshot".into())
-            .spawn(move || write_snapshot(&dir, view, &durable, &stop))
+            .spawn(move || write_snapshot(&dir, view, &durable, &stop, &timings))
             .map_err(|e| ServerError::Thread("snapshot", e))?;
         Ok(SnapshotJob {
             zxid,
@@ -195,6 +198,7 @@ fn write_snapshot(
     view: SnapshotView,
     durable: &AtomicI64,
     abort: &AtomicBool,
+    timings: &Timings,
 ) -> Result<Option<PathBuf>, StorageError> {
     let started = Instant::now();
     let zxid = view.zxid();
@@ -221,6 +225,7 @@ fn write_snapshot(
         std::thread::sleep(Duration::from_millis(1));
     }
     let path = w.finish()?;
+    timings.record_snapshot(started.elapsed());
     tracing::debug!(
         bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -175,9 +175,30 @@ fn scrape(text: &str) -> (HashMap<String, f64>, HashMap<String, String>) {
     (values, types)
 }
 
+/// Each summary's quantile labels (ZooKeeper's summaries: `name{quantile="0.5"}` ...).
+fn quantile_labels(text: &str) -> HashMap<String, Vec<f64>> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");
+    parsed
+        .samples
+        .iter()
+        .filter_map(|s| match &s.value {
+            prometheus_parse::Value::Summary(qs) => {
+                Some((s.metric.clone(), qs.iter().map(|q| q.quantile).collect()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn metrics_follow_the_load() {
-    let server = TestServer::start_with(with_endpoints()).await;
+    let server = TestServer::start_with(ServerConfig {
+        // Small, so the writes below take a snapshot (at 2 to 4 txns).
+        snap_count: 4,
+        ..with_endpoints()
+    })
+    .await;
     let metrics = server.metrics_addr().expect("metrics enabled");
 
     let (status, content_type, body) = get(metrics, "/metrics").await;
@@ -212,7 +233,33 @@ async fn metrics_follow_the_load() {
         !before.contains_key("quorum_size"),
         "standalone has no quorum"
     );
+    assert!(
+        !before.contains_key("election_time_count"),
+        "standalone has no elections"
+    );
     assert_eq!(before["num_alive_connections"], 0.0);
+    // ZooKeeper's summaries: advanced ones with three quantiles, basic ones with the median.
+    let quantiles = quantile_labels(&body);
+    for (name, expected) in [
+        ("readlatency", vec![0.5, 0.9, 0.99]),
+        ("updatelatency", vec![0.5, 0.9, 0.99]),
+        ("fsynctime", vec![0.5]),
+        ("snapshottime", vec![0.5]),
+    ] {
+        assert_eq!(
+            types.get(name).map(String::as_str),
+            Some("summary"),
+            "{name}"
+        );
+        assert_eq!(quantiles.get(name), Some(&expected), "{name}");
+        for part in ["_sum", "_count"] {
+            let series = format!("{name}{part}");
+            assert!(
+                before.contains_key(&series),
+                "{series} missing from:\n{body}"
+            );
+        }
+    }
 
     let mut client = Client::connect(server.addr()).await;
     for i in 0..5 {
@@ -230,6 +277,31 @@ async fn metrics_follow_the_load() {
     assert_eq!(after["num_alive_connections"], 1.0);
     assert!(after["packets_received"] >= before["packets_received"] + 7.0);
     assert!(after["approximate_data_size"] > before["approximate_data_size"]);
+    // Six creates and the new session are updates; the getData is a read. Every write was
+    // made durable with an fdatasync (several may share one).
+    assert!(
+        after["updatelatency_count"] >= before["updatelatency_count"] + 7.0,
+        "{body}"
+    );
+    assert!(after["readlatency_count"] >= before["readlatency_count"] + 1.0);
+    assert!(
+        after["fsynctime_count"] > before["fsynctime_count"],
+        "{body}"
+    );
+    assert!(after["fsynctime_sum"] >= before["fsynctime_sum"]);
+    // The snapshot is written on its own thread: wait for it to be counted.
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        let (_, _, body) = get(metrics, "/metrics").await;
+        if scrape(&body).0["snapshottime_count"] >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot timed:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // The metrics listener answers probes but not commands.
     assert_eq!(get(metrics, "/livez").await.0, 200);
@@ -363,6 +435,20 @@ fn golden() -> Vec<(&'static str, &'static str, Keys)> {
                 ("open_file_descriptor_count", T::Int),
                 ("max_file_descriptor_count", T::Int),
                 ("uptime", T::Int),
+                ("avg_readlatency", T::Float),
+                ("min_readlatency", T::Float),
+                ("max_readlatency", T::Float),
+                ("cnt_readlatency", T::Int),
+                ("sum_readlatency", T::Float),
+                ("p50_readlatency", T::Float),
+                ("p95_readlatency", T::Float),
+                ("p99_readlatency", T::Float),
+                ("p999_readlatency", T::Float),
+                ("cnt_updatelatency", T::Int),
+                ("p99_updatelatency", T::Float),
+                ("avg_fsynctime", T::Float),
+                ("cnt_fsynctime", T::Int),
+                ("cnt_snapshottime", T::Int),
             ],
         ),
         (

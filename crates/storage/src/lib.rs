@@ -105,4 +105,4 @@ pub use raft_segment::raft_segment_name;
 pub use recovery::{recover, Recovered};
 pub use scan::{LogIter, LogRecord, SegmentScan, Tail};
 pub use snapshot::{read_snapshot, write_snapshot, SnapshotFile, SnapshotReader, SnapshotWriter};
-pub use writer::{LogOptions, LogWriter};
+pub use writer::{LogOptions, LogWriter, SyncObserver};

@@ -81,7 +81,7 @@ use crate::raft_segment::{
     read_entries, scan_segment, RAFT_HEADER_BYTES,
 };
 use crate::scan::Tail;
-use crate::writer::tmp_path;
+use crate::writer::{tmp_path, SyncObserver};
 
 /// (index, term, leader) of an entry.
 pub type RaftLogId = (u64, u64, u64);
@@ -162,14 +162,19 @@ pub struct PendingSync {
     file: File,
     path: PathBuf,
     enabled: bool,
+    observer: Option<SyncObserver>,
 }
 
 impl PendingSync {
     pub fn sync(&self) -> Result<(), StorageError> {
         if self.enabled {
+            let started = std::time::Instant::now();
             self.file
                 .sync_data()
                 .map_err(|e| StorageError::io(&self.path, e))?;
+            if let Some(observe) = &self.observer {
+                observe(started.elapsed());
+            }
         }
         Ok(())
     }
@@ -200,6 +205,7 @@ pub struct RaftLog {
     /// anything else is written, so no fragment of the failed batch survives.
     dirty_from: Option<u64>,
     syncs: u64,
+    sync_observer: Option<SyncObserver>,
 }
 
 impl RaftLog {
@@ -345,6 +351,7 @@ impl RaftLog {
             cache_used_bytes: 0,
             dirty_from: None,
             syncs: 0,
+            sync_observer: None,
         };
         if let Some(seg) = log.segments.last() {
             let last_index = seg.next_index() - 1;
@@ -388,6 +395,12 @@ impl RaftLog {
     /// Number of fdatasync calls made for appended batches (observes batching in tests).
     pub fn sync_count(&self) -> u64 {
         self.syncs
+    }
+
+    /// Reports the duration of every successful fdatasync of appended entries to `observer`,
+    /// both here and in the [`PendingSync`]s this log hands out.
+    pub fn set_sync_observer(&mut self, observer: SyncObserver) {
+        self.sync_observer = Some(observer);
     }
 
     /// Appends contiguous entries and makes them durable (one fdatasync for the batch when
@@ -459,6 +472,7 @@ impl RaftLog {
             return Err(StorageError::io(&seg.path, e));
         }
         if sync_now {
+            let started = std::time::Instant::now();
             if let Err(e) = file.sync_data() {
                 // After a failed fdatasync the page cache state is unknown: cut back and
                 // rewrite is the only safe continuation.
@@ -466,6 +480,9 @@ impl RaftLog {
                 return Err(StorageError::io(&seg.path, e));
             }
             self.syncs += 1;
+            if let Some(observe) = &self.sync_observer {
+                observe(started.elapsed());
+            }
         }
         let mut offset = seg.end_offset;
         for e in entries {
@@ -486,6 +503,7 @@ impl RaftLog {
             file: handle,
             path,
             enabled: self.opts.force_sync,
+            observer: self.sync_observer.clone(),
         }))
     }
 

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, StorageError};
 use crate::format::{
@@ -14,6 +15,11 @@ use crate::format::{
     TMP_SUFFIX,
 };
 use crate::fsutil::{preallocate, sync_dir};
+
+/// Told how long each successful fdatasync of appended records took. Storage only measures;
+/// what is done with the figure (metrics) is the caller's business. Called on the thread
+/// that syncs, right after the call returns, so it must be quick.
+pub type SyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// Tuning of the transaction log.
 #[derive(Debug, Clone)]
@@ -77,6 +83,7 @@ pub struct LogWriter {
     /// anything else is written, so no fragment of the failed batch survives.
     dirty_from: Option<u64>,
     syncs: Arc<AtomicU64>,
+    sync_observer: Option<SyncObserver>,
 }
 
 impl LogWriter {
@@ -93,7 +100,14 @@ impl LogWriter {
             roll_pending: false,
             dirty_from: None,
             syncs: Arc::new(AtomicU64::new(0)),
+            sync_observer: None,
         }
+    }
+
+    /// Reports the duration of every successful batch fdatasync to `observer` (it runs on
+    /// the thread that commits, so it must be quick).
+    pub fn set_sync_observer(&mut self, observer: SyncObserver) {
+        self.sync_observer = Some(observer);
     }
 
     pub fn set_options(&mut self, opts: LogOptions) {
@@ -237,6 +251,7 @@ impl LogWriter {
             return Err(StorageError::io(&seg.path, e));
         }
         if opts.force_sync {
+            let started = Instant::now();
             if let Err(e) = seg.file.sync_data() {
                 // After a failed fdatasync the page cache state is unknown; cutting the file
                 // back and rewriting is the only safe continuation.
@@ -244,6 +259,9 @@ impl LogWriter {
                 return Err(StorageError::io(&seg.path, e));
             }
             self.syncs.fetch_add(1, Ordering::Relaxed);
+            if let Some(observe) = &self.sync_observer {
+                observe(started.elapsed());
+            }
         }
         seg.write_offset = end;
         seg.allocated = seg.allocated.max(end);

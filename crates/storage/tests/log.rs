@@ -221,6 +221,27 @@ fn force_sync_off_skips_fdatasync_but_keeps_data() {
 }
 
 #[test]
+fn every_batch_fdatasync_is_reported_to_the_sync_observer() {
+    let d = dirs();
+    let timed = Arc::new(Mutex::new(Vec::new()));
+    let sink = timed.clone();
+    let mut w = writer(&d, small_opts());
+    w.set_sync_observer(Arc::new(move |took| sink.lock().unwrap().push(took)));
+    append_range(&mut w, 1, 3);
+    append_range(&mut w, 4, 4);
+    assert_eq!(w.sync_count(), 2);
+    assert_eq!(timed.lock().unwrap().len(), 2, "one report per fdatasync");
+
+    // Without force_sync nothing is synced, so nothing is reported.
+    w.set_options(LogOptions {
+        force_sync: false,
+        ..small_opts()
+    });
+    append_range(&mut w, 5, 6);
+    assert_eq!(timed.lock().unwrap().len(), 2);
+}
+
+#[test]
 fn reopen_continues_the_sequence_in_a_new_segment() {
     let d = dirs();
     closed_log(&d, small_opts(), 10);

@@ -70,6 +70,24 @@ fn append_batches(log: &mut RaftLog, from: u64, to: u64, term: u64, batch: u64) 
 }
 
 #[test]
+fn fdatasyncs_are_reported_to_the_sync_observer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut log = open(&tmp.path().join("raft"), 1 << 20);
+    let reports = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = reports.clone();
+    log.set_sync_observer(std::sync::Arc::new(move |_took| {
+        sink.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }));
+    log.append(&entries(1, 3, 1)).unwrap();
+    assert_eq!(reports.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // A deferred sync reports when it is made, not when the entries are written.
+    let pending = log.append_unsynced(&entries(4, 5, 1)).unwrap().unwrap();
+    assert_eq!(reports.load(std::sync::atomic::Ordering::Relaxed), 1);
+    pending.sync().unwrap();
+    assert_eq!(reports.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+#[test]
 fn append_and_reopen_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("raft");

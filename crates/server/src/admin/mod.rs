@@ -62,6 +62,8 @@ pub(crate) enum AdminQuery {
     Command(&'static str),
     Metrics,
     Ready,
+    /// The ensemble's members as this member sees them (the console's members view).
+    Members,
 }
 
 /// The driver's answer to an [`AdminQuery`].

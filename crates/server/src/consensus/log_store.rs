@@ -91,12 +91,19 @@ fn log_id(index: u64, term: u64, leader: u64) -> LogId<MemberId> {
 }
 
 impl LogStore {
-    pub fn open(dir: &Path, force_sync: bool) -> Result<LogStore, DiskError> {
+    /// `sync_observer` is told how long each fdatasync of the log takes.
+    pub fn open(
+        dir: &Path,
+        force_sync: bool,
+        sync_observer: corral_storage::SyncObserver,
+    ) -> Result<LogStore, DiskError> {
         let opts = RaftLogOptions {
             force_sync,
             ..RaftLogOptions::default()
         };
-        let log = Arc::new(Mutex::new(RaftLog::open(dir, opts)?));
+        let mut log = RaftLog::open(dir, opts)?;
+        log.set_sync_observer(sync_observer);
+        let log = Arc::new(Mutex::new(log));
         let (syncer, ops) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("raft-log-sync".into())

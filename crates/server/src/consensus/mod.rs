@@ -263,6 +263,8 @@ pub struct Settings<'a> {
     pub force_sync: bool,
     pub raft_dir: &'a std::path::Path,
     pub snapshot_dir: &'a std::path::Path,
+    /// Gets the Raft log's fsync and the snapshots' durations.
+    pub timings: Arc<crate::admin::metrics::Timings>,
 }
 
 /// The running consensus layer of one member.
@@ -318,13 +320,18 @@ impl Consensus {
             settings.tick_time_ms,
             settings.snap_count,
         ));
-        let log = LogStore::open(settings.raft_dir, settings.force_sync)?;
+        let log = LogStore::open(
+            settings.raft_dir,
+            settings.force_sync,
+            settings.timings.sync_observer(),
+        )?;
         let snapshots = Arc::new(snapshot_store::SnapshotStore::new(settings.snapshot_dir));
         let latest = snapshots.load_latest().map_err(ConsensusError::Snapshot)?;
         let sm = state_machine::StateMachine::new(
             events.clone(),
             snapshots.clone(),
             latest.as_ref().map(|(meta, _)| meta),
+            settings.timings.clone(),
         );
         let initial = match latest {
             Some((meta, data)) => {

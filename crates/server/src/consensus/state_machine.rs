@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::snapshot_store::{decode_data, encode_data, Extra, Meta, SnapshotStore};
 use super::{Applied, Event, MemberId, SnapshotTaken, TypeConfig};
+use crate::admin::metrics::Timings;
 
 /// Membership configs remembered to pick the one a snapshot covers.
 const MEMBERSHIP_HISTORY: usize = 8;
@@ -55,6 +56,8 @@ pub struct StateMachine {
     events: mpsc::UnboundedSender<Event>,
     shared: Arc<Mutex<Shared>>,
     store: Arc<SnapshotStore>,
+    /// Gets the duration of each snapshot built here.
+    timings: Arc<Timings>,
 }
 
 fn storage_error(verb: ErrorVerb, text: impl ToString) -> StorageError<MemberId> {
@@ -73,6 +76,7 @@ impl StateMachine {
         events: mpsc::UnboundedSender<Event>,
         store: Arc<SnapshotStore>,
         initial: Option<&Meta>,
+        timings: Arc<Timings>,
     ) -> StateMachine {
         let mut shared = Shared::default();
         if let Some(meta) = initial {
@@ -83,6 +87,7 @@ impl StateMachine {
             events,
             shared: Arc::new(Mutex::new(shared)),
             store,
+            timings,
         }
     }
 
@@ -134,6 +139,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             &image,
         );
         self.save(&meta, &data).await?;
+        self.timings.record_snapshot(started.elapsed());
         tracing::info!(
             index = taken.index,
             zxid = format_args!("{zxid:#x}"),

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Map, Value};
 
 use super::Driver;
+use crate::admin::metrics::{SummaryFigures, ADVANCED_QUANTILES};
 use crate::admin::{AdminAnswer, AdminQuery, EnsembleMetrics, LeaderMetrics, MetricsSnapshot};
 use crate::consensus::MemberState;
 use crate::four_letter::{self as flw, ConnLine};
@@ -24,6 +25,7 @@ impl Driver {
                 AdminAnswer::Ready(self.ensemble.as_ref().is_none_or(|e| e.serving()))
             }
             AdminQuery::Metrics => AdminAnswer::Metrics(Box::new(self.metrics_snapshot(now))),
+            AdminQuery::Members => AdminAnswer::Json(self.members_json()),
             AdminQuery::Command(name) => {
                 let mut fields = self.admin_command(name, now);
                 // ZooKeeper's common fields: `error` is null unless the command set one.
@@ -58,12 +60,19 @@ impl Driver {
                 .values()
                 .map(|c| c.handle.queued_bytes.load(Ordering::Relaxed) as u64)
                 .sum(),
+            read_latency: self.kind_latency.read.figures(ADVANCED_QUANTILES),
+            update_latency: self.kind_latency.update.figures(ADVANCED_QUANTILES),
+            fsync_time: self.timings.fsync_figures(),
+            snapshot_time: self.timings.snapshot_figures(),
             ensemble: self.ensemble.as_ref().map(|e| {
-                let status = &e.status;
+                // Live: replication moves without role changes, which are all the driver's
+                // copy of the status follows.
+                let status = &e.consensus.status();
                 let leader = (status.state == MemberState::Leader).then(|| {
                     let (learners, synced, _) = self.learner_figures().unwrap_or((0, 0, 0));
                     let last = status.last_log_index.unwrap_or(0);
                     LeaderMetrics {
+                        uptime_ms: e.leader_uptime_ms().unwrap_or(0),
                         learners: learners as u64,
                         synced_followers: synced as u64,
                         log_lag_entries: status
@@ -75,10 +84,85 @@ impl Driver {
                 });
                 EnsembleMetrics {
                     quorum_size: status.voters.len() as u64,
+                    election_time: e.election_time_figures(),
                     leader,
                 }
             }),
         }
+    }
+
+    /// `{"members": [...]}`: every member of the current configuration (participants and
+    /// observers, as the consensus layer last reported it; the configuration file before
+    /// that) with its role, this member's last zxid, and, on the leader, how many log
+    /// entries each member is behind. Other members' zxids are not known here.
+    fn members_json(&self) -> Fields {
+        let mut f = Fields::new();
+        let (Some(e), Some(cfg)) = (&self.ensemble, &self.config.ensemble) else {
+            f.insert("members".into(), json!([]));
+            return f;
+        };
+        // The live status: the driver's copy is only refreshed on role changes, so it misses
+        // learners added later and every replication step.
+        let status = &e.consensus.status();
+        // Members the consensus layer knows first (voters, then observers as its learners),
+        // then configured members it has not added yet (an observer until the leader adds
+        // it), so the first of each id wins.
+        let mut ids: Vec<(u64, bool)> = status
+            .voters
+            .iter()
+            .map(|id| (*id, false))
+            .chain(status.learners.iter().map(|id| (*id, true)))
+            .chain(
+                cfg.members
+                    .iter()
+                    .map(|m| (m.id, m.role == crate::ensemble_config::MemberRole::Observer)),
+            )
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        ids.retain(|(id, _)| seen.insert(*id));
+        ids.sort_unstable();
+        let last_index = status.last_log_index.unwrap_or(0);
+        let leading = status.state == MemberState::Leader;
+        let members: Vec<Value> = ids
+            .into_iter()
+            .map(|(id, observer)| {
+                let me = id == cfg.my_id;
+                let role = if me {
+                    status.state.zk_mode()
+                } else if status.leader == Some(id) {
+                    "leader"
+                } else if observer {
+                    "observer"
+                } else {
+                    "follower"
+                };
+                let address = cfg
+                    .members
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map(|m| format!("{}:{}", m.host, m.peer_port));
+                let lag = if !leading {
+                    None
+                } else if me {
+                    Some(0)
+                } else {
+                    status
+                        .replication
+                        .get(&id)
+                        .map(|matched| last_index.saturating_sub(matched.unwrap_or(0)))
+                };
+                json!({
+                    "id": id,
+                    "address": address,
+                    "role": role,
+                    "self": me,
+                    "zxid": me.then(|| format!("0x{:x}", self.core.last_zxid())),
+                    "lag_entries": lag,
+                })
+            })
+            .collect();
+        f.insert("members".into(), members.into());
+        f
     }
 
     fn admin_command(&mut self, name: &str, now: i64) -> Fields {
@@ -176,9 +260,11 @@ impl Driver {
                 // Observers connected to this leader; members that are not leading have none.
                 let mut observers = Vec::new();
                 if let (Some(e), Some(cfg)) = (&self.ensemble, &self.config.ensemble) {
-                    if e.status.state == MemberState::Leader {
+                    // Live: replication moves without role changes.
+                    let status = e.consensus.status();
+                    if status.state == MemberState::Leader {
                         for m in cfg.observers() {
-                            if e.status.replication.get(&m.id).is_some_and(|r| r.is_some()) {
+                            if status.replication.get(&m.id).is_some_and(|r| r.is_some()) {
                                 observers.push(json!(m.id.to_string()));
                             }
                         }
@@ -260,13 +346,31 @@ impl Driver {
         if let Some(n) = m.open_fds {
             f.insert("open_file_descriptor_count".into(), n.into());
         }
-        let fsyncs = self.log.as_ref().map_or(0, |l| l.log.stats().syncs);
-        f.insert("cnt_fsynctime".into(), fsyncs.into());
+        self.timing_fields(f);
         if let Some(e) = &m.ensemble {
             f.insert("quorum_size".into(), e.quorum_size.into());
             if let Some(l) = &e.leader {
                 f.insert("learners".into(), l.learners.into());
                 f.insert("synced_followers".into(), l.synced_followers.into());
+            }
+        }
+    }
+
+    /// ZooKeeper's timing summaries, and `leader_uptime` while leading, as its `mntr` lists
+    /// them (shared by the AdminServer's `monitor` and the `mntr` four-letter word).
+    pub(super) fn timing_fields(&self, f: &mut Fields) {
+        // `mntr` shows other percentiles of ZooKeeper's advanced summaries than /metrics.
+        let mntr_quantiles = &[0.5, 0.95, 0.99, 0.999];
+        let read = self.kind_latency.read.figures(mntr_quantiles);
+        let update = self.kind_latency.update.figures(mntr_quantiles);
+        summary_fields(f, "readlatency", &read);
+        summary_fields(f, "updatelatency", &update);
+        summary_fields(f, "fsynctime", &self.timings.fsync_figures());
+        summary_fields(f, "snapshottime", &self.timings.snapshot_figures());
+        if let Some(e) = &self.ensemble {
+            summary_fields(f, "election_time", &e.election_time_figures());
+            if let Some(ms) = e.leader_uptime_ms() {
+                f.insert("leader_uptime".into(), ms.into());
             }
         }
     }
@@ -350,6 +454,31 @@ impl Driver {
             })
             .unwrap_or_default();
         f.insert("leader_ip".into(), ip.into());
+    }
+}
+
+/// A summary as ZooKeeper's `mntr` lists it: `avg_`, `min_`, `max_`, `cnt_`, `sum_`, and
+/// `p50_`-style fields for the quantiles computed (0 before any sample). Values in ms.
+fn summary_fields(f: &mut Fields, name: &str, s: &SummaryFigures) {
+    f.insert(format!("avg_{name}"), s.avg_ms().into());
+    f.insert(format!("min_{name}"), s.min_ms.into());
+    f.insert(format!("max_{name}"), s.max_ms.into());
+    f.insert(format!("cnt_{name}"), s.count.into());
+    f.insert(format!("sum_{name}"), s.sum_ms.into());
+    if s.quantiles_ms.len() < 2 {
+        // Basic summaries: ZooKeeper's `mntr` lists no percentiles for them.
+        return;
+    }
+    for (q, v) in &s.quantiles_ms {
+        // ZooKeeper's names: p50, p95, p99, p999.
+        let per_mille = (q * 1000.0).round() as u64;
+        let label = if per_mille.is_multiple_of(10) {
+            format!("p{}", per_mille / 10)
+        } else {
+            format!("p{per_mille}")
+        };
+        let v = if v.is_nan() { 0.0 } else { *v };
+        f.insert(format!("{label}_{name}"), v.into());
     }
 }
 

@@ -14,10 +14,13 @@
 //!   connections, as ZooKeeper's members do; a member without a leader accepts none.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{core_now, Driver, Inbound, Outbound, ServerError};
+use crate::admin::metrics::{SummaryFigures, SummaryStats, Timings, BASIC_QUANTILES};
 use crate::consensus::ReconfigError;
 use crate::consensus::{
     Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin, Payload, Settings,
@@ -52,6 +55,13 @@ pub(crate) struct Ensemble {
     pub proposal_sizes: crate::four_letter::ProposalSizes,
     reconfigs_tx: mpsc::UnboundedSender<ReconfigResult>,
     reconfigs: mpsc::UnboundedReceiver<ReconfigResult>,
+    /// Since when this member knows no leader (set from start until the first one is known):
+    /// the open interval of `election_time`.
+    leaderless_since: Option<Instant>,
+    /// Each leaderless interval that ended with a known leader (ZooKeeper's `election_time`).
+    election_time: SummaryStats,
+    /// Since when this member leads (ZooKeeper's `leader_uptime`).
+    leading_since: Option<Instant>,
 }
 
 type ReconfigResult = (ReconfigCall, Option<Origin>, Result<String, ReconfigError>);
@@ -83,10 +93,13 @@ pub(crate) async fn next_event(ensemble: &mut Option<Ensemble>) -> EnsembleEvent
 }
 
 impl Ensemble {
+    /// `timings` gets the Raft log's fsync and the snapshots' durations.
     pub async fn start(
         config: &crate::config::ServerConfig,
         ensemble: &crate::config::EnsembleConfig,
+        timings: Arc<Timings>,
     ) -> Result<(Ensemble, Option<SnapshotImage>), ServerError> {
+        let started = Instant::now();
         let (tx, events) = mpsc::unbounded_channel();
         let raft_dir = config.data_log_dir().join("raft");
         let snapshot_dir = config.data_dir.join("raft-snapshots");
@@ -96,6 +109,7 @@ impl Ensemble {
             force_sync: config.force_sync,
             raft_dir: &raft_dir,
             snapshot_dir: &snapshot_dir,
+            timings,
         };
         let (consensus, initial) = Consensus::start(ensemble, settings, tx)
             .await
@@ -120,6 +134,9 @@ impl Ensemble {
             proposal_sizes: Default::default(),
             reconfigs_tx,
             reconfigs,
+            leaderless_since: Some(started),
+            election_time: SummaryStats::default(),
+            leading_since: None,
         };
         Ok((ensemble, initial))
     }
@@ -131,6 +148,46 @@ impl Ensemble {
 
     pub fn park(&mut self, input: Parked) {
         self.parked.push_back(input);
+    }
+
+    /// Milliseconds since this member became leader; `None` while it does not lead.
+    pub fn leader_uptime_ms(&self) -> Option<u64> {
+        self.leading_since
+            .map(|since| since.elapsed().as_millis() as u64)
+    }
+
+    pub fn election_time_figures(&self) -> SummaryFigures {
+        self.election_time.figures(BASIC_QUANTILES)
+    }
+
+    /// Times elections and leadership from the role changes the consensus layer reports:
+    /// an election runs from the moment no leader is known to the moment one is.
+    fn time_role_change(&mut self, old: &Status, new: &Status) {
+        let now = Instant::now();
+        match new.leader {
+            None => {
+                self.leaderless_since.get_or_insert(now);
+            }
+            Some(_) => {
+                if let Some(since) = self.leaderless_since.take() {
+                    let took = now.duration_since(since);
+                    tracing::info!(
+                        leader = ?new.leader,
+                        term = new.term,
+                        election_ms = took.as_millis() as u64,
+                        "leader known"
+                    );
+                    self.election_time.record(took);
+                }
+            }
+        }
+        let leads = new.state == MemberState::Leader;
+        let led_this_term = old.state == MemberState::Leader && old.term == new.term;
+        if !leads {
+            self.leading_since = None;
+        } else if !led_this_term || self.leading_since.is_none() {
+            self.leading_since = Some(now);
+        }
     }
 
     /// The core a member starts with: empty, or loaded from its newest snapshot.
@@ -222,6 +279,7 @@ impl Driver {
             EnsembleEvent::ForwardFailed(conn, why) => {
                 tracing::info!(
                     conn,
+                    session = %crate::core::session_label(self.core.session_of(conn)),
                     why,
                     "forwarded request failed; closing the connection"
                 );
@@ -404,6 +462,7 @@ impl Driver {
 
     fn on_status(&mut self, status: Status) {
         let old = std::mem::replace(&mut self.ensemble_mut().status, status.clone());
+        self.ensemble_mut().time_role_change(&old, &status);
         let was_leader = self.ensemble().ready_term.is_some();
         if was_leader
             && (status.state != MemberState::Leader
@@ -677,26 +736,28 @@ impl Driver {
     pub(super) fn learner_figures(&self) -> Option<(usize, usize, usize)> {
         const IN_SYNC_ENTRIES: u64 = 16;
         let e = self.ensemble.as_ref()?;
-        if e.status.state != MemberState::Leader {
+        // Live: learners and replication change without the role changes the driver's copy
+        // of the status follows.
+        let status = e.consensus.status();
+        if status.state != MemberState::Leader {
             return None;
         }
-        let applied = e.status.last_applied.unwrap_or(0);
+        let applied = status.last_applied.unwrap_or(0);
         let synced = |id: &MemberId| {
-            e.status
+            status
                 .replication
                 .get(id)
                 .copied()
                 .flatten()
                 .is_some_and(|i| i + IN_SYNC_ENTRIES >= applied)
         };
-        let followers = e
-            .status
+        let followers = status
             .voters
             .iter()
             .filter(|v| **v != e.my_id() && synced(v))
             .count();
-        let observers = e.status.learners.iter().filter(|l| synced(l)).count();
-        Some((e.status.replication.len(), followers, observers))
+        let observers = status.learners.iter().filter(|l| synced(l)).count();
+        Some((status.replication.len(), followers, observers))
     }
 
     /// `mntr` lines an ensemble member adds (ZooKeeper 3.8's names): its peer state, and on

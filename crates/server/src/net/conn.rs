@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tracing::Instrument;
 
 use super::frames::FrameBuffer;
 use super::limit::ConnPermit;
@@ -49,7 +50,30 @@ pub(crate) struct ConnContext {
 /// Bytes gathered into one write when several frames are queued.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
+/// Serves one client connection. Everything it logs is inside a `conn` span carrying the
+/// connection id, the peer and, once the ConnectResponse is written, the session id (as
+/// ZooKeeper writes it: `0x` and lower-case hex), so every line about a client names it.
 pub(crate) async fn serve(
+    stream: TcpStream,
+    conn: ConnId,
+    peer: SocketAddr,
+    ctx: Arc<ConnContext>,
+    permit: ConnPermit,
+) {
+    // At error level so the span is enabled whenever any line inside it is: a filter that
+    // keeps only warnings must not drop the session id from them.
+    let span = tracing::error_span!(
+        "conn",
+        conn,
+        %peer,
+        session_id = tracing::field::Empty
+    );
+    serve_in_span(stream, conn, peer, ctx, permit)
+        .instrument(span)
+        .await
+}
+
+async fn serve_in_span(
     stream: TcpStream,
     conn: ConnId,
     peer: SocketAddr,
@@ -75,13 +99,11 @@ pub(crate) async fn serve(
         }
         Ok(Ok(Handshake::Connect(body))) => body,
         Ok(Err(reason)) => {
-            tracing::debug!(conn, %peer, reason, "connection ended before its handshake");
+            tracing::debug!(reason, "connection ended before its handshake");
             return;
         }
         Err(_) => {
             tracing::info!(
-                conn,
-                %peer,
                 timeout_ms = ctx.handshake_timeout_ms,
                 buffered_bytes = frames.buffered().len(),
                 "closing connection: no complete handshake within the timeout"
@@ -124,7 +146,7 @@ pub(crate) async fn serve(
             format!("closed by the server; replies not flushed within {} ms", grace.as_millis())
         }
     };
-    tracing::debug!(conn, %peer, reason, "connection ended");
+    tracing::debug!(reason, "connection ended");
     let _ = ctx.inbound.send(Inbound::Closed { conn }).await;
 }
 
@@ -253,15 +275,15 @@ async fn answer_four_letter(
         };
         let timeout = std::time::Duration::from_millis(STMK_ARGUMENT_TIMEOUT_MS);
         if !matches!(tokio::time::timeout(timeout, read_argument).await, Ok(true)) {
-            tracing::debug!(%peer, "stmk without its 8-byte mask");
+            tracing::debug!("stmk without its 8-byte mask");
             return;
         }
         let mut argument = [0u8; four_letter::STMK_ARGUMENT_BYTES];
         argument.copy_from_slice(&frames.buffered()[4..wanted]);
-        tracing::info!(word, %peer, "processing four-letter word");
+        tracing::info!(word, "processing four-letter word");
         ctx.trace_mask.stmk(argument)
     } else if allowed {
-        tracing::info!(word, %peer, "processing four-letter word");
+        tracing::info!(word, "processing four-letter word");
         let (reply, answer) = oneshot::channel();
         if ctx
             .inbound
@@ -276,7 +298,7 @@ async fn answer_four_letter(
             Err(_) => return,
         }
     } else {
-        tracing::debug!(word, %peer, "four-letter word not in the whitelist");
+        tracing::debug!(word, "four-letter word not in the whitelist");
         four_letter::refusal(word)
     };
     let _ = wr.write_all(text.as_bytes()).await;
@@ -302,7 +324,7 @@ async fn read_frames(
                     Ok(Some(body)) => body,
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(conn, error = %e, "closing connection: bad frame length");
+                        tracing::warn!(error = %e, "closing connection: bad frame length");
                         return e.to_string();
                     }
                 },
@@ -337,11 +359,16 @@ async fn write_frames(
     // Small frames are gathered here; a large one is written from its own buffer, so this
     // never grows past one batch (a connection idles with at most that much).
     let mut batch = BytesMut::new();
+    let mut connect_reply_seen = false;
     while let Some(first) = rx.recv().await {
         let mut close = false;
         let mut next = Some(first);
         let mut written = 0;
         while let Some(msg) = next.take() {
+            if let (false, Outbound::Frame(f)) = (connect_reply_seen, &msg) {
+                connect_reply_seen = true;
+                record_session_id(f);
+            }
             match msg {
                 Outbound::Frame(f) if f.len() >= WRITE_BATCH_BYTES => {
                     if let Err(e) = write_out(wr, &mut batch).await {
@@ -382,6 +409,24 @@ async fn write_frames(
     // The driver dropped our queue: it is shutting down.
     let _ = wr.shutdown().await;
     "server shutting down".into()
+}
+
+/// Names the session in the connection's span, from the first frame the connection is sent:
+/// always the ConnectResponse (length prefix, protocol version, timeout, session id). A
+/// refused connect carries session id 0 and names none.
+fn record_session_id(connect_reply: &[u8]) {
+    let Some(id) = connect_reply
+        .get(12..20)
+        .and_then(|b| b.try_into().ok())
+        .map(i64::from_be_bytes)
+    else {
+        return;
+    };
+    if id != 0 {
+        let label = crate::core::session_label(Some(id));
+        tracing::Span::current().record("session_id", tracing::field::display(&label));
+        tracing::debug!("session established");
+    }
 }
 
 async fn write_out(wr: &mut OwnedWriteHalf, batch: &mut BytesMut) -> Result<(), String> {

@@ -110,17 +110,27 @@ function follow() {
 }
 document.getElementById("events-follow").onclick = follow;
 
-// ---- charts: plain SVG polylines.
-function chart(id, values, times) {
-  const svg = document.getElementById(id);
-  const w = 300, h = 80, pad = 12;
-  const max = Math.max(1e-9, ...values);
-  const t0 = Date.now() - 3600 * 1000;
-  const pts = values.map((v, i) => {
-    const x = Math.max(0, ((times[i] - t0) / (3600 * 1000)) * w);
+// ---- charts: plain SVG polylines over the last hour.
+// The hour ends at the newest sample's time. Both ends are server times: the browser's
+// clock may differ from the server's, and measuring against it shifted every point sideways.
+const HOUR_MS = 3600 * 1000;
+function chartPoints(values, times, w, h, pad) {
+  const t1 = times.length ? times[times.length - 1] : 0;
+  const t0 = t1 - HOUR_MS;
+  // Samples older than the hour are left out, not piled up on the chart's left edge.
+  const shown = values.map((v, i) => [times[i], v]).filter(([t]) => t >= t0);
+  const max = Math.max(1e-9, ...shown.map(([, v]) => v));
+  const pts = shown.map(([t, v]) => {
+    const x = ((t - t0) / HOUR_MS) * w;
     const y = h - pad - (v / max) * (h - 2 * pad);
     return x.toFixed(1) + "," + y.toFixed(1);
   });
+  return { pts, max };
+}
+function chart(id, values, times) {
+  const svg = document.getElementById(id);
+  const w = 300, h = 80, pad = 12;
+  const { pts, max } = chartPoints(values, times, w, h, pad);
   const ns = "http://www.w3.org/2000/svg";
   const line = document.createElementNS(ns, "polyline");
   line.setAttribute("points", pts.join(" "));

@@ -379,36 +379,13 @@ impl Console {
                 &json!({ "mode": "standalone", "state": state, "zxid": zxid, "members": [] }),
             );
         };
-        let view = fields(ask_driver(inbound, AdminQuery::Command("voting_view")).await);
         let leader = fields(ask_driver(inbound, AdminQuery::Command("leader")).await);
         let leader_id = leader.get("leader_id").and_then(Value::as_i64);
-        let lags: Vec<(u64, u64)> = match ask_driver(inbound, AdminQuery::Metrics).await {
-            Some(AdminAnswer::Metrics(m)) => m
-                .ensemble
-                .and_then(|e| e.leader)
-                .map(|l| l.log_lag_entries)
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        let mut members = Vec::new();
-        if let Some(Value::Object(config)) = view.get("current_config") {
-            for (id, m) in config {
-                let id_num: u64 = id.parse().unwrap_or(0);
-                let role = if Some(id_num as i64) == leader_id {
-                    "leader"
-                } else {
-                    "follower"
-                };
-                members.push(json!({
-                    "id": id_num,
-                    "address": m.get("serverAddresses").and_then(|a| a.get(0)).cloned(),
-                    "role": if id_num == my_id { state.as_str() } else { role },
-                    "self": id_num == my_id,
-                    "zxid": if id_num == my_id { zxid.clone() } else { None },
-                    "lag_entries": lags.iter().find(|(i, _)| *i == id_num).map(|(_, l)| *l),
-                }));
-            }
-        }
+        // Roles come from the consensus layer's membership (observers are its learners), not
+        // from `voting_view`, which lists voters only.
+        let members = fields(ask_driver(inbound, AdminQuery::Members).await)
+            .remove("members")
+            .unwrap_or_else(|| json!([]));
         json_reply(
             StatusCode::OK,
             &json!({ "mode": "ensemble", "state": state, "zxid": zxid, "my_id": my_id, "leader_id": leader_id, "members": members }),
