@@ -239,6 +239,34 @@ impl Client {
         parse_ensemble_config(&text)
     }
 
+    /// Reads `/zookeeper/config` as ZooKeeper's `getConfig` does: outside any chroot, null data
+    /// as `None`.
+    pub async fn get_config(&self) -> Result<(Option<Vec<u8>>, Stat), Error> {
+        self.get_config_inner(None).await
+    }
+
+    /// Like [`Client::get_config`], leaving a one-shot data watch on `/zookeeper/config`.
+    pub async fn get_config_w(&self) -> Result<(Option<Vec<u8>>, Stat, OneshotWatch), Error> {
+        let (tx, w) = self.new_oneshot();
+        let (data, stat) = self.get_config_inner(Some(WatchReg::Data(tx))).await?;
+        Ok((data, stat, w))
+    }
+
+    async fn get_config_inner(
+        &self,
+        watch: Option<WatchReg>,
+    ) -> Result<(Option<Vec<u8>>, Stat), Error> {
+        // The config node is addressed by its server path: a chroot does not apply to it.
+        let req = Request::GetData(PathWatch {
+            path: CONFIG_NODE.to_string(),
+            watch: watch.is_some(),
+        });
+        match self.request(req, watch).await? {
+            Response::GetData(r) => Ok((r.data.map(|b| b.to_vec()), r.stat)),
+            r => Err(unexpected(r)),
+        }
+    }
+
     pub(crate) fn server_path(&self, path: &str, sequential: bool) -> Result<String, Error> {
         validate_path(path, sequential)?;
         Ok(self.inner.chroot.apply(path))

@@ -3,6 +3,7 @@
 //! zkCli.sh running the same script.
 
 mod cli_support;
+mod ensemble_support;
 mod support;
 
 use cli_support::{cli, cli_script, have_zkcli, normalize, zkcli_script};
@@ -462,4 +463,275 @@ fn interactive_shell_in_a_pty() {
     let history = std::fs::read_to_string(home.path().join(".corral_history")).unwrap();
     assert!(history.contains("get -w /p"), "{history}");
     assert!(history.contains("get /completeme"), "{history}");
+}
+
+/// Quotas, `config` and the refusals of all of them, with the paths under `root`. It cleans up
+/// after itself, so a second shell can run it on the same server.
+fn quota_and_config_script(root: &str) -> String {
+    format!(
+        "create {root}
+create {root}/a x
+create {root}/a/b yy
+setquota -n 5 {root}/a
+listquota {root}/a
+get {q}/a/zookeeper_limits
+get {q}/a/zookeeper_stats
+setquota -B 100 {root}/a
+get {q}/a/zookeeper_limits
+setquota -n 1 {root}/a
+setquota -b 1 {root}/a
+listquota {root}/a
+setquota -n 2 {root}
+setquota -n 2 {root}/a/b
+setquota -n 2 {root}/nonexistent
+setquota -n 2 /zookeeper/quota
+setquota -n 2 /zookeeper/quota/x
+setquota -n 0 {root}
+setquota -N -3 {root}
+setquota -b -1 {root}
+setquota -n abc {root}
+setquota -n 3
+setquota -n 1 -b 2 {root}
+listquota {root}/nonexistent
+listquota
+delquota -n {root}/a
+get {q}/a/zookeeper_limits
+delquota -b -N {root}/a
+delquota {root}
+delquota
+ls -R /zookeeper/quota
+delquota {root}/a
+delquota {root}/a
+ls /zookeeper/quota
+setquota -N 7 {root}/a/b
+get {q}/a/b/zookeeper_limits
+listquota {root}/a/b
+delquota -N {root}/a/b
+listquota {root}/a/b
+delquota {root}/a/b
+ls /zookeeper/quota
+deleteall {root}
+config
+config -c
+config -s
+reconfig
+reconfig -add server.2=127.0.0.1:1:2;3
+reconfig -v zz -add server.2=127.0.0.1:1:2;3
+reconfig -members server.2=127.0.0.1:1:2;3 -remove 2
+reconfig -file /nonexistent/dyn.cfg -members server.2=127.0.0.1:1:2;3
+reconfig -file /nonexistent/dyn.cfg
+reconfig -remove 2
+quit
+",
+        q = format_args!("/zookeeper/quota{root}")
+    )
+}
+
+/// zkCli reports a bad command line with its parser's exception class in front of the
+/// message; corral cli prints the message alone.
+fn without_java_exception_names(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.strip_prefix("org.apache.commons.cli.") {
+            Some(rest) => rest.split_once(": ").map_or(rest, |(_, m)| m).to_string(),
+            None => l.to_string(),
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The quota nodes (and the output) of `corral cli`'s quota commands are zkCli's, byte for
+/// byte: both shells run the same script against one Corral server, and every `get` of a
+/// limits or stats node, every listing of the quota tree, every message must match.
+#[test]
+fn quota_and_config_commands_match_zkcli() {
+    assert!(
+        have_zkcli(),
+        "Debian zkCli.sh or java is missing: run scripts/test, which installs them"
+    );
+    let _guard = support::exclusive();
+    let server = Server::start(Target::Corral);
+    let home = home();
+    let script = quota_and_config_script("/zq");
+    let reference = zkcli_script(&server.addr(), &script);
+    let ours = cli_script(home.path(), &server.addr(), &script);
+    // The script ends with a refusal: a piped script exits with its last command's status.
+    assert_eq!(ours.code, 1, "stderr:\n{}", ours.stderr);
+    let commands_only = |s: &str| -> String {
+        normalize(s)
+            .lines()
+            .filter(|l| {
+                !l.is_empty()
+                    && *l != "WATCHER::"
+                    && !l.starts_with("WatchedEvent ")
+                    && !l.starts_with("Connecting to ")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let expected = commands_only(&reference.stdout);
+    // The script really exercised the quota nodes (a broken server or zkCli would show here).
+    for line in [
+        "count=5,bytes=-1=;byteHardLimit=-1;countHardLimit=-1\n",
+        "count=2,bytes=3\n",
+        "count=5,bytes=-1=;byteHardLimit=100;countHardLimit=-1\n",
+        "Output quota for /zq/a count=1,bytes=1=;byteHardLimit=100;countHardLimit=-1\n",
+        "[Warning]: the count quota you create is less than the existing count:2\n",
+        "[Warning]: the bytes quota you create is less than the existing bytes:3\n",
+        "count=-1,bytes=1=;byteHardLimit=100;countHardLimit=-1\n",
+        "Quota does not exist for /zq\n",
+        "count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=7\n",
+    ] {
+        assert!(
+            expected.contains(line),
+            "zkCli printed no {line:?}:\n{expected}"
+        );
+    }
+    assert_eq!(commands_only(&ours.stdout), expected, "stdout vs zkCli");
+
+    let messages = |s: &str| without_java_exception_names(&normalize(s));
+    let expected_err = messages(&reference.stderr);
+    for line in [
+        "absolute path is /zookeeper/quota/zq/a/zookeeper_limits\n",
+        "/zq has a child /zq/a which has a quota\n",
+        "/zq/a/b has a parent /zq/a which has a quota\n",
+        "/zq/nonexistent does not exist.\n",
+        "cannot set a quota under the path: /zookeeper/quota\n",
+        "the num quota must be greater than zero\n",
+        "the bytes quota must be greater than or equal to zero\n",
+        "quota for /zq/nonexistent does not exist.\n",
+        "KeeperErrorCode = Reconfig is disabled\n",
+    ] {
+        assert!(
+            expected_err.contains(line),
+            "zkCli printed no {line:?}:\n{expected_err}"
+        );
+    }
+    assert_eq!(messages(&ours.stderr), expected_err, "stderr vs zkCli");
+    // Both runs cleaned up: no quota is left behind.
+    let r = cli(home.path(), &server.addr(), &["ls", "/zookeeper/quota"]);
+    assert_eq!(r.stdout, "[]\n", "{}", r.stderr);
+}
+
+/// What the differential run cannot show: exit statuses of one-shot quota commands, and that
+/// the quota corral cli sets is enforced by the server.
+#[test]
+fn quota_commands_one_shot() {
+    let _guard = support::exclusive();
+    let server = Server::start(Target::Corral);
+    let home = home();
+    let h = home.path();
+    let addr = server.addr();
+    assert_eq!(cli(h, &addr, &["create", "/hq", ""]).code, 0);
+    let r = cli(h, &addr, &["setquota", "-N", "2", "/hq"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{}", r.stderr);
+    let (data, _) = get_node(h, &addr, "/zookeeper/quota/hq/zookeeper_limits");
+    assert_eq!(data, "count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=2");
+    // The hard limit counts /hq itself: one child fits, the second is refused.
+    assert_eq!(cli(h, &addr, &["create", "/hq/1", ""]).code, 0);
+    let r = cli(h, &addr, &["create", "/hq/2", ""]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stderr, "Quota has exceeded : /hq/2\n");
+    let r = cli(h, &addr, &["listquota", "/hq"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "Output quota for /hq count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=2\n\
+         Output stat for /hq count=2,bytes=0\n"
+    );
+    // Refusals fail the command.
+    for (args, message) in [
+        (
+            &["setquota", "-n", "1", "/hq/1"][..],
+            "/hq/1 has a parent /hq which has a quota\n",
+        ),
+        (&["setquota", "-n", "0", "/hq"][..], "the num quota must be greater than zero\n"),
+        (&["setquota", "-n", "1", "/nope"][..], "/nope does not exist.\n"),
+        (&["setquota", "/hq"][..], "Missing required option: [-n num soft quota, -b bytes soft quota, -N num hard quota, -B bytes hard quota]\n"),
+        (&["setquota", "-n", "1", "bad"][..], "invalid path \"bad\": path must start with / character\n"),
+    ] {
+        let r = cli(h, &addr, args);
+        assert_eq!((r.code, r.stderr.as_str()), (1, message), "{args:?}");
+    }
+    let r = cli(h, &addr, &["listquota", "/nope"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        "absolute path is /zookeeper/quota/nope/zookeeper_limits\nquota for /nope does not exist.\n"
+    );
+    // Without the quota the third child fits.
+    let r = cli(h, &addr, &["delquota", "/hq"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{}", r.stderr);
+    assert_eq!(cli(h, &addr, &["create", "/hq/2", ""]).code, 0);
+    let r = cli(h, &addr, &["ls", "/zookeeper/quota"]);
+    assert_eq!(r.stdout, "[]\n");
+}
+
+/// `get path` through the cli: the data line and the rest of stdout.
+fn get_node(home: &std::path::Path, addr: &str, path: &str) -> (String, String) {
+    let r = cli(home, addr, &["get", path]);
+    assert_eq!(r.code, 0, "get {path}: {}", r.stderr);
+    let (first, rest) = r.stdout.split_once('\n').unwrap_or((&r.stdout, ""));
+    (first.to_string(), rest.to_string())
+}
+
+/// `reconfig` through the shell: a one-member ensemble takes its observer in as a second
+/// voter; `config` then shows both members, and `config -c` their client addresses.
+#[test]
+fn reconfig_adds_a_member_to_a_one_member_ensemble() {
+    use ensemble_support::Ensemble;
+    // `super:secret`, as ZooKeeper's superDigest wants it.
+    const SUPER_DIGEST: &str = "super:lK75jTNcA+U9vtVEw5vB51mj/w4=";
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+    let _guard = support::exclusive();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let extra = format!(
+        "reconfigEnabled=true\nzookeeper.DigestAuthenticationProvider.superDigest={SUPER_DIGEST}\n"
+    );
+    let ens = rt.block_on(async {
+        tokio::time::timeout(LIMIT, Ensemble::start_with(1, 1, &extra))
+            .await
+            .expect("the ensemble started in time")
+    });
+    let (one, two) = (ens.member(1), ens.member(2));
+    let spec = format!(
+        "server.2=127.0.0.1:{}:{}:participant;127.0.0.1:{}",
+        two.peer_port, two.election_port, two.client_port
+    );
+    let home = home();
+    // The shell exits by itself (the script ends in quit); the runtime's timeout bounds the
+    // ensemble's part, the server answers or refuses each command.
+    let refused = cli(home.path(), &one.addr(), &["reconfig", "-add", &spec]);
+    assert_eq!(refused.code, 1);
+    assert_eq!(refused.stderr, "Insufficient permission : null\n");
+    let run = cli_script(
+        home.path(),
+        &one.addr(),
+        &format!("addauth digest super:secret\nreconfig -s -add {spec}\nconfig\nconfig -c\nquit\n"),
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let out = run.stdout;
+    let committed = out
+        .split_once("Committed new configuration:\n")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no committed configuration in:\n{out}"));
+    assert!(committed.contains(&spec), "{out}");
+    assert!(committed.contains("server.1="), "{out}");
+    // -s: the config node's stat follows the text.
+    assert!(committed.contains("\ndataVersion = "), "{out}");
+    let version = committed
+        .lines()
+        .find_map(|l| l.strip_prefix("version="))
+        .unwrap_or_else(|| panic!("no version line in:\n{out}"));
+    // `config` prints the same text again, and `config -c` the client addresses.
+    let clients = format!(
+        "{version} 127.0.0.1:{},127.0.0.1:{}\n",
+        one.client_port, two.client_port
+    );
+    assert!(out.ends_with(&clients), "{out}");
+    drop(ens);
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
 }

@@ -147,6 +147,24 @@ pub(crate) enum Outbound {
     Close,
 }
 
+/// The driver's answer to a four-letter word or an admin query: ready at once, or with a part
+/// that reads the file system (directory sizes, snapshot files, /proc), which runs on a
+/// blocking thread so the driver never waits for a disk.
+pub(crate) enum Answer<T> {
+    Now(T),
+    Later(Box<dyn FnOnce() -> T + Send>),
+}
+
+impl<T> Answer<T> {
+    fn later(job: impl FnOnce() -> T + Send + 'static) -> Answer<T> {
+        Answer::Later(Box::new(job))
+    }
+}
+
+/// How many answers may read the file system at once; more wait for a turn (each waiting
+/// answer belongs to one four-letter connection or admin request, which are bounded).
+const FILE_JOBS_AT_ONCE: usize = 2;
+
 /// What one forwarded frame holds of its connection's budgets.
 #[derive(Debug)]
 pub(crate) struct FramePermit {
@@ -559,6 +577,8 @@ pub(crate) struct Driver {
     ensemble: Option<Ensemble>,
     /// An error that stops the server, found while handling an event.
     fatal: Option<ServerError>,
+    /// Turns for the file-system parts of answers ([`Answer::Later`]).
+    file_jobs: Arc<Semaphore>,
 }
 
 impl Driver {
@@ -643,6 +663,7 @@ impl Driver {
             started_ms,
             ensemble,
             fatal: None,
+            file_jobs: Arc::new(Semaphore::new(FILE_JOBS_AT_ONCE)),
         }
     }
 
@@ -971,6 +992,7 @@ impl Driver {
                 tracing::debug!("previous snapshot still being written; delaying this one");
                 return;
             }
+            // The thread has ended: this join only collects its result.
             self.snapshot_job.take().expect("checked").join();
         }
         self.snap_schedule.reset();
@@ -1049,11 +1071,12 @@ impl Driver {
                 }
             }
             Inbound::FourLetter { word, peer, reply } => {
-                let text = self.four_letter(word, peer, now);
-                let _ = reply.send(text);
+                let answer = self.four_letter(word, peer, now);
+                self.deliver(answer, reply);
             }
             Inbound::Admin { query, reply } => {
-                let _ = reply.send(self.answer_admin(query, now));
+                let answer = self.answer_admin(query, now);
+                self.deliver(answer, reply);
             }
         }
     }
@@ -1351,15 +1374,40 @@ impl Driver {
         }
     }
 
-    fn dir_sizes(&self) -> flw::DirSizes {
-        flw::DirSizes {
-            data_dir_bytes: flw::dir_size_bytes(&self.config.data_dir),
-            log_dir_bytes: flw::dir_size_bytes(self.config.data_log_dir()),
-        }
+    /// Sends `answer` to `reply`: at once, or once its file-system part has run on a blocking
+    /// thread (in turn with other such parts). The asker may have gone meanwhile.
+    fn deliver<T: Send + 'static>(&self, answer: Answer<T>, reply: oneshot::Sender<T>) {
+        let job = match answer {
+            Answer::Now(value) => {
+                let _ = reply.send(value);
+                return;
+            }
+            Answer::Later(job) => job,
+        };
+        let turns = self.file_jobs.clone();
+        tokio::spawn(async move {
+            let Ok(_turn) = turns.acquire_owned().await else {
+                return;
+            };
+            match tokio::task::spawn_blocking(job).await {
+                Ok(value) => {
+                    let _ = reply.send(value);
+                }
+                // The asker sees its connection or request end without an answer.
+                Err(e) => tracing::error!(error = %e, "a four-letter or admin answer failed"),
+            }
+        });
     }
 
-    /// Answers a (whitelisted) four-letter word.
-    fn four_letter(&mut self, word: &str, asker: SocketAddr, now: i64) -> String {
+    /// A job that measures the data and log directories (to run off the driver).
+    fn dir_sizes_later(&self) -> impl FnOnce() -> flw::DirSizes + Send + 'static {
+        let config = self.config.clone();
+        move || flw::DirSizes::measure(&config.data_dir, config.data_log_dir())
+    }
+
+    /// Answers a (whitelisted) four-letter word; the words that read the file system
+    /// (`conf`, `dirs`: directory sizes; `envi`, `mntr`: /proc) finish off the driver.
+    fn four_letter(&mut self, word: &str, asker: SocketAddr, now: i64) -> Answer<String> {
         let asker_line = ConnLine {
             peer: asker,
             interest_ops: 0,
@@ -1368,7 +1416,7 @@ impl Driver {
             sent: 0,
             session: None,
         };
-        match word {
+        let text = match word {
             "ruok" => "imok".into(),
             "isro" => match &self.ensemble {
                 Some(e) if !e.serving() => "null".into(),
@@ -1386,30 +1434,48 @@ impl Driver {
                 lines.push(asker_line);
                 flw::cons(&lines)
             }
-            "conf" => flw::conf(&self.config, self.client_port, self.dir_sizes()),
-            "dirs" => flw::dirs(self.dir_sizes()),
-            "envi" => flw::envi(&flw::process_environment()),
-            "mntr" => {
-                let (open_fds, max_fds) = flw::file_descriptors();
-                let mut out = flw::mntr(
-                    &self.summary(),
-                    flw::ProcessFigures {
-                        uptime_ms: now - self.started_ms,
-                        open_fds,
-                        max_fds,
-                    },
+            "conf" => {
+                let (config, port, sizes) = (
+                    self.config.clone(),
+                    self.client_port,
+                    self.dir_sizes_later(),
                 );
+                return Answer::later(move || flw::conf(&config, port, sizes()));
+            }
+            "dirs" => {
+                let sizes = self.dir_sizes_later();
+                return Answer::later(move || flw::dirs(sizes()));
+            }
+            "envi" => return Answer::later(|| flw::envi(&flw::process_environment())),
+            "mntr" => {
+                // The driver's figures now; the descriptor count (a listing of /proc/self/fd,
+                // as long as there are connections) off the driver.
+                let summary = self.summary();
+                let uptime_ms = now - self.started_ms;
                 let mut timing = serde_json::Map::new();
                 self.timing_fields(&mut timing);
+                let mut extra_lines = String::new();
                 for (key, value) in timing {
                     let value = match value.as_f64() {
                         Some(x) if value.is_f64() => flw::java_double(x),
                         _ => value.to_string(),
                     };
-                    out.push_str(&format!("zk_{key}\t{value}\n"));
+                    extra_lines.push_str(&format!("zk_{key}\t{value}\n"));
                 }
-                out.push_str(&self.ensemble_mntr_lines());
-                out
+                extra_lines.push_str(&self.ensemble_mntr_lines());
+                return Answer::later(move || {
+                    let (open_fds, max_fds) = flw::file_descriptors();
+                    let mut out = flw::mntr(
+                        &summary,
+                        flw::ProcessFigures {
+                            uptime_ms,
+                            open_fds,
+                            max_fds,
+                        },
+                    );
+                    out.push_str(&extra_lines);
+                    out
+                });
             }
             "srst" => {
                 self.core.reset_stats();
@@ -1431,7 +1497,8 @@ impl Driver {
             "dump" => self.dump(asker, now),
             // gtmk/stmk (the trace mask) are answered by the connection task (net/conn.rs).
             _ => String::new(),
-        }
+        };
+        Answer::Now(text)
     }
 
     fn dump(&self, asker: SocketAddr, now: i64) -> String {
@@ -1473,6 +1540,110 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers that read the file system wait for a turn off the driver: with no turns to
+    /// give, `dirs` (as a word and as an admin command) and the metrics stay unanswered
+    /// while the driver goes on answering; one turn at a time then lets them through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_system_answers_do_not_hold_the_driver() {
+        use crate::admin::{AdminAnswer, AdminQuery};
+        const LIMIT: Duration = Duration::from_secs(60);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+        std::fs::write(dir.path().join("sub/deeper/file"), [0u8; 1000]).unwrap();
+        let config = Arc::new(ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..ServerConfig::default()
+        });
+        let mut driver = Driver::recover(config, 2181).expect("a driver on an empty dir");
+        driver.file_jobs = Arc::new(Semaphore::new(0));
+        let turns = driver.file_jobs.clone();
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+
+        let (dirs_tx, mut dirs_rx) = oneshot::channel();
+        driver.on_inbound(Inbound::FourLetter {
+            word: "dirs",
+            peer,
+            reply: dirs_tx,
+        });
+        let (admin_tx, mut admin_rx) = oneshot::channel();
+        driver.on_inbound(Inbound::Admin {
+            query: AdminQuery::Command("dirs"),
+            reply: admin_tx,
+        });
+        let (metrics_tx, mut metrics_rx) = oneshot::channel();
+        driver.on_inbound(Inbound::Admin {
+            query: AdminQuery::Metrics,
+            reply: metrics_tx,
+        });
+        // The driver is free: it answers what needs no disk, while the three wait.
+        let (ruok_tx, ruok_rx) = oneshot::channel();
+        driver.on_inbound(Inbound::FourLetter {
+            word: "ruok",
+            peer,
+            reply: ruok_tx,
+        });
+        assert_eq!(ruok_rx.await.unwrap(), "imok");
+        let (srvr_tx, srvr_rx) = oneshot::channel();
+        driver.on_inbound(Inbound::FourLetter {
+            word: "srvr",
+            peer,
+            reply: srvr_tx,
+        });
+        assert!(srvr_rx.await.unwrap().starts_with("Zookeeper version: "));
+        assert!(dirs_rx.try_recv().is_err(), "answered without a turn");
+        assert!(admin_rx.try_recv().is_err(), "answered without a turn");
+        assert!(metrics_rx.try_recv().is_err(), "answered without a turn");
+
+        // One turn: the jobs run one after the other, each finding the nested file.
+        turns.add_permits(1);
+        let text = tokio::time::timeout(LIMIT, dirs_rx)
+            .await
+            .expect("answered in time")
+            .unwrap();
+        let data_dir_bytes: u64 = text
+            .strip_prefix("datadir_size: ")
+            .and_then(|t| t.lines().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected dirs answer {text:?}"));
+        assert!(data_dir_bytes >= 1000, "{text}");
+        match tokio::time::timeout(LIMIT, admin_rx)
+            .await
+            .expect("answered in time")
+        {
+            Ok(AdminAnswer::Json(f)) => {
+                assert_eq!(f["command"], "dirs");
+                assert!(f["datadir_size"].as_u64().unwrap() >= 1000, "{f:?}");
+            }
+            other => panic!("unexpected admin answer {other:?}"),
+        }
+        match tokio::time::timeout(LIMIT, metrics_rx)
+            .await
+            .expect("answered in time")
+        {
+            Ok(AdminAnswer::Metrics(m)) => assert!(m.open_fds.is_some_and(|n| n > 0)),
+            other => panic!("unexpected metrics answer {other:?}"),
+        }
+        // Stopping the txn log joins its thread: not on the runtime's workers.
+        tokio::task::spawn_blocking(move || drop(driver))
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn dir_size_counts_nested_files_without_recursing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut deep = dir.path().to_path_buf();
+        for _ in 0..100 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), [0u8; 7]).unwrap();
+        std::fs::write(dir.path().join("top"), [0u8; 5]).unwrap();
+        let sizes = flw::DirSizes::measure(dir.path(), &dir.path().join("d"));
+        assert_eq!((sizes.data_dir_bytes, sizes.log_dir_bytes), (12, 7));
+        assert_eq!(flw::dir_size_bytes(&dir.path().join("missing")), 0);
+    }
 
     #[test]
     fn queue_bounds_bytes_and_frames() {

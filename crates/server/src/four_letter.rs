@@ -689,19 +689,35 @@ pub fn file_descriptors() -> (Option<u64>, Option<u64>) {
     (open, max)
 }
 
-/// Total size of the regular files under `dir` (recursively).
+/// Total size of the regular files under `dir` and its subdirectories. Walked with an
+/// explicit stack (a deep tree does not grow the call stack); symbolic links are not
+/// followed. Blocking file-system work: call it off the driver task.
 pub fn dir_size_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => pending.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+impl DirSizes {
+    /// Walks both directories (blocking: call it off the driver task).
+    pub fn measure(data_dir: &std::path::Path, log_dir: &std::path::Path) -> DirSizes {
+        DirSizes {
+            data_dir_bytes: dir_size_bytes(data_dir),
+            log_dir_bytes: dir_size_bytes(log_dir),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 mod complete;
 mod events;
 mod format;
+mod membership;
 mod parse;
+mod quota;
 
 use std::future::Future;
 use std::io::{BufRead, IsTerminal, Write};
@@ -33,6 +35,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("addauth", "scheme auth"),
     ("close", ""),
+    ("config", "[-c] [-w] [-s]"),
     ("connect", "host:port"),
     ("create", "[-s] [-e] [-c] [-t ttl] path [data] [acl]"),
     ("delete", "[-v version] path"),
@@ -49,6 +52,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("ls", "[-s] [-w] [-R] path"),
     ("printwatches", "on|off"),
     ("quit", ""),
+    (
+        "reconfig",
+        "[-s] [-v version] [[-file path] | [-members serverID=host:port1:port2;port3[,...]*]] | [-add serverId=host:port1:port2;port3[,...]]* [-remove serverId[,...]*]",
+    ),
     ("redo", "cmdno"),
     ("removewatches", "path [-c|-d|-a] [-l]"),
     ("set", "[-s] [-v version] path data"),
@@ -588,9 +595,11 @@ impl Shell {
             "getAllChildrenNumber" => self.all_children_number(&words),
             "tree" => self.tree(&words),
             "watch" => self.watch(&words),
-            "setquota" | "listquota" | "delquota" => Err(CmdError::Failed(format!(
-                "{cmd}: quotas are not supported by corral cli yet"
-            ))),
+            "setquota" => self.setquota(&words),
+            "listquota" => self.listquota(&words),
+            "delquota" => self.delquota(&words),
+            "config" => self.config(&words),
+            "reconfig" => self.reconfig(&words),
             _ => Err(CmdError::NotFound(cmd)),
         }
     }

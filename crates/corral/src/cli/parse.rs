@@ -62,6 +62,10 @@ impl Parsed {
             .find(|(f, _)| *f == flag)
             .and_then(|(_, v)| v.as_deref())
     }
+    /// The flags in the order they were given.
+    pub fn letters(&self) -> impl Iterator<Item = char> + '_ {
+        self.flags.iter().map(|(f, _)| *f)
+    }
     pub fn arg(&self, i: usize) -> Option<&str> {
         self.positional.get(i).map(String::as_str)
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Map, Value};
 
-use super::Driver;
+use super::{Answer, Driver};
 use crate::admin::metrics::{SummaryFigures, ADVANCED_QUANTILES};
 use crate::admin::{AdminAnswer, AdminQuery, EnsembleMetrics, LeaderMetrics, MetricsSnapshot};
 use crate::consensus::MemberState;
@@ -18,27 +18,56 @@ use crate::four_letter::{self as flw, ConnLine};
 
 type Fields = Map<String, Value>;
 
+/// The part of a command's fields that reads the file system; it runs off the driver.
+type FilePart = Box<dyn FnOnce(&mut Fields) + Send>;
+
+fn file_part(fill: impl FnOnce(&mut Fields) + Send + 'static) -> Option<FilePart> {
+    Some(Box::new(fill))
+}
+
+/// ZooKeeper's common fields, last: `error` is null unless the command set one.
+fn finish_command(name: &str, mut fields: Fields) -> AdminAnswer {
+    fields.insert("command".into(), name.into());
+    fields.entry("error").or_insert(Value::Null);
+    AdminAnswer::Json(fields)
+}
+
+/// Fills in the descriptor counts of a metrics snapshot (a listing of /proc/self/fd).
+fn with_descriptors(mut snapshot: MetricsSnapshot) -> MetricsSnapshot {
+    (snapshot.open_fds, snapshot.max_fds) = flw::file_descriptors();
+    snapshot
+}
+
 impl Driver {
-    pub(super) fn answer_admin(&mut self, query: AdminQuery, now: i64) -> AdminAnswer {
+    /// The answer to an admin query; what reads the file system (directory sizes, snapshot
+    /// files, /proc) is left to [`Answer::Later`].
+    pub(super) fn answer_admin(&mut self, query: AdminQuery, now: i64) -> Answer<AdminAnswer> {
         match query {
-            AdminQuery::Ready => {
-                AdminAnswer::Ready(self.ensemble.as_ref().is_none_or(|e| e.serving()))
+            AdminQuery::Ready => Answer::Now(AdminAnswer::Ready(
+                self.ensemble.as_ref().is_none_or(|e| e.serving()),
+            )),
+            AdminQuery::Metrics => {
+                let snapshot = self.metrics_snapshot(now);
+                Answer::later(move || AdminAnswer::Metrics(Box::new(with_descriptors(snapshot))))
             }
-            AdminQuery::Metrics => AdminAnswer::Metrics(Box::new(self.metrics_snapshot(now))),
-            AdminQuery::Members => AdminAnswer::Json(self.members_json()),
+            AdminQuery::Members => Answer::Now(AdminAnswer::Json(self.members_json())),
             AdminQuery::Command(name) => {
-                let mut fields = self.admin_command(name, now);
-                // ZooKeeper's common fields: `error` is null unless the command set one.
-                fields.insert("command".into(), name.into());
-                fields.entry("error").or_insert(Value::Null);
-                AdminAnswer::Json(fields)
+                let (mut fields, later) = self.admin_command(name, now);
+                match later {
+                    None => Answer::Now(finish_command(name, fields)),
+                    Some(fill) => Answer::later(move || {
+                        fill(&mut fields);
+                        finish_command(name, fields)
+                    }),
+                }
             }
         }
     }
 
+    /// The driver's figures; the descriptor counts are left `None` (see [`with_descriptors`]).
     fn metrics_snapshot(&self, now: i64) -> MetricsSnapshot {
         let stats = self.core.stats();
-        let (open_fds, max_fds) = flw::file_descriptors();
+        let (open_fds, max_fds) = (None, None);
         MetricsSnapshot {
             znode_count: flw::reported_znode_count(&stats),
             watch_count: stats.watch_count,
@@ -165,8 +194,10 @@ impl Driver {
         f
     }
 
-    fn admin_command(&mut self, name: &str, now: i64) -> Fields {
+    /// A command's fields, and the part of them to fill off the driver, if any.
+    fn admin_command(&mut self, name: &str, now: i64) -> (Fields, Option<FilePart>) {
         let mut f = Fields::new();
+        let mut later = None;
         match name {
             "ruok" | "hash" => {
                 if name == "hash" {
@@ -175,9 +206,9 @@ impl Driver {
                     f.insert("digests".into(), json!([]));
                 }
             }
-            "server_stats" => self.server_stats(&mut f, now),
+            "server_stats" => later = self.server_stats(&mut f, now),
             "stats" => {
-                self.server_stats(&mut f, now);
+                later = self.server_stats(&mut f, now);
                 f.insert("connections".into(), self.connections_json());
                 f.insert("secure_connections".into(), json!([]));
             }
@@ -185,17 +216,22 @@ impl Driver {
                 f.insert("connections".into(), self.connections_json());
                 f.insert("secure_connections".into(), json!([]));
             }
-            "monitor" => self.monitor(&mut f, now),
+            "monitor" => later = self.monitor(&mut f, now),
             "configuration" => self.configuration(&mut f),
             "dirs" => {
-                let d = self.dir_sizes();
-                f.insert("datadir_size".into(), d.data_dir_bytes.into());
-                f.insert("logdir_size".into(), d.log_dir_bytes.into());
+                let sizes = self.dir_sizes_later();
+                later = file_part(move |f| {
+                    let d = sizes();
+                    f.insert("datadir_size".into(), d.data_dir_bytes.into());
+                    f.insert("logdir_size".into(), d.log_dir_bytes.into());
+                });
             }
             "environment" => {
-                for (k, v) in flw::process_environment() {
-                    f.insert(k, v.into());
-                }
+                later = file_part(|f| {
+                    for (k, v) in flw::process_environment() {
+                        f.insert(k, v.into());
+                    }
+                });
             }
             "dump" => self.dump_json(&mut f),
             "watch_summary" => {
@@ -234,9 +270,12 @@ impl Driver {
             "last_snapshot" => {
                 // The newest snapshot on disk: zxid in hex, file time in seconds; ZooKeeper's
                 // "none" is zxid -1 printed as an unsigned hex long.
-                let (zxid, secs) = newest_snapshot(&self.config.data_dir).unwrap_or((-1, -1));
-                f.insert("zxid".into(), format!("{:x}", zxid as u64).into());
-                f.insert("timestamp".into(), secs.into());
+                let config = self.config.clone();
+                later = file_part(move |f| {
+                    let (zxid, secs) = newest_snapshot(&config.data_dir).unwrap_or((-1, -1));
+                    f.insert("zxid".into(), format!("{:x}", zxid as u64).into());
+                    f.insert("timestamp".into(), secs.into());
+                });
             }
             "leader" => self.leader_json(&mut f),
             "voting_view" => {
@@ -277,13 +316,14 @@ impl Driver {
                 f.insert("error".into(), format!("Unknown command: {name}").into());
             }
         }
-        f
+        (f, later)
     }
 
-    fn server_stats(&self, f: &mut Fields, now: i64) {
+    /// Fills `f`; the directory sizes are measured by the returned part (0 until it runs).
+    fn server_stats(&self, f: &mut Fields, now: i64) -> Option<FilePart> {
         let summary = self.summary();
         let st = &summary.stats;
-        let dirs = self.dir_sizes();
+        let dirs = flw::DirSizes::default();
         // Corral does not measure reply buffer sizes: -1 is ZooKeeper's "none measured".
         let client_response = json!({
             "last_buffer_size": -1,
@@ -317,9 +357,18 @@ impl Driver {
         );
         f.insert("client_response".into(), client_response);
         f.insert("node_count".into(), flw::reported_znode_count(st).into());
+        let sizes = self.dir_sizes_later();
+        file_part(move |f| {
+            let d = sizes();
+            if let Some(Value::Object(stats)) = f.get_mut("server_stats") {
+                stats.insert("data_dir_size".into(), d.data_dir_bytes.into());
+                stats.insert("log_dir_size".into(), d.log_dir_bytes.into());
+            }
+        })
     }
 
-    fn monitor(&self, f: &mut Fields, now: i64) {
+    /// Fills `f`; the descriptor counts are added by the returned part.
+    fn monitor(&self, f: &mut Fields, now: i64) -> Option<FilePart> {
         let m = self.metrics_snapshot(now);
         let summary = self.summary();
         f.insert("version".into(), summary.version.into());
@@ -340,12 +389,6 @@ impl Driver {
             m.approximate_data_size_bytes.into(),
         );
         f.insert("uptime".into(), m.uptime_ms.into());
-        if let Some(n) = m.max_fds {
-            f.insert("max_file_descriptor_count".into(), n.into());
-        }
-        if let Some(n) = m.open_fds {
-            f.insert("open_file_descriptor_count".into(), n.into());
-        }
         self.timing_fields(f);
         if let Some(e) = &m.ensemble {
             f.insert("quorum_size".into(), e.quorum_size.into());
@@ -354,6 +397,15 @@ impl Driver {
                 f.insert("synced_followers".into(), l.synced_followers.into());
             }
         }
+        file_part(|f| {
+            let (open_fds, max_fds) = flw::file_descriptors();
+            if let Some(n) = max_fds {
+                f.insert("max_file_descriptor_count".into(), n.into());
+            }
+            if let Some(n) = open_fds {
+                f.insert("open_file_descriptor_count".into(), n.into());
+            }
+        })
     }
 
     /// ZooKeeper's timing summaries, and `leader_uptime` while leading, as its `mntr` lists
