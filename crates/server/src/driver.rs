@@ -1537,6 +1537,44 @@ impl Driver {
     }
 }
 
+/// Refuses to start on a data directory the other kind of server wrote. An ensemble member
+/// keeps its state in a Raft log (`<dataLogDir>/raft`) and never reads a standalone server's
+/// txn log and snapshots; a standalone server never reads a Raft log. Either would start
+/// empty and leave the data behind, which looks like data loss to every client.
+fn check_data_dir_kind(config: &ServerConfig, as_member: bool) -> Result<(), ServerError> {
+    let raft_dir = config.data_log_dir().join("raft");
+    let has_raft_log = std::fs::read_dir(&raft_dir).is_ok_and(|mut d| d.next().is_some());
+    if as_member {
+        if has_raft_log {
+            return Ok(()); // a member restarting; standalone leftovers are not read
+        }
+        let snapshots = corral_storage::list_snapshots(&config.data_dir).unwrap_or_default();
+        let logs = corral_storage::list_logs(config.data_log_dir()).unwrap_or_default();
+        if snapshots.is_empty() && logs.is_empty() {
+            return Ok(());
+        }
+        return Err(ServerError::DataDirKind(format!(
+            "{} holds a standalone server's data ({} snapshot file(s), {} txn log file(s)), \
+             which an ensemble member does not read: it would start empty and leave that data \
+             behind. To keep serving it, start this server without server.N lines; to start a \
+             new, empty ensemble member here, move those snapshot.* and log.* files away first",
+            config.data_dir.display(),
+            snapshots.len(),
+            logs.len()
+        )));
+    }
+    if has_raft_log {
+        return Err(ServerError::DataDirKind(format!(
+            "{} holds an ensemble member's Raft log, which a standalone server does not read: \
+             it would start empty and leave that data behind. Start this server with the \
+             ensemble's server.N lines (and its myid), or move the raft directory away to start \
+             a new, empty standalone server",
+            raft_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1800,42 +1838,4 @@ mod tests {
         connect[16..24].copy_from_slice(&0x55i64.to_be_bytes());
         assert_eq!(RequestKind::of(&connect, true), RequestKind::Untimed);
     }
-}
-
-/// Refuses to start on a data directory the other kind of server wrote. An ensemble member
-/// keeps its state in a Raft log (`<dataLogDir>/raft`) and never reads a standalone server's
-/// txn log and snapshots; a standalone server never reads a Raft log. Either would start
-/// empty and leave the data behind, which looks like data loss to every client.
-fn check_data_dir_kind(config: &ServerConfig, as_member: bool) -> Result<(), ServerError> {
-    let raft_dir = config.data_log_dir().join("raft");
-    let has_raft_log = std::fs::read_dir(&raft_dir).is_ok_and(|mut d| d.next().is_some());
-    if as_member {
-        if has_raft_log {
-            return Ok(()); // a member restarting; standalone leftovers are not read
-        }
-        let snapshots = corral_storage::list_snapshots(&config.data_dir).unwrap_or_default();
-        let logs = corral_storage::list_logs(config.data_log_dir()).unwrap_or_default();
-        if snapshots.is_empty() && logs.is_empty() {
-            return Ok(());
-        }
-        return Err(ServerError::DataDirKind(format!(
-            "{} holds a standalone server's data ({} snapshot file(s), {} txn log file(s)), \
-             which an ensemble member does not read: it would start empty and leave that data \
-             behind. To keep serving it, start this server without server.N lines; to start a \
-             new, empty ensemble member here, move those snapshot.* and log.* files away first",
-            config.data_dir.display(),
-            snapshots.len(),
-            logs.len()
-        )));
-    }
-    if has_raft_log {
-        return Err(ServerError::DataDirKind(format!(
-            "{} holds an ensemble member's Raft log, which a standalone server does not read: \
-             it would start empty and leave that data behind. Start this server with the \
-             ensemble's server.N lines (and its myid), or move the raft directory away to start \
-             a new, empty standalone server",
-            raft_dir.display()
-        )));
-    }
-    Ok(())
 }
