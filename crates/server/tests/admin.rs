@@ -225,6 +225,7 @@ async fn metrics_follow_the_load() {
         "max_file_descriptor_count",
         "uptime",
         "corral_queue_bytes",
+        "corral_replay_window_depth",
     ] {
         assert!(before.contains_key(name), "{name} missing from:\n{body}");
         assert_eq!(types.get(name).map(String::as_str), Some("gauge"), "{name}");
@@ -302,6 +303,26 @@ async fn metrics_follow_the_load() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // The replay window keeps changes once a persistent watch exists, and only then.
+    assert_eq!(after["corral_replay_window_depth"], 0.0);
+    let mut watcher = Client::connect(server.addr()).await;
+    let req = corral_proto::records::AddWatchRequest {
+        path: "/".into(),
+        mode: 1, // persistent recursive
+    };
+    assert_eq!(
+        watcher.call(OpCode::AddWatch, &|w| req.write(w)).await.err,
+        0
+    );
+    client.create("/window1", 0).await;
+    client.create("/window2", 0).await;
+    let (_, _, body) = get(metrics, "/metrics").await;
+    assert!(
+        scrape(&body).0["corral_replay_window_depth"] >= 2.0,
+        "two changes in the window:\n{body}"
+    );
+    drop(watcher);
 
     // The metrics listener answers probes but not commands.
     assert_eq!(get(metrics, "/livez").await.0, 200);

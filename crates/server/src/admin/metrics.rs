@@ -165,6 +165,8 @@ pub struct MetricsSnapshot {
     pub max_fds: Option<u64>,
     /// Reply bytes queued for clients and not yet written to their sockets.
     pub queued_reply_bytes: u64,
+    /// Changes held in the persistent-watch replay window.
+    pub replay_window_changes: u64,
     /// Latency of requests that change nothing (reads, pings, sync).
     pub read_latency: SummaryFigures,
     /// Latency of requests that become txns (writes, session creation and close).
@@ -237,6 +239,7 @@ pub fn render(s: &MetricsSnapshot) -> Result<String, prometheus::Error> {
         gauge("max_file_descriptor_count", n as f64)?;
     }
     gauge("corral_queue_bytes", s.queued_reply_bytes as f64)?;
+    gauge("corral_replay_window_depth", s.replay_window_changes as f64)?;
     let mut summaries = vec![
         summary_family("readlatency", &s.read_latency),
         summary_family("updatelatency", &s.update_latency),

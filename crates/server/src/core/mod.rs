@@ -189,6 +189,8 @@ pub struct CoreStats {
     pub packets_received: u64,
     pub packets_sent: u64,
     pub outstanding_requests: u64,
+    /// Changes held in the persistent-watch replay window (`corral_replay_window_depth`).
+    pub replay_window_changes: u64,
 }
 
 /// One live session, for `cons`/`dump`.
@@ -1030,6 +1032,7 @@ impl Core {
             packets_received: self.packets_received,
             packets_sent: self.packets_sent,
             outstanding_requests: 0,
+            replay_window_changes: self.recent.depth() as u64,
         }
     }
 

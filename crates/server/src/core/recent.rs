@@ -55,6 +55,11 @@ impl RecentChanges {
         }
     }
 
+    /// How many changes the window holds now (0 until it is armed).
+    pub fn depth(&self) -> usize {
+        self.changes.len()
+    }
+
     /// Starts keeping changes (a persistent watch exists now, or existed before a reconnect).
     pub fn arm(&mut self) {
         self.armed = true;

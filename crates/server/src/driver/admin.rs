@@ -89,6 +89,7 @@ impl Driver {
                 .values()
                 .map(|c| c.handle.queued_bytes.load(Ordering::Relaxed) as u64)
                 .sum(),
+            replay_window_changes: stats.replay_window_changes,
             read_latency: self.kind_latency.read.figures(ADVANCED_QUANTILES),
             update_latency: self.kind_latency.update.figures(ADVANCED_QUANTILES),
             fsync_time: self.timings.fsync_figures(),
