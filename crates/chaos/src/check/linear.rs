@@ -19,6 +19,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use super::Report;
 use crate::history::{Call, Op, Outcome};
 
@@ -171,10 +174,14 @@ fn search(ops: &[LinOp], init: State, budget: usize) -> Verdict {
         return Verdict::Linearizable;
     }
     let mut ev = Events::build(ops);
-    let words = ops.len().div_ceil(64);
-    let mut linearized = vec![0u64; words];
+    // The set of linearized ops is memoized as a 128-bit Zobrist hash (XOR of one random key
+    // per op) rather than as a bitset, so memory per configuration stays constant however
+    // long the history; a false match needs a 2^-128 collision.
+    let mut keys_rng = StdRng::seed_from_u64(0x11ea_5eed);
+    let keys: Vec<u128> = (0..ops.len()).map(|_| keys_rng.gen()).collect();
+    let mut linearized: u128 = 0;
     let mut done_required = 0usize;
-    let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
+    let mut seen: HashSet<(u128, State)> = HashSet::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut state = init;
     let mut cur = ev.next[0];
@@ -183,8 +190,8 @@ fn search(ops: &[LinOp], init: State, budget: usize) -> Verdict {
     // Tries alternatives `from..` of the op at call node `call` in `state`; returns the first
     // that leads to an unexplored configuration.
     let try_op = |ev: &Events,
-                  linearized: &mut Vec<u64>,
-                  seen: &mut HashSet<(Vec<u64>, State)>,
+                  linearized: &mut u128,
+                  seen: &mut HashSet<(u128, State)>,
                   state: State,
                   call: usize,
                   from: u8|
@@ -198,12 +205,11 @@ fn search(ops: &[LinOp], init: State, budget: usize) -> Verdict {
                 Some(state)
             };
             let Some(next) = next else { continue };
-            let i = ev.op[call];
-            linearized[i / 64] |= 1 << (i % 64);
-            if seen.insert((linearized.clone(), next)) {
+            let with_op = *linearized ^ keys[ev.op[call]];
+            if seen.insert((with_op, next)) {
+                *linearized = with_op;
                 return Some((alt, next));
             }
-            linearized[i / 64] &= !(1 << (i % 64));
         }
         None
     };
@@ -246,7 +252,7 @@ fn search(ops: &[LinOp], init: State, budget: usize) -> Verdict {
                 };
             };
             let i = ev.op[frame.call];
-            linearized[i / 64] &= !(1 << (i % 64));
+            linearized ^= keys[i];
             if !ops[i].optional {
                 done_required -= 1;
             }
