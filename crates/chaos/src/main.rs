@@ -60,6 +60,16 @@ enum Cmd {
     Check { dir: PathBuf },
 }
 
+/// Resolves on SIGTERM, so `kill` (and `timeout`) also get the cleanup of an interrupt.
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -146,6 +156,7 @@ fn main() -> ExitCode {
                     r = runner::run(cfg) => Some(r),
                     // Dropping the run kills the members and removes the namespaces.
                     _ = tokio::signal::ctrl_c() => None,
+                    _ = terminated() => None,
                 }
             });
             let outcome = match outcome {

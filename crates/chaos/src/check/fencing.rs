@@ -69,7 +69,7 @@ pub fn check(ops: &[&Op]) -> Report {
     for w in &by_invoke {
         while done < by_complete.len() && by_complete[done].3 < w.2 {
             let d = by_complete[done];
-            if max_token.map_or(true, |(t, _)| d.1 > t) {
+            if !matches!(max_token, Some((t, _)) if d.1 <= t) {
                 max_token = Some((d.1, d.4));
             }
             done += 1;

@@ -44,7 +44,7 @@ pub fn check(ops: &[&Op]) -> Report {
     for &(invoke, _, id, process) in &acked {
         while done < by_complete.len() && by_complete[done].1 < invoke {
             let (_, complete, prev_id, prev_process) = by_complete[done];
-            if max_before.map_or(true, |(m, _, _)| prev_id > m) {
+            if !matches!(max_before, Some((m, _, _)) if prev_id <= m) {
                 max_before = Some((prev_id, complete, prev_process));
             }
             done += 1;
