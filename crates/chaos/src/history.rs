@@ -246,6 +246,11 @@ impl Recorder {
         }
     }
 
+    /// When the run started (time zero of the history).
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
     /// Nanoseconds since the run's start.
     pub fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64

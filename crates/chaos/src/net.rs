@@ -48,6 +48,7 @@ pub struct Network {
 impl Network {
     /// Why partitions cannot run here, if they cannot: the caller prints it and skips them.
     pub fn unavailable_reason() -> Option<String> {
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             return Some("network namespaces need root".into());
         }

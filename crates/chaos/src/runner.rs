@@ -110,7 +110,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutcome, RunError> {
         .prefix(&format!("corral-chaos-seed{}-", cfg.seed))
         .tempdir_in(&cfg.work_root)
         .map_err(io_err("creating the run directory"))?;
-    match run_in(&cfg, dir.path(), binary, start).await {
+    let rec = Recorder::new(start);
+    match run_in(&cfg, dir.path(), binary, &rec).await {
         Ok(mut outcome) => {
             if outcome.anomalies() > 0 || cfg.keep {
                 outcome.kept_dir = Some(dir.keep());
@@ -118,10 +119,15 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutcome, RunError> {
             Ok(outcome)
         }
         // Whatever went wrong, the member logs and the history so far are the evidence.
-        Err(e) => Err(RunError::Kept {
-            dir: dir.keep(),
-            source: Box::new(e),
-        }),
+        Err(e) => {
+            if let Err(save) = history::save(&dir.path().join("history.jsonl"), &rec.snapshot()) {
+                tracing::error!(%save, "could not save the history of a failed run");
+            }
+            Err(RunError::Kept {
+                dir: dir.keep(),
+                source: Box::new(e),
+            })
+        }
     }
 }
 
@@ -140,8 +146,9 @@ async fn run_in(
     cfg: &RunConfig,
     dir: &Path,
     binary: PathBuf,
-    start: Instant,
+    rec: &Recorder,
 ) -> Result<RunOutcome, RunError> {
+    let start = rec.start();
     let mut faults = cfg.faults.clone();
     let mut skipped = Vec::new();
     let network = if faults.contains(&Fault::Partition) {
@@ -193,7 +200,6 @@ async fn run_in(
     workload::setup(&admin).await.map_err(RunError::Setup)?;
     admin.close().await;
 
-    let rec = Recorder::new(start);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (final_tx, final_rx) = watch::channel(None::<i64>);
     let ctx = Ctx {
@@ -280,7 +286,7 @@ async fn run_in(
     }
     healthy?;
 
-    final_reads(&connect_string, &rec, &cfg.workloads, &final_tx).await;
+    final_reads(&connect_string, rec, &cfg.workloads, &final_tx).await;
     for w in watchers.0.iter_mut() {
         let _ = tokio::time::timeout(WATCH_CATCH_UP + Duration::from_secs(10), w).await;
     }
