@@ -57,7 +57,13 @@ enum Cmd {
         corral: Option<PathBuf>,
     },
     /// Check the history kept in a run directory again.
-    Check { dir: PathBuf },
+    Check {
+        dir: PathBuf,
+        /// Search budget of the register checker, in configurations per register (memory
+        /// grows with it, about 50 bytes each).
+        #[arg(long, default_value_t = corral_chaos::check::linear::DEFAULT_SEARCH_BUDGET)]
+        linear_budget: usize,
+    },
 }
 
 /// Resolves on SIGTERM, so `kill` (and `timeout`) also get the cleanup of an interrupt.
@@ -80,9 +86,9 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Check { dir } => match runner::check_dir(&dir) {
-            Ok((results, nemesis)) => {
-                print!("{}", runner::table(&results, &nemesis));
+        Cmd::Check { dir, linear_budget } => match runner::check_dir(&dir, linear_budget) {
+            Ok((results, nemesis, phases)) => {
+                print!("{}", runner::table(&results, &nemesis, &phases));
                 let bad: usize = results.iter().map(|r| r.report.anomalies.len()).sum();
                 if bad == 0 {
                     ExitCode::SUCCESS
@@ -177,7 +183,10 @@ fn main() -> ExitCode {
                 names.join(",")
             };
             println!();
-            print!("{}", runner::table(&outcome.results, &nemesis_label));
+            print!(
+                "{}",
+                runner::table(&outcome.results, &nemesis_label, &outcome.phases)
+            );
             for s in &outcome.skipped {
                 println!("{s}");
             }

@@ -6,13 +6,13 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ensemble::Ensemble;
 use crate::net::NetError;
 
 /// Families of faults, as named on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fault {
     Kill,
@@ -36,6 +36,14 @@ impl Fault {
             Fault::Partition => "partition",
         }
     }
+}
+
+/// When a fault was active, in ns of the history's clock (for the per-phase table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultWindow {
+    pub fault: Fault,
+    pub start_ns: u64,
+    pub end_ns: u64,
 }
 
 /// One concrete fault. Targets are resolved when it starts (who leads is known only then).

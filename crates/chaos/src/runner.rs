@@ -2,6 +2,7 @@
 //! schedule, heal, read the final state, check the history, and keep an artifact directory
 //! when anything is wrong.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,10 +13,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::watch;
 
-use crate::check::{self, WorkloadResult};
+use crate::check::{self, Counts, WorkloadResult};
 use crate::ensemble::{find_corral_binary, Ensemble, EnsembleError};
 use crate::history::{self, Call, HistoryError, Op, Outcome, Recorder, Workload};
-use crate::nemesis::{self, Fault, NemesisError, Step};
+use crate::nemesis::{self, Fault, FaultWindow, NemesisError, Step};
 use crate::net::{NetError, Network};
 use crate::workload::{self, Ctx, ROOT};
 
@@ -87,6 +88,36 @@ pub struct RunOutcome {
     /// The run directory, if kept (anomalies, or `keep`).
     pub kept_dir: Option<PathBuf>,
     pub faults_run: Vec<Fault>,
+    /// Op counts per workload and phase (which fault was active when the op was invoked).
+    pub phases: Vec<PhaseCounts>,
+}
+
+/// Op counts of one workload during one phase of the run.
+#[derive(Debug, Clone)]
+pub struct PhaseCounts {
+    pub workload: Workload,
+    /// `kill`, `pause`, `partition`, or `quiet` (no fault active).
+    pub phase: &'static str,
+    pub counts: Counts,
+}
+
+/// Splits the ops of each workload by the fault active at their invocation.
+pub fn phases(ops: &[Op], windows: &[FaultWindow]) -> Vec<PhaseCounts> {
+    let mut map: BTreeMap<(Workload, &'static str), Vec<&Op>> = BTreeMap::new();
+    for op in ops {
+        let phase = windows
+            .iter()
+            .find(|w| w.start_ns <= op.invoke_ns && op.invoke_ns < w.end_ns)
+            .map_or("quiet", |w| w.fault.name());
+        map.entry((op.call.workload(), phase)).or_default().push(op);
+    }
+    map.into_iter()
+        .map(|((workload, phase), ops)| PhaseCounts {
+            workload,
+            phase,
+            counts: check::counts(&ops),
+        })
+        .collect()
 }
 
 impl RunOutcome {
@@ -238,10 +269,12 @@ async fn run_in(
     let schedule: Vec<Step> = nemesis::schedule(cfg.seed, &faults, cfg.time, PAUSE_HOLD_MS);
     let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1));
     let mut nemesis_log = Vec::new();
+    let mut windows: Vec<FaultWindow> = Vec::new();
     let phase_end = Instant::now() + cfg.time;
     let mut nemesis_failure = None;
     for step in &schedule {
         tokio::time::sleep(Duration::from_millis(step.quiet_ms)).await;
+        let fault_start_ns = rec.now_ns();
         let applied = match nemesis::apply(&mut ens, step.action, &mut rng).await {
             Ok(a) => a,
             Err(e) => {
@@ -258,7 +291,13 @@ async fn run_in(
         progress(start, &format!("nemesis: {}", applied.description));
         nemesis_log.push(line);
         tokio::time::sleep(Duration::from_millis(step.hold_ms)).await;
-        if let Err(e) = nemesis::heal(&mut ens, &applied) {
+        let healed = nemesis::heal(&mut ens, &applied);
+        windows.push(FaultWindow {
+            fault: step.action.fault(),
+            start_ns: fault_start_ns,
+            end_ns: rec.now_ns(),
+        });
+        if let Err(e) = healed {
             nemesis_failure = Some(e);
             break;
         }
@@ -294,10 +333,11 @@ async fn run_in(
     ens.stop_all();
 
     let ops = rec.snapshot();
-    write_artifacts(dir, cfg, &faults, &schedule, &nemesis_log, &ops)?;
+    write_artifacts(dir, cfg, &faults, &schedule, &nemesis_log, &windows, &ops)?;
     // Members and namespaces go before the (CPU-bound) check.
     drop(ens);
     progress(start, &format!("checking {} ops", ops.len()));
+    let phases = phases(&ops, &windows);
     let results = tokio::task::spawn_blocking(move || check::check_all(&ops))
         .await
         .expect("the checkers do not panic");
@@ -307,6 +347,7 @@ async fn run_in(
         nemesis_log,
         kept_dir: None,
         faults_run: faults,
+        phases,
     })
 }
 
@@ -400,8 +441,12 @@ fn write_artifacts(
     faults: &[Fault],
     schedule: &[Step],
     nemesis_log: &[String],
+    windows: &[FaultWindow],
     ops: &[Op],
 ) -> Result<(), RunError> {
+    let windows_json = serde_json::to_string_pretty(windows).expect("windows serialize");
+    fs::write(dir.join("windows.json"), windows_json)
+        .map_err(io_err("writing the fault windows"))?;
     history::save(&dir.join("history.jsonl"), ops)?;
     let mut meta = String::new();
     let _ = writeln!(meta, "seed={}", cfg.seed);
@@ -419,27 +464,41 @@ fn write_artifacts(
     Ok(())
 }
 
-/// The results table: one row per workload.
-pub fn table(results: &[WorkloadResult], nemesis: &str) -> String {
+/// The results table: per workload a row for the whole run (with the checker's anomalies),
+/// then a row per phase (the fault active when the op was invoked; anomalies are judged on the
+/// whole history, so phase rows show `-`); then the checkers' notes and anomalies.
+pub fn table(results: &[WorkloadResult], nemesis: &str, phases: &[PhaseCounts]) -> String {
     let mut out = String::new();
+    let row = |out: &mut String, w: &str, n: &str, c: Counts, anomalies: &str| {
+        let _ = writeln!(
+            out,
+            "{w:<9} {n:<26} {:>7} {:>7} {:>6} {:>7} {anomalies:>9}",
+            c.ops, c.ok, c.fail, c.unknown
+        );
+    };
     let _ = writeln!(
         out,
-        "{:<9} {:<24} {:>7} {:>7} {:>6} {:>7} {:>9}",
+        "{:<9} {:<26} {:>7} {:>7} {:>6} {:>7} {:>9}",
         "workload", "nemesis", "ops", "ok", "fail", "unknown", "anomalies"
     );
     for r in results {
-        let c = r.counts;
-        let _ = writeln!(
-            out,
-            "{:<9} {:<24} {:>7} {:>7} {:>6} {:>7} {:>9}",
-            r.workload.name(),
-            nemesis,
-            c.ops,
-            c.ok,
-            c.fail,
-            c.unknown,
-            r.report.anomalies.len()
+        let name = r.workload.name();
+        row(
+            &mut out,
+            name,
+            &format!("all: {nemesis}"),
+            r.counts,
+            &r.report.anomalies.len().to_string(),
         );
+        for p in phases.iter().filter(|p| p.workload == r.workload) {
+            row(
+                &mut out,
+                "",
+                &format!("  during {}", p.phase),
+                p.counts,
+                "-",
+            );
+        }
     }
     for r in results {
         for n in &r.report.notes {
@@ -453,7 +512,10 @@ pub fn table(results: &[WorkloadResult], nemesis: &str) -> String {
 }
 
 /// Checks a kept run again from its directory (`corral-chaos check <dir>`).
-pub fn check_dir(dir: &Path) -> Result<(Vec<WorkloadResult>, String), RunError> {
+pub fn check_dir(
+    dir: &Path,
+    linear_budget: usize,
+) -> Result<(Vec<WorkloadResult>, String, Vec<PhaseCounts>), RunError> {
     let ops = history::load(&dir.join("history.jsonl"))?;
     let meta = fs::read_to_string(dir.join("run.txt")).unwrap_or_default();
     let nemesis = meta
@@ -461,5 +523,10 @@ pub fn check_dir(dir: &Path) -> Result<(Vec<WorkloadResult>, String), RunError> 
         .find_map(|l| l.strip_prefix("nemesis="))
         .unwrap_or("?")
         .to_string();
-    Ok((check::check_all(&ops), nemesis))
+    let windows: Vec<FaultWindow> = fs::read_to_string(dir.join("windows.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let phases = phases(&ops, &windows);
+    Ok((check::check_all_with(&ops, linear_budget), nemesis, phases))
 }

@@ -3,8 +3,9 @@
 //! Found by the session workload of `corral-chaos` (RELIABILITY.md, "Findings"): a member
 //! restarted after kill -9 answered a resume of a live session (by id and password, from a
 //! client that had seen no zxid yet) with "session expired", because it had not yet applied
-//! the session's creation; the session and its ephemerals lived on. ZooKeeper's followers ask
-//! the leader to revalidate a session they do not know.
+//! the session's creation; the session and its ephemerals lived on. Followers now sync with
+//! the leader before calling a session they do not know expired, as ZooKeeper's followers ask
+//! the leader to revalidate it.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,6 @@ use corral_client::{Client, CreateMode, Error};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces an open Corral bug (RELIABILITY.md, Findings); run with --ignored"]
 async fn restarted_member_does_not_expire_a_live_session_it_has_not_caught_up_with() {
     let binary =
         find_corral_binary().expect("build the corral binary first: cargo build -p corral");
@@ -31,6 +31,7 @@ async fn restarted_member_does_not_expire_a_live_session_it_has_not_caught_up_wi
         .collect();
 
     let mut false_expiries = 0;
+    let mut resumed_clients = Vec::new();
     for round in 0..5 {
         // A live session with an ephemeral, created while the member is down.
         let owner = Client::builder(&others.join(","))
@@ -57,7 +58,9 @@ async fn restarted_member_does_not_expire_a_live_session_it_has_not_caught_up_wi
                 .await;
             match probe {
                 Ok(resumed) => {
-                    drop(resumed); // closing would end the owner's session
+                    // Dropping the last handle of a client closes its session, which would
+                    // remove the ephemeral: keep it until the end.
+                    resumed_clients.push(resumed);
                     break;
                 }
                 Err(Error::SessionExpired) => {

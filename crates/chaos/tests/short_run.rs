@@ -56,7 +56,7 @@ fn three_members_under_kill_pause_and_partition_show_no_anomaly() {
         .unwrap_or_else(|_| panic!("run did not finish within {RUN_LIMIT:?}"))
         .unwrap_or_else(|e| panic!("run failed: {e}"));
     let nemesis: Vec<&str> = outcome.faults_run.iter().map(|f| f.name()).collect();
-    let table = runner::table(&outcome.results, &nemesis.join(","));
+    let table = runner::table(&outcome.results, &nemesis.join(","), &outcome.phases);
     println!("{table}");
     for s in &outcome.skipped {
         println!("{s}");

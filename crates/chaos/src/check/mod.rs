@@ -59,6 +59,11 @@ pub fn counts(ops: &[&Op]) -> Counts {
 
 /// Runs the checker of every workload that has ops in `history`.
 pub fn check_all(history: &[Op]) -> Vec<WorkloadResult> {
+    check_all_with(history, linear::DEFAULT_SEARCH_BUDGET)
+}
+
+/// [`check_all`] with the register search's budget (configurations per register).
+pub fn check_all_with(history: &[Op], linear_budget: usize) -> Vec<WorkloadResult> {
     let mut results = Vec::new();
     for workload in Workload::ALL {
         let ops: Vec<&Op> = history
@@ -69,7 +74,7 @@ pub fn check_all(history: &[Op]) -> Vec<WorkloadResult> {
             continue;
         }
         let report = match workload {
-            Workload::Register => linear::check(&ops),
+            Workload::Register => linear::check_with_budget(&ops, linear_budget),
             Workload::Set => set::check(&ops),
             Workload::Ids => ids::check(&ops),
             Workload::Counter => counter::check(&ops),
