@@ -33,6 +33,9 @@ struct Pair {
     now: Now,
     /// The next frame is a ConnectResponse (it has no reply header).
     awaiting_connect: bool,
+    /// Syncs the follower forwarded: answered (`sync_done`) once what is in flight is applied,
+    /// as the driver does when the leader's sync entry commits.
+    syncs: Vec<(ConnId, i32, String)>,
 }
 
 impl Pair {
@@ -52,6 +55,7 @@ impl Pair {
             in_flight: Vec::new(),
             now: Now::both(T0),
             awaiting_connect: true,
+            syncs: Vec::new(),
         }
     }
 
@@ -71,6 +75,11 @@ impl Pair {
                 }
                 Effect::Close { .. } => self.seen.push(Seen::Closed),
                 Effect::Reconfig(c) => panic!("no reconfig in these tests: {c:?}"),
+                Effect::Forward(Forward {
+                    conn,
+                    request: ForwardRequest::Sync { xid, path },
+                    ..
+                }) => self.syncs.push((conn, xid, path)),
                 Effect::Forward(f) => {
                     let origin = Some(f.conn);
                     let step = self.leader.receive_forwarded(f, FOLLOWER_MEMBER, self.now);
@@ -89,6 +98,10 @@ impl Pair {
                 .follower
                 .apply_committed(&record, origin, self.now)
                 .unwrap();
+            self.route(step);
+        }
+        for (conn, xid, path) in std::mem::take(&mut self.syncs) {
+            let step = self.follower.sync_done(conn, xid, path, self.now);
             self.route(step);
         }
     }
@@ -429,4 +442,53 @@ fn linearizable_reads_wait_for_their_barrier() {
     connected(&mut p);
     p.send(request_body(1, get_data("/zookeeper", false)));
     assert_eq!(p.seen, vec![Seen::Reply { xid: 1, err: 0 }]);
+}
+
+/// A session created through the leader, not yet applied on the follower: (id, password).
+fn session_on_leader_only(p: &mut Pair) -> (SessionId, [u8; 16]) {
+    const LEADER_CONN: ConnId = 1;
+    p.leader.connection_opened(LEADER_CONN, peer(), p.now);
+    let step = p
+        .leader
+        .receive(LEADER_CONN, &connect_body(0, [0; 16]), p.now);
+    for t in step.txns {
+        p.in_flight.push((t.record, None));
+    }
+    let frame = step
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Send { conn, frame } if *conn == LEADER_CONN => Some(frame.clone()),
+            _ => None,
+        })
+        .expect("the leader answers the connect");
+    let r = ConnectResponse::decode(&frame[4..]).unwrap();
+    let passwd: [u8; 16] = r.passwd.as_deref().unwrap().try_into().unwrap();
+    (r.session_id, passwd)
+}
+
+#[test]
+fn a_follower_syncs_before_resuming_a_session_it_does_not_know_yet() {
+    let mut p = Pair::new();
+    let (sid, passwd) = session_on_leader_only(&mut p);
+    // A client resumes the session on the follower, which has not applied its creation: it
+    // must not call the session expired, but ask the leader first.
+    p.send(connect_body(sid, passwd));
+    assert!(p.seen.is_empty(), "answered before the sync: {:?}", p.seen);
+    assert_eq!(p.syncs.len(), 1);
+    p.commit();
+    assert_eq!(p.seen, vec![Seen::Connected(sid)]);
+    // The connection works as a session now.
+    p.send(request_body(1, create("/e", CreateMode::Ephemeral)));
+    p.commit();
+    assert_eq!(p.seen.pop(), Some(Seen::Reply { xid: 1, err: 0 }));
+}
+
+#[test]
+fn a_follower_calls_a_session_expired_once_the_leader_does_not_know_it_either() {
+    let mut p = Pair::new();
+    p.send(connect_body(0x1234, [7; 16]));
+    assert!(p.seen.is_empty(), "answered before the sync: {:?}", p.seen);
+    p.commit();
+    assert_eq!(p.seen, vec![Seen::Connected(0), Seen::Closed]);
 }

@@ -249,6 +249,9 @@ struct Conn {
     /// Reads whose read barrier was applied here and that may now be answered (linearizable
     /// reads only; see [`ForwardRequest::ReadBarrier`]).
     reads_cleared: u32,
+    /// A follower's ConnectRequest for a session it does not know, held while a sync through
+    /// the leader brings this member up to date; decided again in `sync_done`.
+    revalidating: Option<Bytes>,
 }
 
 /// The state machine. See the module documentation.
@@ -539,6 +542,7 @@ impl Core {
                 forwarded: 0,
                 reads_cleared: 0,
                 queued: Default::default(),
+                revalidating: None,
             },
         );
     }
@@ -563,7 +567,7 @@ impl Core {
             return;
         }
         let Some(session) = c.session else {
-            self.handle_connect(conn, body, now, step);
+            self.handle_connect(conn, body, now, step, false);
             return;
         };
         let mut r = Reader::new(body);
@@ -864,7 +868,14 @@ impl Core {
     pub fn sync_done(&mut self, conn: ConnId, xid: i32, path: String, now: Now) -> Step {
         self.observe(now);
         let mut step = Step::default();
-        if self.conns.contains_key(&conn) {
+        let revalidating = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.revalidating.take());
+        if let Some(connect) = revalidating {
+            self.handle_connect(conn, &connect, now, &mut step, true);
+            self.forward_done(conn, now, &mut step);
+        } else if self.conns.contains_key(&conn) {
             self.send_reply(&mut step, conn, xid, Ok(Response::Path(path)));
             self.forward_done(conn, now, &mut step);
         }
@@ -1117,7 +1128,16 @@ impl Core {
 
     // ---- connection handshake ----
 
-    fn handle_connect(&mut self, conn: ConnId, body: &[u8], now: Now, step: &mut Step) {
+    /// `revalidated`: a follower already synced with the leader for this request, so a session
+    /// it still does not know is gone.
+    fn handle_connect(
+        &mut self,
+        conn: ConnId,
+        body: &[u8],
+        now: Now,
+        step: &mut Step,
+        revalidated: bool,
+    ) {
         let connect = match decode_connect(body) {
             Ok(c) => c,
             Err(e) => {
@@ -1187,6 +1207,22 @@ impl Core {
         let sid = req.session_id;
         let valid = self.sessions.get(sid).is_some_and(|s| !s.closing)
             && req.passwd.as_deref() == Some(&self.sessions.password(sid)[..]);
+        if !valid && !revalidated && self.role == Role::Follower && self.sessions.get(sid).is_none()
+        {
+            // This member may not have applied the session's creation yet (it restarted or
+            // lags), and a client that resumes a session by id need not have seen its zxid.
+            // A sync through the leader orders the decision behind everything committed, as
+            // ZooKeeper's followers ask the leader to revalidate a session they do not know.
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.revalidating = Some(Bytes::copy_from_slice(body));
+            }
+            let sync = ForwardRequest::Sync {
+                xid: 0,
+                path: "/".into(),
+            };
+            self.forward(conn, sid, sync, step);
+            return;
+        }
         if !valid {
             tracing::info!(
                 session = format!("0x{sid:x}"),

@@ -1,0 +1,244 @@
+//! Watch streams. Each watcher holds a persistent watch on one znode that writers keep
+//! changing. Its stream must be ordered by zxid with no duplicates, and must contain every
+//! acknowledged change of the znode between the watch's start and its end — except inside a
+//! gap the client declared (`MayHaveMissed` after a failover), which is counted, not flagged.
+//!
+//! A declared gap covers the zxids between the last event before it and the first event after
+//! it (or the end of the stream).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::Report;
+use crate::history::{Call, Op, Outcome};
+
+#[derive(Default)]
+struct Stream {
+    start: Option<i64>,
+    end: Option<i64>,
+    /// Events and gaps in delivery order: `Some(zxid)` an event, `None` a declared gap.
+    items: Vec<Option<i64>>,
+}
+
+pub fn check(ops: &[&Op]) -> Report {
+    let mut report = Report::default();
+    let mut writes: BTreeSet<i64> = BTreeSet::new();
+    let mut unknown_writes = 0usize;
+    let mut streams: BTreeMap<u32, Stream> = BTreeMap::new();
+    // Ops arrive ordered by invoke time, and a watcher records its items in delivery order
+    // (a stable sort keeps equal timestamps in that order).
+    for op in ops {
+        match (&op.call, op.outcome) {
+            (Call::WatchWrite { zxid: Some(z) }, Outcome::Ok) => {
+                writes.insert(*z);
+            }
+            (Call::WatchWrite { .. }, Outcome::Info) => unknown_writes += 1,
+            (Call::WatchStart { watcher, zxid }, _) => {
+                streams.entry(*watcher).or_default().start = Some(*zxid)
+            }
+            (Call::WatchEnd { watcher, zxid }, _) => {
+                streams.entry(*watcher).or_default().end = Some(*zxid)
+            }
+            (Call::WatchEvent { watcher, zxid }, _) => {
+                streams.entry(*watcher).or_default().items.push(Some(*zxid))
+            }
+            (Call::WatchGap { watcher }, _) => {
+                streams.entry(*watcher).or_default().items.push(None)
+            }
+            _ => {}
+        }
+    }
+
+    let mut total_gaps = 0usize;
+    let mut excused = 0usize;
+    for (watcher, s) in &streams {
+        let (Some(start), Some(end)) = (s.start, s.end) else {
+            report.notes.push(format!(
+                "watcher {watcher}: no start or end recorded, not checked"
+            ));
+            continue;
+        };
+        // Order and duplicates.
+        let mut last: Option<i64> = None;
+        let mut received = BTreeSet::new();
+        for z in s.items.iter().flatten() {
+            if let Some(prev) = last {
+                if *z == prev || received.contains(z) {
+                    report.anomalies.push(format!(
+                        "watcher {watcher}: duplicate event for zxid {z:#x}"
+                    ));
+                } else if *z < prev {
+                    report.anomalies.push(format!(
+                        "watcher {watcher}: event for zxid {z:#x} delivered after {prev:#x}"
+                    ));
+                }
+            }
+            received.insert(*z);
+            last = Some(*z);
+        }
+        // Declared gaps as zxid ranges (exclusive of the events that bound them).
+        let mut gaps: Vec<(i64, i64)> = Vec::new();
+        let mut before = start;
+        let mut open_gap = false;
+        for item in &s.items {
+            match item {
+                None => {
+                    total_gaps += 1;
+                    open_gap = true;
+                }
+                Some(z) => {
+                    if open_gap {
+                        gaps.push((before, *z));
+                        open_gap = false;
+                    }
+                    before = before.max(*z);
+                }
+            }
+        }
+        if open_gap {
+            gaps.push((before, i64::MAX));
+        }
+        let mut missing = Vec::new();
+        for &z in writes.range(start + 1..=end) {
+            if received.contains(&z) {
+                continue;
+            }
+            if gaps.iter().any(|&(lo, hi)| lo < z && z < hi) {
+                excused += 1;
+            } else {
+                missing.push(z);
+            }
+        }
+        if !missing.is_empty() {
+            report.anomalies.push(format!(
+                "watcher {watcher}: {} acknowledged changes never delivered (zxids {:x?})",
+                missing.len(),
+                &missing[..missing.len().min(10)]
+            ));
+        }
+    }
+    report.notes.push(format!(
+        "{} watchers, {} acknowledged writes, {unknown_writes} unknown; {total_gaps} declared \
+         gaps (MayHaveMissed) excusing {excused} undelivered changes",
+        streams.len(),
+        writes.len()
+    ));
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(t: u64, z: i64) -> Op {
+        Op::ok(1, t, t + 1, Call::WatchWrite { zxid: Some(z) })
+    }
+    fn ev(t: u64, z: i64) -> Op {
+        Op::ok(
+            9,
+            t,
+            t,
+            Call::WatchEvent {
+                watcher: 0,
+                zxid: z,
+            },
+        )
+    }
+    fn gap(t: u64) -> Op {
+        Op::ok(9, t, t, Call::WatchGap { watcher: 0 })
+    }
+    fn start(z: i64) -> Op {
+        Op::ok(
+            9,
+            0,
+            0,
+            Call::WatchStart {
+                watcher: 0,
+                zxid: z,
+            },
+        )
+    }
+    fn end(t: u64, z: i64) -> Op {
+        Op::ok(
+            9,
+            t,
+            t,
+            Call::WatchEnd {
+                watcher: 0,
+                zxid: z,
+            },
+        )
+    }
+    fn run(ops: &[Op]) -> Report {
+        check(&ops.iter().collect::<Vec<_>>())
+    }
+    fn clean() -> Vec<Op> {
+        vec![
+            start(1),
+            write(10, 2),
+            ev(12, 2),
+            write(20, 3),
+            ev(22, 3),
+            write(30, 4),
+            ev(32, 4),
+            end(40, 4),
+        ]
+    }
+
+    #[test]
+    fn complete_ordered_stream_is_valid() {
+        let rep = run(&clean());
+        assert!(rep.is_valid(), "{rep:?}");
+    }
+
+    #[test]
+    fn reordered_events_are_reported() {
+        let mut h = clean();
+        h.swap(2, 4); // event 3 before event 2
+        let rep = run(&h);
+        assert!(
+            rep.anomalies.iter().any(|a| a.contains("delivered after")),
+            "{rep:?}"
+        );
+    }
+
+    #[test]
+    fn duplicated_event_is_reported() {
+        let mut h = clean();
+        h.insert(5, ev(23, 3));
+        let rep = run(&h);
+        assert!(
+            rep.anomalies.iter().any(|a| a.contains("duplicate")),
+            "{rep:?}"
+        );
+    }
+
+    #[test]
+    fn missing_event_is_reported() {
+        let mut h = clean();
+        h.remove(4); // event 3 never delivered
+        let rep = run(&h);
+        assert_eq!(rep.anomalies.len(), 1, "{rep:?}");
+        assert!(rep.anomalies[0].contains("never delivered"));
+    }
+
+    #[test]
+    fn missing_event_inside_a_declared_gap_is_excused() {
+        let mut h = clean();
+        h[4] = gap(22); // a MayHaveMissed where event 3 should have been
+        let rep = run(&h);
+        assert!(rep.is_valid(), "{rep:?}");
+        assert!(
+            rep.notes[0].contains("1 declared gaps (MayHaveMissed) excusing 1"),
+            "{rep:?}"
+        );
+    }
+
+    #[test]
+    fn changes_outside_the_window_are_not_required() {
+        // Written before the watch started and after it ended.
+        let mut h = clean();
+        h.push(write(1, 1));
+        h.push(write(50, 9));
+        assert!(run(&h).is_valid());
+    }
+}
