@@ -794,6 +794,11 @@ async fn observer_serves_reads_and_forwards_writes() {
                 m["lag_entries"].is_u64(),
                 "the leader knows every lag: {view}"
             );
+            // Every member's zxid, the others' read from their `srvr`.
+            assert!(
+                m["zxid"].as_str().is_some_and(|z| z.starts_with("0x")),
+                "every member's zxid: {view}"
+            );
         }
         let view = admin_json(admin_port(&ens, observer), "/console/api/members").await;
         let me = view["members"]

@@ -181,9 +181,19 @@ impl Driver {
                         .get(&id)
                         .map(|matched| last_index.saturating_sub(matched.unwrap_or(0)))
                 };
+                // Where its clients (and `srvr`) reach it: the line's client part, else the
+                // host with this server's clientPort (ZooKeeper's one-port-for-all form).
+                let client_address = cfg.members.iter().find(|m| m.id == id).map(|m| {
+                    match m.client_addr {
+                        Some(a) if !a.ip().is_unspecified() => a.to_string(),
+                        Some(a) => format!("{}:{}", m.host, a.port()),
+                        None => format!("{}:{}", m.host, self.client_port),
+                    }
+                });
                 json!({
                     "id": id,
                     "address": address,
+                    "client_address": client_address,
                     "role": role,
                     "self": me,
                     "zxid": me.then(|| format!("0x{:x}", self.core.last_zxid())),

@@ -383,9 +383,29 @@ impl Console {
         let leader_id = leader.get("leader_id").and_then(Value::as_i64);
         // Roles come from the consensus layer's membership (observers are its learners), not
         // from `voting_view`, which lists voters only.
-        let members = fields(ask_driver(inbound, AdminQuery::Members).await)
+        let mut members = fields(ask_driver(inbound, AdminQuery::Members).await)
             .remove("members")
             .unwrap_or_else(|| json!([]));
+        // A member knows only its own zxid; the others' come from their `srvr` (which every
+        // server answers whatever its whitelist), asked all at once, each bounded.
+        if let Some(list) = members.as_array_mut() {
+            let asks = list.iter().map(|m| {
+                let addr = m["client_address"].as_str().map(str::to_string);
+                let known = m["zxid"].is_string();
+                async move {
+                    match addr {
+                        Some(a) if !known => srvr_zxid(&a).await,
+                        _ => None,
+                    }
+                }
+            });
+            let zxids = futures::future::join_all(asks).await;
+            for (m, zxid) in list.iter_mut().zip(zxids) {
+                if let Some(z) = zxid {
+                    m["zxid"] = Value::String(z);
+                }
+            }
+        }
         json_reply(
             StatusCode::OK,
             &json!({ "mode": "ensemble", "state": state, "zxid": zxid, "my_id": my_id, "leader_id": leader_id, "members": members }),
@@ -445,6 +465,25 @@ pub(crate) async fn sample(console: &Console, inbound: &mpsc::Sender<Inbound>) {
             );
         }
     }
+}
+
+/// How long the members view waits for another member's `srvr`.
+const SRVR_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The `Zxid:` line of `addr`'s `srvr` answer (`0x...`), if it answers in time.
+async fn srvr_zxid(addr: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"srvr").await.ok()?;
+        let mut answer = String::new();
+        (&mut s).take(4096).read_to_string(&mut answer).await.ok()?;
+        answer
+            .lines()
+            .find_map(|l| l.strip_prefix("Zxid: "))
+            .map(|z| z.trim().to_string())
+    };
+    tokio::time::timeout(SRVR_TIMEOUT, ask).await.ok().flatten()
 }
 
 fn hex(v: i64) -> String {
