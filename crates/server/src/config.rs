@@ -200,6 +200,9 @@ pub struct ServerConfig {
     pub enforce_quota: bool,
     /// The ensemble this server is a member of; `None` = standalone (no `server.N` lines).
     pub ensemble: Option<EnsembleConfig>,
+    /// The configuration text as read at start-up (empty without a file), which the
+    /// AdminServer's `initial_configuration` returns, as ZooKeeper's does.
+    pub initial_config: String,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
 }
@@ -228,6 +231,7 @@ impl Default for ServerConfig {
             container_check_interval_ms: 60_000,
             enforce_quota: true,
             ensemble: None,
+            initial_config: String::new(),
             admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -274,7 +278,10 @@ impl ServerConfig {
         file: &str,
         overrides: &ConfigOverrides,
     ) -> Result<ServerConfig, ConfigError> {
-        let mut cfg = ServerConfig::default();
+        let mut cfg = ServerConfig {
+            initial_config: text.to_string(),
+            ..ServerConfig::default()
+        };
         let mut ensemble = EnsembleSettings::default();
         // The defaults cannot tell "not set" from "set to the default", and a member line's
         // client address is checked against what zoo.cfg said explicitly.

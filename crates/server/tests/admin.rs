@@ -544,6 +544,11 @@ fn golden() -> Vec<(&'static str, &'static str, Keys)> {
             vec![("path_to_session_ids", T::Obj)],
         ),
         ("is_read_only", "isro", vec![("read_only", T::Bool)]),
+        (
+            "initial_configuration",
+            "icfg",
+            vec![("initial_configuration", T::Str)],
+        ),
         // Standalone: ZooKeeper answers only with an error.
         ("leader", "lead", vec![("error", T::Str)]),
         (

@@ -39,9 +39,6 @@ const ONLY_ZOOKEEPER_COMMANDS: &[(&str, &str)] = &[
     // no observers.
     ("zabstate", "Zab-specific"),
     ("observer_connection_stat_reset", "Zab observers"),
-    // The configuration file text as read at startup (dynamic reconfiguration's baseline).
-    // Not implemented in Corral yet: a gap, not a design difference.
-    ("initial_configuration", "not implemented yet"),
 ];
 
 /// Commands only Corral lists, with why (none: Corral serves a subset of ZooKeeper's).

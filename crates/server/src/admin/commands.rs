@@ -17,6 +17,7 @@ impl Command {
 
 /// The commands Corral serves. ZooKeeper's JVM-only commands (`system_properties`), trace
 /// masks and the Zab-specific `zabstate` / `observer_connection_stat_reset` are not here.
+/// (Kept in ZooKeeper's order: sorted by primary name.)
 pub const COMMANDS: &[Command] = &[
     Command {
         names: &["configuration", "conf", "config"],
@@ -33,6 +34,9 @@ pub const COMMANDS: &[Command] = &[
         names: &["environment", "env", "envi"],
     },
     Command { names: &["hash"] },
+    Command {
+        names: &["initial_configuration", "icfg"],
+    },
     Command {
         names: &["is_read_only", "isro"],
     },

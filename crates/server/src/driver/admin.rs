@@ -183,13 +183,15 @@ impl Driver {
                 };
                 // Where its clients (and `srvr`) reach it: the line's client part, else the
                 // host with this server's clientPort (ZooKeeper's one-port-for-all form).
-                let client_address = cfg.members.iter().find(|m| m.id == id).map(|m| {
-                    match m.client_addr {
-                        Some(a) if !a.ip().is_unspecified() => a.to_string(),
-                        Some(a) => format!("{}:{}", m.host, a.port()),
-                        None => format!("{}:{}", m.host, self.client_port),
-                    }
-                });
+                let client_address =
+                    cfg.members
+                        .iter()
+                        .find(|m| m.id == id)
+                        .map(|m| match m.client_addr {
+                            Some(a) if !a.ip().is_unspecified() => a.to_string(),
+                            Some(a) => format!("{}:{}", m.host, a.port()),
+                            None => format!("{}:{}", m.host, self.client_port),
+                        });
                 json!({
                     "id": id,
                     "address": address,
@@ -267,7 +269,14 @@ impl Driver {
                 f.insert("path_to_session_ids".into(), map.into());
             }
             "is_read_only" => {
-                f.insert("read_only".into(), false.into());
+                let read_only = self.core.role() == crate::core::Role::ReadOnly;
+                f.insert("read_only".into(), read_only.into());
+            }
+            "initial_configuration" => {
+                f.insert(
+                    "initial_configuration".into(),
+                    self.config.initial_config.clone().into(),
+                );
             }
             "stat_reset" => {
                 self.core.reset_stats();
