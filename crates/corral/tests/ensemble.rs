@@ -1430,3 +1430,46 @@ async fn a_frozen_follower_does_not_hold_writes_back() {
     })
     .await;
 }
+
+/// A leader whose process dies is replaced without waiting for the election timers: the
+/// survivors see its peer connection close and its peer port refuse connections, and
+/// campaign at once. With tickTime=20000 the timers alone would wait 2 s of lease plus a
+/// 1–2 s election timeout; the log lines say which path elected the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survivors_campaign_as_soon_as_the_leader_s_port_refuses_connections() {
+    bounded(async {
+        let mut ens = Ensemble::start_with(3, 0, "tickTime=20000\n").await;
+        let old = ens.leader().await;
+        let on_all = ens.connect_string();
+        let client = ens.client(&on_all, 60_000).await;
+        ok(
+            "create /before",
+            client.create("/before", b"", CreateMode::Persistent),
+        )
+        .await;
+        ens.kill9(old);
+        let new = ens.leader().await;
+        assert_ne!(new, old, "a survivor leads");
+        let noticed: Vec<u64> = ens
+            .running()
+            .into_iter()
+            .filter(|id| {
+                ens.member(*id)
+                    .log()
+                    .contains("the leader's peer port refuses connections: campaigning now")
+            })
+            .collect();
+        assert!(
+            !noticed.is_empty(),
+            "no survivor noticed the dead leader's port; logs:\n{}",
+            ens.log_tails()
+        );
+        ok(
+            "create /after",
+            client.create("/after", b"", CreateMode::Persistent),
+        )
+        .await;
+        ens.stop_all();
+    })
+    .await;
+}

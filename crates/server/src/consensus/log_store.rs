@@ -295,6 +295,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 impl LogStore {
+    /// The last entry's `(term, index)` (openraft's index), or the last purged one's; taken
+    /// on the calling thread (the log's lock is only held for field updates and writes).
+    pub fn last_log_term_index(&self) -> Option<(u64, u64)> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.last_entry_id()
+            .or(log.last_purged())
+            .map(|(index, term, _)| (term, index - INDEX_SHIFT))
+    }
+
     /// Payloads in openraft's index range `[start, end)`, read on the calling thread: for
     /// rebuilding the state from committed entries (the driver, after a lost leadership).
     pub fn payloads_blocking(

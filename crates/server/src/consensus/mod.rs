@@ -18,6 +18,8 @@
 //!   image plus Raft's meta, `snapshot_store`) and openraft purges the log before it; a member
 //!   too far behind is sent the leader's snapshot, in chunks, then the log after it.
 
+mod forwarding;
+mod leader_loss;
 mod log_store;
 mod network;
 mod snapshot_store;
@@ -93,6 +95,29 @@ pub enum Payload {
     /// A read barrier (`corral.linearizableReads`): the read waiting on `origin` is answered
     /// there once this is applied.
     ReadBarrier { origin: Origin },
+    /// Several payloads proposed together as one log entry, applied in order (see
+    /// `propose_loop`). Never nested.
+    Batch(Vec<Payload>),
+}
+
+impl Payload {
+    /// The payloads this entry carries, in order: a batch's items, or itself.
+    pub fn into_items(self) -> Vec<Payload> {
+        match self {
+            Payload::Batch(items) => items,
+            other => vec![other],
+        }
+    }
+
+    /// Roughly the bytes it adds to a log entry.
+    fn approx_bytes(&self) -> usize {
+        match self {
+            Payload::Txn { record, .. } => record.len() + 64,
+            Payload::Sync { path, .. } => path.len() + 64,
+            Payload::Batch(items) => items.iter().map(Payload::approx_bytes).sum(),
+            _ => 64,
+        }
+    }
 }
 
 /// One committed entry, in log order; `None` for Raft's own entries (blank, membership).
@@ -251,6 +276,8 @@ mod kind {
     pub const INSTALL_SNAPSHOT: u8 = 3;
     pub const FORWARD: u8 = 10;
     pub const TOUCH: u8 = 11;
+    /// "How far is your log?" (`leader_loss`).
+    pub const LOG_STATE: u8 = 12;
 }
 
 /// How long a forwarded request may take to be accepted by the leader.
@@ -274,18 +301,25 @@ pub struct Consensus {
     raft: Raft<TypeConfig>,
     peers: network::Peers,
     proposals: mpsc::UnboundedSender<Payload>,
+    forwards: mpsc::UnboundedSender<forwarding::Job>,
     _peer_server: PeerServer,
     status: watch::Receiver<Status>,
     snapshots: Arc<snapshot_store::SnapshotStore>,
 }
 
 /// Timing derived from tickTime, so a ZooKeeper operator's one knob still sets the pace:
-/// the default tickTime of 2000 ms gives heartbeats every 100 ms and elections after 400–800 ms
-/// of silence (ZooKeeper's leader is given up after syncLimit ticks; Raft reacts faster).
+/// the default tickTime of 2000 ms gives heartbeats every ~166 ms and election timeouts of
+/// 500–1000 ms (ZooKeeper gives a leader up after syncLimit ticks, 10 s by default).
+///
+/// A leader whose process died is noticed at once (`leader_loss`: its peer port refuses
+/// connections), so these timers only decide when the leader is cut off, frozen or stalled —
+/// and then they must not fire on a merely slow leader: every leader change closes every
+/// client connection. Shorter timeouts (100–200 ms) made a loaded 2-core machine elect a new
+/// leader several times a minute under write load.
 fn raft_config(ensemble: &EnsembleConfig, tick_time_ms: i32, snap_count: u64) -> openraft::Config {
     // openraft's followers wait the leader lease (= election_timeout_max) plus an election
-    // timeout after the last heartbeat, so a dead leader is replaced after 1.5–2 × max.
-    let election_min_ms = (tick_time_ms.max(1000) as u64) / 20;
+    // timeout after the last heartbeat: 1.5–2 s at the default tickTime.
+    let election_min_ms = (tick_time_ms.max(200) as u64) / 4;
     openraft::Config {
         cluster_name: "corral".into(),
         heartbeat_interval: (election_min_ms / 3).max(10),
@@ -371,6 +405,9 @@ impl Consensus {
                 source,
             })?;
         let handler = Arc::new(Inbound {
+            my_id,
+            log: log.clone(),
+            peers: peers.clone(),
             raft: raft.clone(),
             events: events.clone(),
         });
@@ -397,6 +434,12 @@ impl Consensus {
         }
 
         let (proposals, proposal_rx) = mpsc::unbounded_channel();
+        let (forwards, forward_rx) = mpsc::unbounded_channel();
+        tokio::spawn(forwarding::forward_loop(
+            peers.clone(),
+            raft.clone(),
+            forward_rx,
+        ));
         tokio::spawn(propose_loop(raft.clone(), proposal_rx));
         let learner_addrs: BTreeMap<MemberId, BasicNode> =
             ensemble.observers().map(|m| (m.id, node_of(m))).collect();
@@ -418,6 +461,7 @@ impl Consensus {
             raft,
             peers,
             proposals,
+            forwards,
             _peer_server: peer_server,
             status,
         };
@@ -466,20 +510,25 @@ impl Consensus {
         self.status.borrow().clone()
     }
 
-    /// Hands a client request to the leader. Ok once the leader has proposed it.
+    /// Hands a client request to the leader, behind every request handed over before it.
+    /// `failed` gets `(conn, why)` if the leader does not accept it (then the client
+    /// connection must be closed: its outcome is unknown).
     pub fn forward(
         &self,
         leader: MemberId,
         fwd: &Forward,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
-        let client = self.peers.get(leader, &self.raft);
-        let body = encode(&WireForward::from(fwd));
-        async move {
-            let client = client.ok_or_else(|| format!("member {leader} is not a peer"))?;
-            match client.call(kind::FORWARD, body, FORWARD_TIMEOUT).await {
-                Ok(answer) => decode::<Result<(), String>>(&answer)?,
-                Err(e) => Err(e.to_string()),
-            }
+        failed: mpsc::UnboundedSender<(ConnId, String)>,
+    ) {
+        let job = forwarding::Job {
+            leader,
+            conn: fwd.conn,
+            body: encode(&WireForward::from(fwd)),
+            failed,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.forwards.send(job) {
+            let _ = job
+                .failed
+                .send((job.conn, "member is shutting down".to_string()));
         }
     }
 
@@ -548,25 +597,60 @@ impl Consensus {
     }
 }
 
-/// Sends proposals to openraft one at a time, so log order is call order. The outcome of each
-/// reaches the driver through the state machine; openraft's per-entry answers are awaited here
-/// only so they are consumed (an answer nobody waits for is logged by openraft as a warning).
+/// Entries proposed and not yet applied here beyond which proposals wait and are batched.
+const MAX_ENTRIES_IN_FLIGHT: usize = 4;
+/// A batch ends before it grows past this many bytes (a larger payload goes alone).
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Sends proposals to openraft in call order (so log order is call order). While
+/// [`MAX_ENTRIES_IN_FLIGHT`] entries wait to be applied, further proposals queue up and go
+/// out together as one entry ([`Payload::Batch`]): under load the log, the replication and
+/// the apply handle one entry per batch instead of one per txn, and a lone proposal still
+/// goes out at once. The outcome of each reaches the driver through the state machine;
+/// openraft's per-entry answers are awaited here to bound the entries in flight (and so they
+/// are consumed: an answer nobody waits for is logged by openraft as a warning).
 async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Payload>) {
     use futures::stream::{FuturesUnordered, StreamExt};
     let mut answers = FuturesUnordered::new();
+    // A payload taken from the queue that did not fit the batch before it.
+    let mut carried: Option<Payload> = None;
     loop {
-        tokio::select! {
-            p = rx.recv() => {
-                let Some(p) = p else { return };
-                match raft.client_write_ff(p).await {
-                    Ok(answer) => answers.push(answer),
-                    Err(e) => {
-                        tracing::error!(error = %e, "raft stopped; proposals are dropped");
-                        return;
-                    }
-                }
+        if answers.len() >= MAX_ENTRIES_IN_FLIGHT {
+            answers.next().await;
+        }
+        let first = match carried.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
+                Some(_) = answers.next(), if !answers.is_empty() => continue,
+            },
+        };
+        let mut bytes = first.approx_bytes();
+        let mut batch = vec![first];
+        while bytes < MAX_BATCH_BYTES {
+            let Ok(p) = rx.try_recv() else { break };
+            let size = p.approx_bytes();
+            if bytes + size > MAX_BATCH_BYTES {
+                carried = Some(p);
+                break;
             }
-            Some(_) = answers.next(), if !answers.is_empty() => {}
+            bytes += size;
+            batch.push(p);
+        }
+        let payload = if batch.len() == 1 {
+            batch.pop().expect("one payload")
+        } else {
+            Payload::Batch(batch)
+        };
+        match raft.client_write_ff(payload).await {
+            Ok(answer) => answers.push(answer),
+            Err(e) => {
+                tracing::error!(error = %e, "raft stopped; proposals are dropped");
+                return;
+            }
         }
     }
 }
@@ -683,8 +767,43 @@ async fn watch_metrics(
     }
 }
 
+impl Inbound {
+    /// A client request another member forwarded: queued for the driver now, before the next
+    /// request on the connection is looked at, so a session's requests are prepared in the
+    /// order its member sent them (a follower sends them without waiting for answers).
+    /// Answered once the request is proposed (or refused).
+    fn forwarded(
+        &self,
+        from: MemberId,
+        body: &[u8],
+    ) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
+        let wire: WireForward = match decode(body) {
+            Ok(w) => w,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let (reply, rx) = oneshot::channel();
+        let fwd = wire.into_forward();
+        let queued = self
+            .events
+            .send(Event::Forwarded { from, fwd, reply })
+            .is_ok();
+        Box::pin(async move {
+            let answer = if queued {
+                rx.await
+                    .unwrap_or_else(|_| Err("member is shutting down".to_string()))
+            } else {
+                Err("member is shutting down".to_string())
+            };
+            Ok(encode(&answer))
+        })
+    }
+}
+
 /// Serves peers' requests.
 struct Inbound {
+    my_id: MemberId,
+    log: LogStore,
+    peers: network::Peers,
     raft: Raft<TypeConfig>,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -696,6 +815,13 @@ impl PeerHandler for Inbound {
         kind: u8,
         body: Bytes,
     ) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
+        if kind == kind::FORWARD {
+            return self.forwarded(from, &body);
+        }
+        if kind == kind::LOG_STATE {
+            let state = leader_loss::log_state(&self.raft, &self.log);
+            return Box::pin(async move { Ok(encode(&state)) });
+        }
         let raft = self.raft.clone();
         let events = self.events.clone();
         Box::pin(async move {
@@ -712,18 +838,6 @@ impl PeerHandler for Inbound {
                     let rpc = decode(&body)?;
                     Ok(encode(&raft.install_snapshot(rpc).await))
                 }
-                kind::FORWARD => {
-                    let wire: WireForward = decode(&body)?;
-                    let (reply, rx) = oneshot::channel();
-                    let fwd = wire.into_forward();
-                    let answer = if events.send(Event::Forwarded { from, fwd, reply }).is_err() {
-                        Err("member is shutting down".to_string())
-                    } else {
-                        rx.await
-                            .unwrap_or_else(|_| Err("member is shutting down".to_string()))
-                    };
-                    Ok(encode(&answer))
-                }
                 kind::TOUCH => {
                     let sessions: Vec<SessionId> = decode(&body)?;
                     let _ = events.send(Event::Touches { sessions });
@@ -732,6 +846,16 @@ impl PeerHandler for Inbound {
                 other => Err(format!("unknown peer message kind {other}")),
             }
         })
+    }
+
+    fn closed(&self, from: u64) {
+        tokio::spawn(leader_loss::on_peer_closed(
+            self.raft.clone(),
+            self.log.clone(),
+            self.peers.clone(),
+            self.my_id,
+            from,
+        ));
     }
 }
 

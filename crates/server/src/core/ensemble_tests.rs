@@ -225,6 +225,45 @@ fn a_forwarded_write_is_answered_after_commit_and_later_reads_wait_for_it() {
     assert_eq!(p.follower.last_zxid(), p.leader.last_zxid());
 }
 
+/// A session's writes on a follower go to the leader at once, without waiting for the
+/// earlier ones to be applied (so one client's writes are pipelined, as in ZooKeeper); a
+/// read waits for every write before it, and a write after that read waits behind it.
+/// Replies come back in the client's order.
+#[test]
+fn a_follower_forwards_a_session_s_writes_without_waiting_and_answers_in_order() {
+    let mut p = Pair::new();
+    connected(&mut p);
+    p.send(request_body(1, create("/p1", CreateMode::Persistent)));
+    p.send(request_body(2, create("/p2", CreateMode::Persistent)));
+    p.send(request_body(3, create("/p1/c", CreateMode::Persistent)));
+    assert_eq!(p.in_flight.len(), 3, "all three writes reached the leader");
+    p.send(request_body(4, get_data("/p2", false)));
+    p.send(request_body(5, create("/p3", CreateMode::Persistent)));
+    assert_eq!(
+        p.in_flight.len(),
+        3,
+        "the write after a waiting read stays behind the read"
+    );
+    assert!(p.seen.is_empty(), "nothing answered before the commit");
+    p.commit();
+    let replies = |seen: &[Seen]| -> Vec<(i32, i32)> {
+        seen.iter()
+            .map(|s| match s {
+                Seen::Reply { xid, err } => (*xid, *err),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(replies(&p.seen), vec![(1, 0), (2, 0), (3, 0), (4, 0)]);
+    assert_eq!(p.in_flight.len(), 1, "the read released the last write");
+    p.commit();
+    assert_eq!(
+        replies(&p.seen),
+        vec![(1, 0), (2, 0), (3, 0), (4, 0), (5, 0)]
+    );
+    assert_eq!(p.follower.last_zxid(), p.leader.last_zxid());
+}
+
 #[test]
 fn a_failed_write_still_commits_its_error_and_answers_it() {
     let mut p = Pair::new();

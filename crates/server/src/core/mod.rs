@@ -243,6 +243,10 @@ struct Conn {
     wants_replay_gaps: bool,
     /// Requests forwarded to the leader whose outcome has not been applied here yet.
     forwarded: u32,
+    /// How many of those are client requests (writes and syncs, not a connect, revalidation
+    /// or read barrier): while they are all such, later ones may follow at once (see
+    /// `pipelines`).
+    forwarded_plain: u32,
     /// Frames that arrived while a forwarded request was outstanding: a client's requests are
     /// answered in order, so they wait for it (as ZooKeeper's commit processor does).
     queued: std::collections::VecDeque<Bytes>,
@@ -540,6 +544,7 @@ impl Core {
                 old_client: false,
                 wants_replay_gaps: false,
                 forwarded: 0,
+                forwarded_plain: 0,
                 reads_cleared: 0,
                 queued: Default::default(),
                 revalidating: None,
@@ -561,11 +566,13 @@ impl Core {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.forwarded > 0 {
+        let pipelined = c.forwarded > 0 && self.role == Role::Follower && pipelines(c, body);
+        if c.forwarded > 0 && !pipelined {
             // Answered after the forwarded request before it, in arrival order.
             c.queued.push_back(Bytes::copy_from_slice(body));
             return;
         }
+
         let Some(session) = c.session else {
             self.handle_connect(conn, body, now, step, false);
             return;
@@ -619,6 +626,9 @@ impl Core {
                         body: Bytes::copy_from_slice(body),
                     },
                 };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.forwarded_plain += 1;
+                }
                 self.forward(conn, session, request, step);
             }
             Ok(req) => self.dispatch(conn, session, header.xid, req, now, step),
@@ -886,6 +896,8 @@ impl Core {
     fn forward_done(&mut self, conn: ConnId, now: Now, step: &mut Step) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.forwarded = c.forwarded.saturating_sub(1);
+            // Either every outstanding forward was plain, or one that was not is all there was.
+            c.forwarded_plain = c.forwarded_plain.min(c.forwarded);
         }
         while let Some(c) = self.conns.get_mut(&conn) {
             if c.forwarded > 0 {
@@ -1728,6 +1740,28 @@ const CONFIG_NODE: &str = "/zookeeper/config";
 
 /// Requests a follower cannot answer alone: writes go through the leader, and `sync` must be
 /// ordered behind the leader's commits.
+/// Whether a follower may forward the request in `body` at once although `c` has forwarded
+/// requests outstanding: a client request that needs the leader, when everything outstanding
+/// is such a request too (not a session's connect or revalidation) and nothing waits in the
+/// queue (a read waiting for an earlier write keeps every later request behind it). The
+/// leader receives forwards in the order they were sent and commits them in that order, so
+/// their outcomes, and the replies, come back in the client's order — as ZooKeeper's
+/// followers pass writes on without waiting for the earlier ones.
+fn pipelines(c: &Conn, body: &[u8]) -> bool {
+    if c.session.is_none()
+        || c.revalidating.is_some()
+        || !c.queued.is_empty()
+        || c.forwarded != c.forwarded_plain
+    {
+        return false;
+    }
+    let mut r = Reader::new(body);
+    let Ok(header) = corral_proto::records::RequestHeader::read(&mut r) else {
+        return false;
+    };
+    matches!(Request::decode(header.op, r.rest()), Ok(req) if needs_leader(&req))
+}
+
 fn needs_leader(req: &Request) -> bool {
     req.is_write() || matches!(req, Request::Sync(_))
 }

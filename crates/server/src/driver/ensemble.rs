@@ -384,7 +384,6 @@ impl Driver {
     }
 
     fn on_applied(&mut self, entries: Vec<Applied>) {
-        let me = self.ensemble().my_id();
         for Applied {
             index,
             term,
@@ -396,67 +395,77 @@ impl Driver {
                 // Covered by the snapshot the state was loaded from.
                 continue;
             }
-            match payload {
-                None => {}
-                Some(Payload::SessionSecret(secret)) => {
-                    self.core.set_session_secret(secret);
-                    self.ensemble_mut().secret = Some(secret);
-                }
-                Some(Payload::Txn {
-                    zxid,
-                    record,
-                    origin,
-                }) => {
-                    let ready_term = self.ensemble().ready_term;
-                    let ours = ready_term.is_some_and(|t| (zxid >> 32) as u64 == t & 0xffff_ffff);
-                    if ours && zxid <= self.core.last_zxid() {
-                        // Prepared and applied here already: release what waited for it.
-                        self.durable_zxid = self.durable_zxid.max(zxid);
-                        self.release_durable();
-                    } else {
-                        if self.core.last_zxid() > self.durable_zxid {
-                            // Another leader's entry while ours were outstanding: they will
-                            // never commit. Back to the committed state first.
-                            self.step_down_and_rebuild();
-                        }
-                        let origin_conn = origin.filter(|o| o.member == me).map(|o| o.conn);
-                        match self.core.apply_committed(&record, origin_conn, core_now()) {
-                            Ok(step) => {
-                                self.durable_zxid = self.core.last_zxid();
-                                self.apply(step);
-                            }
-                            Err(e) => {
-                                tracing::error!(index, error = %e, "committed entry cannot be decoded; skipped")
-                            }
-                        }
-                    }
-                }
-                Some(Payload::Sync { origin, xid, path }) if origin.member == me => {
-                    let step = self.core.sync_done(origin.conn, xid, path, core_now());
-                    self.apply(step);
-                }
-                // Another member's client asked; that member answers it.
-                Some(Payload::Sync { .. }) => {}
-                Some(Payload::SessionMoved {
-                    session,
-                    to,
-                    timeout_ms,
-                    alive,
-                }) => {
-                    let resumed = (to.member == me).then_some((to.conn, timeout_ms));
-                    let step = self.core.session_moved(session, resumed, alive, core_now());
-                    self.apply(step);
-                }
-                Some(Payload::ReadBarrier { origin }) if origin.member == me => {
-                    let step = self.core.read_barrier_done(origin.conn, core_now());
-                    self.apply(step);
-                }
-                Some(Payload::ReadBarrier { .. }) => {}
+            for item in payload.map(Payload::into_items).unwrap_or_default() {
+                self.apply_payload(item, index);
             }
             self.ensemble_mut().applied = Some((index, term, leader));
         }
         if self.ensemble().parking() {
             self.maybe_take_snapshot_view();
+        }
+    }
+
+    /// One committed payload of entry `index` (a batch's items one by one).
+    fn apply_payload(&mut self, payload: Payload, index: u64) {
+        let me = self.ensemble().my_id();
+        match payload {
+            Payload::Batch(_) => {
+                tracing::error!(index, "nested batch in a committed entry; skipped")
+            }
+            Payload::SessionSecret(secret) => {
+                self.core.set_session_secret(secret);
+                self.ensemble_mut().secret = Some(secret);
+            }
+            Payload::Txn {
+                zxid,
+                record,
+                origin,
+            } => {
+                let ready_term = self.ensemble().ready_term;
+                let ours = ready_term.is_some_and(|t| (zxid >> 32) as u64 == t & 0xffff_ffff);
+                if ours && zxid <= self.core.last_zxid() {
+                    // Prepared and applied here already: release what waited for it.
+                    self.durable_zxid = self.durable_zxid.max(zxid);
+                    self.release_durable();
+                } else {
+                    if self.core.last_zxid() > self.durable_zxid {
+                        // Another leader's entry while ours were outstanding: they will
+                        // never commit. Back to the committed state first.
+                        self.step_down_and_rebuild();
+                    }
+                    let origin_conn = origin.filter(|o| o.member == me).map(|o| o.conn);
+                    match self.core.apply_committed(&record, origin_conn, core_now()) {
+                        Ok(step) => {
+                            self.durable_zxid = self.core.last_zxid();
+                            self.apply(step);
+                        }
+                        Err(e) => {
+                            tracing::error!(index, error = %e, "committed entry cannot be decoded; skipped")
+                        }
+                    }
+                }
+            }
+            Payload::Sync { origin, xid, path } if origin.member == me => {
+                let step = self.core.sync_done(origin.conn, xid, path, core_now());
+                self.apply(step);
+            }
+            // Another member's client asked; that member answers it.
+            Payload::Sync { .. } => {}
+            Payload::SessionMoved {
+                session,
+                to,
+                timeout_ms,
+                alive,
+            } => {
+                let resumed = (to.member == me).then_some((to.conn, timeout_ms));
+                let step = self.core.session_moved(session, resumed, alive, core_now());
+                self.apply(step);
+            }
+            Payload::ReadBarrier { origin } if origin.member == me => {
+                let step = self.core.read_barrier_done(origin.conn, core_now());
+                self.apply(step);
+            }
+            Payload::ReadBarrier { .. } => {}
         }
     }
 
@@ -617,14 +626,8 @@ impl Driver {
             self.close_conn(fwd.conn);
             return;
         };
-        let conn = fwd.conn;
-        let call = e.consensus.forward(leader, &fwd);
-        let failed = e.failed_forwards_tx.clone();
-        tokio::spawn(async move {
-            if let Err(why) = call.await {
-                let _ = failed.send((conn, why));
-            }
-        });
+        e.consensus
+            .forward(leader, &fwd, e.failed_forwards_tx.clone());
     }
 
     /// Every tick on a follower: the leader hears which sessions are alive here.
@@ -692,15 +695,16 @@ impl Driver {
             .log
             .payloads_blocking(from, upto + 1)
             .map_err(ServerError::Raft)?;
-        for (index, payload) in entries {
-            match payload {
-                Some(Payload::Txn { zxid, record, .. }) => core
-                    .apply_logged(&record)
-                    .map_err(|source| ServerError::Replay { zxid, source })?,
-                Some(Payload::SessionSecret(s)) => core.set_session_secret(s),
-                _ => {}
+        for (_index, payload) in entries {
+            for item in payload.map(Payload::into_items).unwrap_or_default() {
+                match item {
+                    Payload::Txn { zxid, record, .. } => core
+                        .apply_logged(&record)
+                        .map_err(|source| ServerError::Replay { zxid, source })?,
+                    Payload::SessionSecret(s) => core.set_session_secret(s),
+                    _ => {}
+                }
             }
-            let _ = index;
         }
         tracing::info!(
             last_zxid = format_args!("{:#x}", core.last_zxid()),

@@ -149,9 +149,16 @@ pub enum PeerError {
 pub trait PeerHandler: Send + Sync + 'static {
     /// Answers one request. `from` is the sender's member id (from its hello), `kind` the
     /// caller-defined message type. An `Err` reaches the caller as [`PeerError::Remote`].
-    /// Each call runs in its own task; it is dropped if the connection closes first.
+    /// Called in the order the requests arrived on a connection; the returned future runs in
+    /// its own task and is dropped if the connection closes first.
     fn handle(&self, from: u64, kind: u8, body: Bytes)
         -> BoxFuture<'static, Result<Bytes, String>>;
+
+    /// Member `from`'s connection to this member ended (not called when this server stops).
+    /// A peer that goes away closes its connections, so this is the first sign of its death.
+    fn closed(&self, from: u64) {
+        let _ = from;
+    }
 }
 
 /// Why reading or a handshake stopped.
@@ -392,10 +399,15 @@ struct Link {
 /// One established connection: the sending side. Its task holds the receiving side and
 /// ends (failing every call still waiting) when the socket breaks or the last `Conn` goes.
 struct Conn {
+    /// Unique in this process: tells connections to the same peer apart (see [`PeerLink`]).
+    id: u64,
     tx: mpsc::UnboundedSender<OutFrame>,
     shared: Arc<ConnShared>,
     next_request_id: AtomicU64,
 }
+
+/// Source of [`Conn::id`].
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 type Waiter = oneshot::Sender<Result<Bytes, PeerError>>;
 
@@ -537,6 +549,18 @@ impl PeerClient {
         result
     }
 
+    /// The open connection (connecting first if needed), for requests that must arrive in the
+    /// order they are sent: [`PeerLink::send`] queues a request at once, so requests sent one
+    /// after another on one link reach the peer in that order. `call` gives no such promise
+    /// (each call may wait for a connection on its own).
+    pub async fn link(&self) -> Result<PeerLink, PeerError> {
+        Ok(PeerLink {
+            conn: self.connection().await?,
+            max_frame_bytes: self.inner.limits.frame_limit(),
+            max_queued_bytes: self.inner.limits.max_queued_bytes,
+        })
+    }
+
     /// The open connection, opening one if needed, or `Unreachable` at once while a
     /// failed peer's backoff lasts.
     async fn connection(&self) -> Result<Arc<Conn>, PeerError> {
@@ -604,6 +628,57 @@ impl PeerClient {
     }
 }
 
+/// One connection to a peer, on which requests are queued in the order they are sent.
+pub struct PeerLink {
+    conn: Arc<Conn>,
+    max_frame_bytes: usize,
+    max_queued_bytes: usize,
+}
+
+impl PeerLink {
+    /// Tells connections apart: two links with the same id are the same connection. A caller
+    /// that needs order across requests sends them on one link; when it would have to use
+    /// another, the first one broke and requests queued on it may be lost.
+    pub fn id(&self) -> u64 {
+        self.conn.id
+    }
+
+    /// False once the connection broke: nothing sent on it is answered any more.
+    pub fn is_open(&self) -> bool {
+        self.conn.is_open()
+    }
+
+    /// Queues one request now (ahead of any sent later on this link) and returns the wait for
+    /// its answer. The wait has no time limit: wrap it in one.
+    pub fn send(
+        &self,
+        kind: u8,
+        body: Bytes,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Bytes, PeerError>> + Send + 'static,
+        PeerError,
+    > {
+        let len = FRAME_HEADER_BYTES + body.len();
+        if len > self.max_frame_bytes {
+            return Err(PeerError::FrameTooLarge {
+                len,
+                max: self.max_frame_bytes,
+            });
+        }
+        let (registration, answer) = self.conn.start_call(kind, body, self.max_queued_bytes)?;
+        let conn = self.conn.clone();
+        Ok(async move {
+            let result = match answer.await {
+                Ok(result) => result,
+                Err(_) => Err(PeerError::Closed),
+            };
+            // Held until the answer so the connection stays up while the request waits on it.
+            drop((registration, conn));
+            result
+        })
+    }
+}
+
 /// Connects, exchanges hellos and starts the connection's task. Errors are the reason, for
 /// `Unreachable`.
 async fn connect(
@@ -661,6 +736,7 @@ async fn connect(
         addr.to_string(),
     ));
     Ok(Arc::new(Conn {
+        id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
         tx,
         shared,
         next_request_id: AtomicU64::new(1),
@@ -866,6 +942,7 @@ async fn serve_peer(
         _ = conn.too_slow.notified() => "peer is not reading its answers".to_string(),
     };
     tracing::debug!(my_id, %remote, peer_id, %reason, aborted_requests = requests.len(), "peer connection ended");
+    conn.handler.closed(peer_id);
 }
 
 /// What the request tasks of one connection share.
@@ -922,11 +999,18 @@ async fn read_requests(
         };
         let InFrame { id, kind, body, .. } = frame;
         let conn = conn.clone();
+        // `handle` is called here, in arrival order, so whatever it does before returning its
+        // future (forwarded client requests are queued for the driver then) keeps the order
+        // in which the peer sent the requests. A panic while building the future is caught
+        // like one while running it.
+        let handling = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            conn.handler.handle(conn.peer_id, kind, body)
+        }));
         requests.spawn(async move {
-            // `handle` itself is called inside, so a panic while building the future is
-            // caught too.
-            let handling = async { conn.handler.handle(conn.peer_id, kind, body).await };
-            let outcome = AssertUnwindSafe(handling).catch_unwind().await;
+            let outcome = match handling {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(panic) => Err(panic),
+            };
             drop(permit);
             let answer = match outcome {
                 Ok(Ok(body)) if FRAME_HEADER_BYTES + body.len() <= conn.max_frame_bytes => {
