@@ -47,6 +47,7 @@ fn three_members_under_kill_pause_and_partition_show_no_anomaly() {
         work_root: std::env::temp_dir(),
         keep: false,
         binary: Some(binary),
+        target: Default::default(),
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     // On timeout the run's future is dropped, which kills the members and removes the
