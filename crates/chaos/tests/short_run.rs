@@ -1,6 +1,7 @@
 //! A short fault-injection run in the test suite: three real members, every workload and
-//! checker, kills, pauses and (with network namespaces) partitions; any anomaly fails the
-//! test and keeps the run directory for `corral-chaos check`.
+//! checker (the kazoo-set workload too: it needs /usr/bin/python3 with python3-kazoo, which
+//! scripts/test installs), kills, pauses and (with network namespaces) partitions; any anomaly
+//! fails the test and keeps the run directory for `corral-chaos check`.
 
 use std::path::PathBuf;
 use std::process::Command;
