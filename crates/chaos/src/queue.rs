@@ -132,7 +132,7 @@ async fn dequeue(ctx: &Ctx, c: &Client, process: u32) {
 /// Empties the queue after the workload tasks stopped, recording one `QueueDrain` op: `ok`
 /// if the queue was seen empty before `deadline`, else `info`.
 pub async fn drain(client: &Client, rec: &Recorder, process: u32, deadline: Instant) {
-    const OP_TIMEOUT: Duration = Duration::from_secs(5);
+    const OP_TIMEOUT: Duration = Duration::from_millis(crate::runner::OP_TIMEOUT_MS);
     let queue = dir();
     let t0 = rec.now_ns();
     let mut taken = Vec::new();
