@@ -108,9 +108,19 @@ impl Member {
     }
 }
 
+/// What the members run.
+#[derive(Debug, Clone)]
+pub enum Server {
+    /// `corral server` from this binary.
+    Corral(PathBuf),
+    /// Apache ZooKeeper's QuorumPeerMain through this `scripts/apache-zk` (the reference run;
+    /// see `crate::apache`).
+    Apache(PathBuf),
+}
+
 pub struct Ensemble {
     pub members: Vec<Member>,
-    binary: PathBuf,
+    server: Server,
     /// Declared last so it is dropped after the processes are gone.
     pub network: Option<Network>,
 }
@@ -129,6 +139,16 @@ impl Ensemble {
         root: &Path,
         n: usize,
         binary: PathBuf,
+        network: Option<Network>,
+    ) -> Result<Ensemble, EnsembleError> {
+        Ensemble::start_server(root, n, Server::Corral(binary), network)
+    }
+
+    /// [`Ensemble::start`] for either implementation.
+    pub fn start_server(
+        root: &Path,
+        n: usize,
+        server: Server,
         network: Option<Network>,
     ) -> Result<Ensemble, EnsembleError> {
         let mut members = Vec::with_capacity(n);
@@ -165,12 +185,16 @@ impl Ensemble {
                 paused: false,
             });
         }
+        let extra = match &server {
+            Server::Corral(_) => "",
+            Server::Apache(_) => crate::apache::EXTRA_CONFIG,
+        };
         for m in &members {
-            write_config(&members, m)?;
+            write_config(&members, m, extra)?;
         }
         let mut ens = Ensemble {
             members,
-            binary,
+            server,
             network,
         };
         for id in ens.ids() {
@@ -207,7 +231,10 @@ impl Ensemble {
 
     /// Starts member `id` if it is not running; its output is appended to its log.
     pub fn restart(&mut self, id: u64) -> Result<(), EnsembleError> {
-        let binary = self.binary.clone();
+        let (program, mut args): (PathBuf, Vec<std::ffi::OsString>) = match &self.server {
+            Server::Corral(binary) => (binary.clone(), vec!["server".into(), "--config".into()]),
+            Server::Apache(script) => crate::apache::program(script),
+        };
         let m = self.member_mut(id);
         if m.child.is_some() {
             return Ok(());
@@ -220,19 +247,20 @@ impl Ensemble {
             .map_err(io_err(format!("opening {}", log_path.display())))?;
         let _ = writeln!(log, "===== corral-chaos: starting member {id} =====");
         let log_err = log.try_clone().map_err(io_err("cloning a log handle"))?;
+        args.push(m.dir.join("zoo.cfg").into());
         let mut cmd = match &m.namespace {
-            // `ip netns exec` execs the program in place, so the pid is the server's.
+            // `ip netns exec` execs the program in place (and scripts/apache-zk execs java), so
+            // the pid is the server's.
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&binary);
+                c.args(["netns", "exec", ns]).arg(&program);
                 c
             }
-            None => Command::new(&binary),
+            None => Command::new(&program),
         };
-        cmd.arg("server")
-            .arg("--config")
-            .arg(m.dir.join("zoo.cfg"))
+        cmd.args(&args)
             .env("RUST_LOG", "info")
+            .env("ZK_JAVA_OPTS", crate::apache::JAVA_OPTS)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -357,7 +385,8 @@ impl Drop for Ensemble {
     }
 }
 
-fn write_config(members: &[Member], me: &Member) -> Result<(), EnsembleError> {
+/// `extra` is appended verbatim (settings only one implementation reads).
+fn write_config(members: &[Member], me: &Member, extra: &str) -> Result<(), EnsembleError> {
     let data = me.dir.join("data");
     fs::create_dir_all(&data).map_err(io_err(format!("creating {}", data.display())))?;
     let mut text = format!(
@@ -376,6 +405,7 @@ fn write_config(members: &[Member], me: &Member) -> Result<(), EnsembleError> {
             m.id, m.ip, m.peer_port, m.election_port, m.ip, m.client_port
         ));
     }
+    text.push_str(extra);
     fs::write(data.join("myid"), format!("{}\n", me.id)).map_err(io_err("writing myid"))?;
     fs::write(me.dir.join("zoo.cfg"), text).map_err(io_err("writing zoo.cfg"))
 }

@@ -76,6 +76,19 @@ pub enum Call {
         path: String,
         present: Option<bool>,
     },
+    /// Create of the persistent-sequential queue node carrying `elem`.
+    QueueEnqueue { elem: u64 },
+    /// Take the lowest queue node by deleting it. `ok`: `elem` was removed by this op;
+    /// `info`: the delete of `elem` may or may not have happened; `fail`: nothing was removed
+    /// (`elem` is then `None`: the queue looked empty or no delete was sent).
+    QueueDequeue { elem: Option<u64> },
+    /// The queue drained after healing: the elements this drain removed, lowest first. `ok`
+    /// when the drain saw the queue empty at the end, `info` when it gave up before.
+    QueueDrain { elems: Vec<u64> },
+    /// A kazoo client's create of the unique znode for `elem` (`crate::kazoo`).
+    KazooSetAdd { elem: u64 },
+    /// The kazoo set's members read after healing.
+    KazooSetFinal { elems: Vec<u64> },
 }
 
 /// The workloads; each checker looks at the ops of one workload.
@@ -89,10 +102,12 @@ pub enum Workload {
     Lock,
     Watch,
     Session,
+    Queue,
+    KazooSet,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 9] = [
         Workload::Register,
         Workload::Set,
         Workload::Ids,
@@ -100,6 +115,8 @@ impl Workload {
         Workload::Lock,
         Workload::Watch,
         Workload::Session,
+        Workload::Queue,
+        Workload::KazooSet,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +128,8 @@ impl Workload {
             Workload::Lock => "lock",
             Workload::Watch => "watch",
             Workload::Session => "session",
+            Workload::Queue => "queue",
+            Workload::KazooSet => "kazoo-set",
         }
     }
 
@@ -137,6 +156,10 @@ impl Call {
             Call::EphemeralCreate { .. }
             | Call::SessionEnded { .. }
             | Call::EphemeralRead { .. } => Workload::Session,
+            Call::QueueEnqueue { .. } | Call::QueueDequeue { .. } | Call::QueueDrain { .. } => {
+                Workload::Queue
+            }
+            Call::KazooSetAdd { .. } | Call::KazooSetFinal { .. } => Workload::KazooSet,
         }
     }
 }

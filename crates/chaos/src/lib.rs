@@ -7,14 +7,19 @@
 //!   fencing tokens, watch streams, sessions);
 //! - [`ensemble`], [`net`] — member processes and their network namespaces;
 //! - [`nemesis`] — the fault schedule and its execution;
-//! - [`workload`] — the client tasks;
-//! - [`runner`] — one run from start to verdict, and the results table.
+//! - [`workload`] — the client tasks; [`queue`] — the queue workload and its final drain;
+//! - [`runner`] — one run from start to verdict, and the results table;
+//! - [`apache`] — the reference run against Apache ZooKeeper (`--target apache`);
+//! - [`kazoo`] — a workload run by a third-party client (kazoo, Python).
 
+pub mod apache;
 pub mod check;
 pub mod ensemble;
 pub mod history;
+pub mod kazoo;
 pub mod nemesis;
 pub mod net;
+pub mod queue;
 pub mod runner;
 pub mod workload;
 

@@ -13,8 +13,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::watch;
 
+use crate::apache::{self, Target};
 use crate::check::{self, Counts, WorkloadResult};
-use crate::ensemble::{find_corral_binary, Ensemble, EnsembleError};
+use crate::ensemble::{find_corral_binary, Ensemble, EnsembleError, Server};
 use crate::history::{self, Call, HistoryError, Op, Outcome, Recorder, Workload};
 use crate::nemesis::{self, Fault, FaultWindow, NemesisError, Step};
 use crate::net::{NetError, Network};
@@ -49,6 +50,8 @@ pub struct RunConfig {
     /// Keep the run directory even when the run is clean.
     pub keep: bool,
     pub binary: Option<PathBuf>,
+    /// Corral, or Apache ZooKeeper as the reference (`binary` is then unused).
+    pub target: Target,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,9 @@ pub struct RunOutcome {
     pub faults_run: Vec<Fault>,
     /// Op counts per workload and phase (which fault was active when the op was invoked).
     pub phases: Vec<PhaseCounts>,
+    /// Reference runs only: watch-checker lines moved to the notes as ZooKeeper's known
+    /// behaviour ([`crate::apache::reclassify_known`]).
+    pub known_apache_behaviour: usize,
 }
 
 /// Op counts of one workload during one phase of the run.
@@ -132,17 +138,22 @@ fn progress(start: Instant, msg: &str) {
 
 pub async fn run(cfg: RunConfig) -> Result<RunOutcome, RunError> {
     let start = Instant::now();
-    let binary = match &cfg.binary {
-        Some(b) => b.clone(),
-        None => find_corral_binary()?,
+    let server = match (cfg.target, &cfg.binary) {
+        (Target::Apache, _) => Server::Apache(apache::find_script()?),
+        (Target::Corral, Some(b)) => Server::Corral(b.clone()),
+        (Target::Corral, None) => Server::Corral(find_corral_binary()?),
     };
     fs::create_dir_all(&cfg.work_root).map_err(io_err("creating the work root"))?;
     let dir = tempfile::Builder::new()
-        .prefix(&format!("corral-chaos-seed{}-", cfg.seed))
+        .prefix(&format!(
+            "corral-chaos-{}-seed{}-",
+            cfg.target.name(),
+            cfg.seed
+        ))
         .tempdir_in(&cfg.work_root)
         .map_err(io_err("creating the run directory"))?;
     let rec = Recorder::new(start);
-    match run_in(&cfg, dir.path(), binary, &rec).await {
+    match run_in(&cfg, dir.path(), server, &rec).await {
         Ok(mut outcome) => {
             if outcome.anomalies() > 0 || cfg.keep {
                 outcome.kept_dir = Some(dir.keep());
@@ -176,7 +187,7 @@ impl Drop for AbortOnDrop {
 async fn run_in(
     cfg: &RunConfig,
     dir: &Path,
-    binary: PathBuf,
+    server: Server,
     rec: &Recorder,
 ) -> Result<RunOutcome, RunError> {
     let start = rec.start();
@@ -214,11 +225,15 @@ async fn run_in(
         "packet delay/loss nemesis: not built yet (RELIABILITY.md)",
     );
 
-    let mut ens = Ensemble::start(dir, cfg.members, binary, network)?;
+    let mut ens = Ensemble::start_server(dir, cfg.members, server, network)?;
     let leader = ens.wait_stable(STABLE_PATIENCE).await?;
     progress(
         start,
-        &format!("{} members up, leader {leader}", cfg.members),
+        &format!(
+            "{} {} members up, leader {leader}",
+            cfg.members,
+            cfg.target.name()
+        ),
     );
     let connect_string = ens.connect_string();
 
@@ -338,9 +353,13 @@ async fn run_in(
     drop(ens);
     progress(start, &format!("checking {} ops", ops.len()));
     let phases = phases(&ops, &windows);
-    let results = tokio::task::spawn_blocking(move || check::check_all(&ops))
+    let mut results = tokio::task::spawn_blocking(move || check::check_all(&ops))
         .await
         .expect("the checkers do not panic");
+    let known_apache_behaviour = match cfg.target {
+        Target::Apache => apache::reclassify_known(&mut results),
+        Target::Corral => 0,
+    };
     Ok(RunOutcome {
         results,
         skipped,
@@ -348,6 +367,7 @@ async fn run_in(
         kept_dir: None,
         faults_run: faults,
         phases,
+        known_apache_behaviour,
     })
 }
 
@@ -432,6 +452,31 @@ async fn final_reads(
         .await;
         let _ = final_zxid.send(got.map(|(_, stat)| stat.mzxid));
     }
+    if workloads.contains(&Workload::KazooSet) {
+        let path = crate::kazoo::dir();
+        let t0 = rec.now_ns();
+        let kids = retry(deadline, || async {
+            client.sync(&path).await?;
+            client.children(&path).await
+        })
+        .await;
+        if let Some((kids, _)) = kids {
+            let elems = kids
+                .iter()
+                .filter_map(|k| k.strip_prefix('e')?.parse().ok())
+                .collect();
+            rec.finish(
+                PROCESS,
+                t0,
+                Outcome::Ok,
+                Call::KazooSetFinal { elems },
+                None,
+            );
+        }
+    }
+    if workloads.contains(&Workload::Queue) {
+        crate::queue::drain(&client, rec, PROCESS, deadline).await;
+    }
     client.close().await;
 }
 
@@ -449,6 +494,7 @@ fn write_artifacts(
         .map_err(io_err("writing the fault windows"))?;
     history::save(&dir.join("history.jsonl"), ops)?;
     let mut meta = String::new();
+    let _ = writeln!(meta, "target={}", cfg.target.name());
     let _ = writeln!(meta, "seed={}", cfg.seed);
     let _ = writeln!(meta, "members={}", cfg.members);
     let _ = writeln!(meta, "time_ms={}", cfg.time.as_millis());

@@ -58,14 +58,14 @@ pub fn classify(e: &Error) -> Outcome {
     }
 }
 
-fn error_text(e: &Error) -> String {
+pub(crate) fn error_text(e: &Error) -> String {
     match e {
         Error::Zk(ZkError::BadVersion) => BAD_VERSION.to_string(),
         e => e.to_string(),
     }
 }
 
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     ctx: &Ctx,
     fut: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
@@ -76,13 +76,13 @@ async fn bounded<T>(
 }
 
 /// A task's session, reconnected when it ends.
-struct Session {
+pub(crate) struct Session {
     client: Option<Client>,
     timeout: Duration,
 }
 
 impl Session {
-    fn new(timeout: Duration) -> Session {
+    pub(crate) fn new(timeout: Duration) -> Session {
         Session {
             client: None,
             timeout,
@@ -90,7 +90,7 @@ impl Session {
     }
 
     /// The live client, connecting a new session if there is none; `None` once stopped.
-    async fn get(&mut self, ctx: &Ctx) -> Option<Client> {
+    pub(crate) async fn get(&mut self, ctx: &Ctx) -> Option<Client> {
         if ctx.stopped() {
             return None;
         }
@@ -127,7 +127,7 @@ impl Session {
     }
 }
 
-async fn think() {
+pub(crate) async fn think() {
     tokio::time::sleep(Duration::from_millis(THINK_MS)).await;
 }
 
@@ -146,6 +146,8 @@ pub async fn setup(client: &Client) -> Result<(), Error> {
         ("guard", b"0"),
         ("watched", b"0"),
         ("sess", b""),
+        ("queue", b""),
+        ("kset", b""),
     ] {
         nodes.push((format!("{ROOT}/{name}"), data));
     }
@@ -168,6 +170,8 @@ pub async fn run_task(ctx: Ctx, workload: Workload, process: u32) {
         Workload::Lock => lock(ctx, process).await,
         Workload::Watch => watch_writer(ctx, process).await,
         Workload::Session => session(ctx, process).await,
+        Workload::Queue => crate::queue::run(ctx, process).await,
+        Workload::KazooSet => crate::kazoo::run(ctx, process).await,
     }
 }
 
@@ -254,7 +258,7 @@ async fn register(ctx: Ctx, process: u32) {
     }
 }
 
-fn outcome_of<T>(r: &Result<T, Error>) -> (Outcome, Option<String>) {
+pub(crate) fn outcome_of<T>(r: &Result<T, Error>) -> (Outcome, Option<String>) {
     match r {
         Ok(_) => (Outcome::Ok, None),
         Err(e) => (classify(e), Some(error_text(e))),
@@ -281,7 +285,7 @@ async fn set(ctx: Ctx, process: u32) {
 }
 
 /// The sequence number ZooKeeper appends to a sequential node's name (10 digits).
-fn sequence_of(path: &str) -> Option<i64> {
+pub(crate) fn sequence_of(path: &str) -> Option<i64> {
     let digits = path.get(path.len().checked_sub(10)?..)?;
     digits.parse().ok()
 }

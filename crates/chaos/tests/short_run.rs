@@ -1,6 +1,7 @@
 //! A short fault-injection run in the test suite: three real members, every workload and
-//! checker, kills, pauses and (with network namespaces) partitions; any anomaly fails the
-//! test and keeps the run directory for `corral-chaos check`.
+//! checker (the kazoo-set workload too: it needs /usr/bin/python3 with python3-kazoo, which
+//! scripts/test installs), kills, pauses and (with network namespaces) partitions; any anomaly
+//! fails the test and keeps the run directory for `corral-chaos check`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -47,6 +48,7 @@ fn three_members_under_kill_pause_and_partition_show_no_anomaly() {
         work_root: std::env::temp_dir(),
         keep: false,
         binary: Some(binary),
+        target: Default::default(),
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     // On timeout the run's future is dropped, which kills the members and removes the

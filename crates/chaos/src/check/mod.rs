@@ -8,6 +8,7 @@ pub mod counter;
 pub mod fencing;
 pub mod ids;
 pub mod linear;
+pub mod queue;
 pub mod session;
 pub mod set;
 pub mod watch;
@@ -81,6 +82,8 @@ pub fn check_all_with(history: &[Op], linear_budget: usize) -> Vec<WorkloadResul
             Workload::Lock => fencing::check(&ops),
             Workload::Watch => watch::check(&ops),
             Workload::Session => session::check(&ops),
+            Workload::Queue => queue::check(&ops),
+            Workload::KazooSet => crate::kazoo::check(&ops),
         };
         results.push(WorkloadResult {
             workload,
