@@ -635,17 +635,29 @@ async fn steer(ens: &mut Ensemble, control: &str) -> String {
 /// How long a JVM member may take to start and join its ensemble on a loaded machine.
 const APACHE_PATIENCE: Duration = Duration::from_secs(120);
 
+/// JVM flags of every Apache member: a small heap and quick start-up on a shared machine.
+const APACHE_JAVA_OPTS: &str = "-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1";
+
 /// An Apache ZooKeeper ensemble from the Debian package (`scripts/apache-zk --quorum`), on
 /// loopback, with the same kind of `server.N` lines as [`Ensemble`]. Killed when dropped.
 pub struct ApacheEnsemble {
     /// (client, peer, election) ports per member, member i + 1 at index i.
     pub ports: Vec<(u16, u16, u16)>,
-    children: Vec<Child>,
+    /// Running members' processes, member i + 1 at index i (`None` while killed).
+    children: Vec<Option<Child>>,
+    /// Extra JVM flags of every member (system properties such as `-Dreadonlymode.enabled`).
+    java_opts: String,
     root: tempfile::TempDir,
 }
 
 impl ApacheEnsemble {
     pub async fn start(n: usize) -> ApacheEnsemble {
+        ApacheEnsemble::start_with(n, "").await
+    }
+
+    /// [`ApacheEnsemble::start`] with `java_opts` added to every member's JVM flags; waits
+    /// until one member leads and the others follow.
+    pub async fn start_with(n: usize, java_opts: &str) -> ApacheEnsemble {
         let root = tempfile::Builder::new()
             .prefix("corral-apache-ensemble-")
             .tempdir()
@@ -659,49 +671,77 @@ impl ApacheEnsemble {
             .enumerate()
             .map(|(i, (c, p, e))| format!("server.{}=127.0.0.1:{p}:{e};127.0.0.1:{c}\n", i + 1))
             .collect();
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/apache-zk");
-        let mut children = Vec::new();
         for i in 0..n {
             let dir = root.path().join(format!("member-{}", i + 1));
             let data = dir.join("data");
             fs::create_dir_all(&data).expect("member dir");
             fs::write(data.join("myid"), format!("{}\n", i + 1)).expect("myid");
-            let cfg = dir.join("zoo.cfg");
             fs::write(
-                &cfg,
+                dir.join("zoo.cfg"),
                 format!(
                     "tickTime={TICK_TIME_MS}\ninitLimit=10\nsyncLimit=5\ndataDir={}\n\
-                     4lw.commands.whitelist=*\nadmin.enableServer=false\n{servers}",
+                     4lw.commands.whitelist=*\nadmin.enableServer=false\nmaxClientCnxns=0\n{servers}",
                     data.display()
                 ),
             )
             .expect("zoo.cfg");
-            let log = fs::File::create(dir.join("stderr.log")).expect("log file");
-            children.push(
-                Command::new("bash")
-                    .arg(&script)
-                    .arg("--quorum")
-                    .arg(&cfg)
-                    .env(
-                        "ZK_JAVA_OPTS",
-                        "-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1",
-                    )
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .expect("run scripts/apache-zk --quorum"),
-            );
         }
-        let zk = ApacheEnsemble {
+        let mut zk = ApacheEnsemble {
             ports,
-            children,
+            children: (0..n).map(|_| None).collect(),
+            java_opts: java_opts.to_string(),
             root,
         };
+        for id in 1..=n as u64 {
+            zk.restart(id);
+        }
+        zk.wait_stable().await;
+        zk
+    }
+
+    /// Starts member `id` (again) on its directory; its stderr is appended to its log.
+    pub fn restart(&mut self, id: u64) {
+        let i = id as usize - 1;
+        assert!(self.children[i].is_none(), "Apache member {id} is running");
+        let dir = self.root.path().join(format!("member-{id}"));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stderr.log"))
+            .expect("log file");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/apache-zk");
+        // scripts/apache-zk execs java, so the child is the JVM itself and SIGKILL reaches it.
+        let child = Command::new("bash")
+            .arg(&script)
+            .arg("--quorum")
+            .arg(dir.join("zoo.cfg"))
+            .env(
+                "ZK_JAVA_OPTS",
+                format!("{APACHE_JAVA_OPTS} {}", self.java_opts),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run scripts/apache-zk --quorum");
+        self.children[i] = Some(child);
+    }
+
+    /// SIGKILL and reap member `id`.
+    pub fn kill9(&mut self, id: u64) {
+        if let Some(mut c) = self.children[id as usize - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until one running member leads and the other running ones follow.
+    pub async fn wait_stable(&self) {
+        let running = self.children.iter().filter(|c| c.is_some()).count();
         let deadline = Instant::now() + APACHE_PATIENCE;
         loop {
             let mut modes = Vec::new();
-            for (c, _, _) in &zk.ports {
+            for (c, _, _) in &self.ports {
                 modes.push(
                     four_letter_word(*c, "srvr")
                         .await
@@ -717,13 +757,13 @@ impl ApacheEnsemble {
                 .iter()
                 .filter(|m| m.as_deref() == Some("follower"))
                 .count();
-            if leaders == 1 && leaders + followers == n {
-                return zk;
+            if leaders == 1 && leaders + followers == running {
+                return;
             }
             if Instant::now() > deadline {
                 panic!(
                     "Apache ZooKeeper ensemble did not form within {APACHE_PATIENCE:?}: {modes:?}\n{}",
-                    zk.logs()
+                    self.logs()
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -746,7 +786,7 @@ impl ApacheEnsemble {
         out
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         let mut out = String::new();
         for i in 0..self.ports.len() {
             let path = self
@@ -762,9 +802,8 @@ impl ApacheEnsemble {
 
 impl Drop for ApacheEnsemble {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
+        for id in 1..=self.children.len() as u64 {
+            self.kill9(id);
         }
     }
 }
