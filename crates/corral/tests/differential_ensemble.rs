@@ -510,6 +510,15 @@ async fn read_only_mode_looks_like_apache_zookeeper_s() {
             corral_view, zk_view,
             "read-only mode (Corral, then ZooKeeper)"
         );
+        // What ZooKeeper's read-only mode is meant to do (and Apache's 3.8.0 does not, see
+        // `ReadOnlyView::alone`): the session resumes read-only, reads are served, writes
+        // are refused with NotReadOnly.
+        let alone = &corral_view.alone;
+        assert_eq!(alone.state, SessionState::ConnectedReadOnly, "{alone:#?}");
+        assert!(alone.same_session, "{alone:#?}");
+        assert_eq!(alone.read, Ok(b"kept".to_vec()), "{alone:#?}");
+        assert_eq!(alone.children, Ok(vec!["child".to_string()]), "{alone:#?}");
+        assert_eq!(alone.write, Err("NotReadOnly".to_string()), "{alone:#?}");
         corral.stop_all();
     };
     if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
