@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ensemble_support::{run_steering_suite, Ensemble};
+use ensemble_support::{run_steering_suite, ApacheEnsemble, Ensemble};
 use support::{
     build_go_suite, repo_root, require_file, require_kazoo, require_program, run_suite, Server,
 };
@@ -111,6 +111,27 @@ async fn curator_against_an_ensemble() {
     run_steering_suite(
         &mut ens,
         "Curator ensemble",
+        tokio::process::Command::new("java")
+            .current_dir(repo_root())
+            .args(CLIENT_JVM_FLAGS)
+            .arg("-cp")
+            .arg(&classpath)
+            .arg("CuratorSuite")
+            .arg(hosts)
+            .arg("ensemble"),
+    )
+    .await;
+}
+
+/// The same Curator suite against Apache ZooKeeper: the reference for what it expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curator_against_an_apache_ensemble() {
+    let (_classes, classpath) = build_curator_suite();
+    let mut zk = ApacheEnsemble::start(3).await;
+    let hosts = (1..=3).map(|id| zk.addr(id)).collect::<Vec<_>>().join(",");
+    run_steering_suite(
+        &mut zk,
+        "Curator Apache ensemble",
         tokio::process::Command::new("java")
             .current_dir(repo_root())
             .args(CLIENT_JVM_FLAGS)

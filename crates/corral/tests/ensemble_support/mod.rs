@@ -535,7 +535,11 @@ const CONTROL_PREFIX: &str = "@@ ";
 ///
 /// Like `support::run_suite`, the suite passes when it exits 0 and its last line is
 /// `N passed, 0 failed` with N > 0.
-pub async fn run_steering_suite(ens: &mut Ensemble, name: &str, cmd: &mut tokio::process::Command) {
+pub async fn run_steering_suite(
+    ens: &mut impl Steerable,
+    name: &str,
+    cmd: &mut tokio::process::Command,
+) {
     use tokio::io::AsyncBufReadExt;
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -581,7 +585,7 @@ pub async fn run_steering_suite(ens: &mut Ensemble, name: &str, cmd: &mut tokio:
         Ok(status) => status,
         Err(_) => panic!(
             "{name} suite did not finish within {SUITE_LIMIT:?}:\n{output}\n{stderr}\n{}",
-            ens.log_tails()
+            ens.diagnostics()
         ),
     };
     let summary = output
@@ -593,37 +597,96 @@ pub async fn run_steering_suite(ens: &mut Ensemble, name: &str, cmd: &mut tokio:
     assert!(
         status.success() && clean,
         "{name} suite failed ({status}, summary {summary:?}):\n--- stdout\n{output}\n--- stderr\n{stderr}\n{}",
-        ens.log_tails()
+        ens.diagnostics()
     );
 }
 
+/// An ensemble that [`run_steering_suite`] can steer: Corral's or Apache ZooKeeper's, so one
+/// suite runs against both.
+// The harness's own trait, used with concrete types only: the futures need no `Send` bound.
+#[allow(async_fn_in_trait)]
+pub trait Steerable {
+    /// Waits until the running members agree on one leader; returns its id.
+    async fn stable_leader(&mut self) -> u64;
+    /// SIGKILL member `id`.
+    fn kill_member(&mut self, id: u64);
+    /// Starts killed member `id` again (no wait).
+    fn restart_member(&mut self, id: u64);
+    /// Client address (`127.0.0.1:port`) of member `id`.
+    fn addr_of(&self, id: u64) -> String;
+    /// The member whose client address is `addr`.
+    fn id_at(&self, addr: &str) -> Option<u64>;
+    /// The members' logs, for a failure message.
+    fn diagnostics(&self) -> String;
+}
+
+impl Steerable for Ensemble {
+    async fn stable_leader(&mut self) -> u64 {
+        self.wait_stable().await
+    }
+    fn kill_member(&mut self, id: u64) {
+        self.kill9(id);
+    }
+    fn restart_member(&mut self, id: u64) {
+        self.restart(id);
+    }
+    fn addr_of(&self, id: u64) -> String {
+        self.member(id).addr()
+    }
+    fn id_at(&self, addr: &str) -> Option<u64> {
+        self.member_by_addr(addr)
+    }
+    fn diagnostics(&self) -> String {
+        self.log_tails()
+    }
+}
+
+impl Steerable for ApacheEnsemble {
+    async fn stable_leader(&mut self) -> u64 {
+        self.wait_stable().await
+    }
+    fn kill_member(&mut self, id: u64) {
+        self.kill9(id);
+    }
+    fn restart_member(&mut self, id: u64) {
+        self.restart(id);
+    }
+    fn addr_of(&self, id: u64) -> String {
+        self.addr(id)
+    }
+    fn id_at(&self, addr: &str) -> Option<u64> {
+        (1..=self.ports.len() as u64).find(|id| self.addr(*id) == addr)
+    }
+    fn diagnostics(&self) -> String {
+        self.logs()
+    }
+}
+
 /// Carries out one control line of [`run_steering_suite`]; returns the answer line.
-async fn steer(ens: &mut Ensemble, control: &str) -> String {
+async fn steer(ens: &mut impl Steerable, control: &str) -> String {
     let (verb, arg) = control.split_once(' ').unwrap_or((control, ""));
-    let member_at = |ens: &Ensemble, addr: &str| {
-        ens.member_by_addr(addr)
-            .unwrap_or_else(|| panic!("suite named {addr:?}, which is no member"))
-    };
+    let member =
+        |id: Option<u64>| id.unwrap_or_else(|| panic!("suite named {arg:?}, which is no member"));
     match verb {
         "kill-leader" => {
-            let leader = ens.leader().await;
-            ens.kill9(leader);
-            ens.wait_stable().await;
-            format!("killed {}", ens.member(leader).addr())
+            let leader = ens.stable_leader().await;
+            ens.kill_member(leader);
+            ens.stable_leader().await;
+            format!("killed {}", ens.addr_of(leader))
         }
         "kill" => {
-            let id = member_at(ens, arg);
-            ens.kill9(id);
+            let id = member(ens.id_at(arg));
+            ens.kill_member(id);
             "ok".to_string()
         }
         "restart" => {
-            let id = member_at(ens, arg);
-            ens.restart(id);
+            let id = member(ens.id_at(arg));
+            ens.restart_member(id);
             "ok".to_string()
         }
         "wait-stable" => {
-            let leader = ens.wait_stable().await;
-            format!("leader {}", ens.member(leader).addr())
+            let leader = ens.stable_leader().await;
+            format!("leader {}", ens.addr_of(leader))
         }
         other => panic!("unknown control line from the suite: {other:?}"),
     }
@@ -735,8 +798,9 @@ impl ApacheEnsemble {
         }
     }
 
-    /// Waits until one running member leads and the other running ones follow.
-    pub async fn wait_stable(&self) {
+    /// Waits until one running member leads and the other running ones follow; returns the
+    /// leader's id.
+    pub async fn wait_stable(&self) -> u64 {
         let running = self.children.iter().filter(|c| c.is_some()).count();
         let deadline = Instant::now() + APACHE_PATIENCE;
         loop {
@@ -758,7 +822,8 @@ impl ApacheEnsemble {
                 .filter(|m| m.as_deref() == Some("follower"))
                 .count();
             if leaders == 1 && leaders + followers == running {
-                return;
+                let leader = modes.iter().position(|m| m.as_deref() == Some("leader"));
+                return leader.expect("one leader") as u64 + 1;
             }
             if Instant::now() > deadline {
                 panic!(
