@@ -8,7 +8,7 @@ mod ensemble_support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use corral_client::Client;
+use corral_client::{Client, CreateMode, SessionState};
 use corral_proto::records::CreateRequest;
 use corral_proto::{OpCode, Request};
 use durability_support::{CallError, Client as RawClient};
@@ -220,6 +220,305 @@ async fn an_ensemble_looks_like_apache_zookeeper_s() {
             corral_moved, zk_moved,
             "a stale write after a session moved"
         );
+        corral.stop_all();
+    };
+    if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
+        panic!("test did not finish within {TEST_LIMIT:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Read-only mode
+
+/// The ensemble operations the read-only comparison needs, on either side.
+trait Members {
+    fn addr(&self, id: u64) -> String;
+    fn kill(&mut self, id: u64);
+    fn restart(&mut self, id: u64);
+    async fn wait_stable(&mut self);
+    async fn a_follower(&mut self) -> u64;
+    /// What the members logged, for a failure message.
+    fn logs(&self) -> String;
+}
+
+impl Members for Ensemble {
+    fn addr(&self, id: u64) -> String {
+        self.member(id).addr()
+    }
+    fn kill(&mut self, id: u64) {
+        self.kill9(id);
+    }
+    fn restart(&mut self, id: u64) {
+        Ensemble::restart(self, id);
+    }
+    async fn wait_stable(&mut self) {
+        Ensemble::wait_stable(self).await;
+    }
+    async fn a_follower(&mut self) -> u64 {
+        self.followers().await[0]
+    }
+    fn logs(&self) -> String {
+        self.log_tails()
+    }
+}
+
+impl Members for ApacheEnsemble {
+    fn addr(&self, id: u64) -> String {
+        ApacheEnsemble::addr(self, id)
+    }
+    fn kill(&mut self, id: u64) {
+        self.kill9(id);
+    }
+    fn restart(&mut self, id: u64) {
+        ApacheEnsemble::restart(self, id);
+    }
+    async fn wait_stable(&mut self) {
+        ApacheEnsemble::wait_stable(self).await;
+    }
+    async fn a_follower(&mut self) -> u64 {
+        self.with_mode("follower").await[0]
+    }
+    fn logs(&self) -> String {
+        ApacheEnsemble::logs(self)
+    }
+}
+
+/// What a client and an operator see of a member left alone by the other two, with read-only
+/// mode on, and once they are back.
+#[derive(Debug, PartialEq, Eq)]
+struct ReadOnlyView {
+    /// `Mode:` of the survivor's `srvr` once it serves read-only clients.
+    srvr_mode_alone: String,
+    isro_alone: String,
+    /// Whether a client that does not allow read-only servers gets a session from it.
+    plain_client_connects: bool,
+    /// A client that allows read-only servers, with a session from before the loss, on the
+    /// survivor. Not compared: Apache ZooKeeper 3.8.0 (Debian) closes such a connection at
+    /// once, as it refuses a new read-only session with a bare NotReadOnly reply header (its
+    /// own Java client fails the same way), so it serves no read-only client at all.
+    alone: ReadOnlyClient,
+    /// After the other two returned and the ensemble has a leader again:
+    isro_back: String,
+    srvr_mode_back: String,
+    /// The read-only client's first write that is not refused, and whether its session id
+    /// changed on the way.
+    read_only_client_writes_again: Result<(), String>,
+    read_only_client_state_back: SessionState,
+    read_only_client_same_session_back: bool,
+}
+
+/// What the read-only client got from the lone member.
+#[derive(Debug)]
+struct ReadOnlyClient {
+    state: SessionState,
+    same_session: bool,
+    read: Result<Vec<u8>, String>,
+    children: Result<Vec<String>, String>,
+    write: Result<(), String>,
+}
+
+impl PartialEq for ReadOnlyClient {
+    fn eq(&self, _: &Self) -> bool {
+        true // see `ReadOnlyView::alone`
+    }
+}
+impl Eq for ReadOnlyClient {}
+
+/// Patience for the read-only transitions (ZooKeeper starts its read-only server a couple of
+/// seconds after losing the quorum; JVMs are slow on a loaded machine).
+const READ_ONLY_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Bound of one request of the read-only client: one that a server neither answers nor fails
+/// (the client keeps it while reconnecting) counts as "no answer".
+const READ_ONLY_OP_LIMIT: Duration = Duration::from_secs(5);
+
+/// Runs `op` until it gets an answer other than a connection loss, for up to
+/// [`READ_ONLY_OP_LIMIT`]. Connection losses are retried because a lone Corral member closes
+/// its read-only clients' connections at every election it starts (each bumps the term), so
+/// a request can meet one; what is compared is the answer.
+async fn bounded<T, F, Fut>(mut op: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, corral_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + READ_ONLY_OP_LIMIT;
+    loop {
+        match tokio::time::timeout_at(deadline, op()).await {
+            Ok(Err(corral_client::Error::ConnectionLoss)) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(r) => return r.map_err(error_text),
+            Err(_) => return Err("no answer".to_string()),
+        }
+    }
+}
+
+fn error_text(e: corral_client::Error) -> String {
+    match e {
+        corral_client::Error::Zk(code) => format!("{code:?}"),
+        other => other.to_string(),
+    }
+}
+
+async fn srvr_mode(port: u16) -> String {
+    let text = four_letter_word(port, "srvr").await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Mode: "))
+        .unwrap_or("(no mode)")
+        .trim()
+        .to_string()
+}
+
+async fn read_only_view(side: &mut impl Members, name: &str) -> ReadOnlyView {
+    let all: Vec<String> = (1..=3).map(|id| side.addr(id)).collect();
+    let setup = Client::builder(&all.join(","))
+        .connect_timeout(READ_ONLY_PATIENCE)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+    setup
+        .create("/ro", b"kept", CreateMode::Persistent)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: create /ro: {e}"));
+    setup
+        .create("/ro/child", b"", CreateMode::Persistent)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: create /ro/child: {e}"));
+    setup.close().await;
+
+    // The read-only client's session starts while the ensemble has its quorum; it resumes
+    // that session on the survivor. (A session created on a read-only Apache ZooKeeper 3.8.0
+    // server is refused: its answer to such a ConnectRequest is a bare reply header with
+    // NotReadOnly, to the Java client as to this one. New read-only sessions are not compared.)
+    let ro = Client::builder(&all.join(","))
+        .read_only(true)
+        .connect_timeout(READ_ONLY_PATIENCE)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: read-only client: {e}"));
+    let ro_session = ro.session_id();
+
+    let survivor = side.a_follower().await;
+    let port: u16 = side
+        .addr(survivor)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let others: Vec<u64> = (1..=3).filter(|id| *id != survivor).collect();
+    for id in &others {
+        side.kill(*id);
+    }
+    let deadline = tokio::time::Instant::now() + READ_ONLY_PATIENCE;
+    while four_letter_word(port, "isro").await.as_deref() != Ok("ro") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: the survivor never answered isro with ro (srvr mode {})\n{}",
+            srvr_mode(port).await,
+            side.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let srvr_mode_alone = srvr_mode(port).await;
+    let isro_alone = four_letter_word(port, "isro").await.unwrap_or_default();
+
+    let plain_client_connects = Client::builder(&side.addr(survivor))
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map(drop)
+        .is_ok();
+    let mut state = ro.state_watcher();
+    let read_only_client_state = match tokio::time::timeout(
+        READ_ONLY_PATIENCE,
+        state.wait_for(|s| *s == SessionState::ConnectedReadOnly),
+    )
+    .await
+    {
+        Ok(Ok(s)) => *s,
+        _ => ro.state(),
+    };
+    let read_only_client_same_session = ro.session_id() == ro_session;
+    let read = bounded(|| ro.get_data("/ro")).await.map(|(d, _)| d);
+    let children = bounded(|| ro.children("/ro")).await.map(|(c, _)| c);
+    let write = bounded(|| ro.create("/ro/new", b"", CreateMode::Persistent))
+        .await
+        .map(|_| ());
+
+    for id in &others {
+        side.restart(*id);
+    }
+    side.wait_stable().await;
+    let isro_back = four_letter_word(port, "isro").await.unwrap_or_default();
+    let srvr_mode_back = match srvr_mode(port).await.as_str() {
+        "leader" | "follower" => "leader or follower".to_string(),
+        other => other.to_string(),
+    };
+    // The client finds the read-write ensemble on its own; refusals and connection losses on
+    // the way are what this waits out.
+    let deadline = tokio::time::Instant::now() + READ_ONLY_PATIENCE;
+    let read_only_client_writes_again = loop {
+        let attempt = bounded(|| ro.create("/ro/after", b"", CreateMode::Persistent)).await;
+        match attempt {
+            Ok(_) => break Ok(()),
+            Err(e) if tokio::time::Instant::now() > deadline => break Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let view = ReadOnlyView {
+        srvr_mode_alone,
+        isro_alone,
+        plain_client_connects,
+        alone: ReadOnlyClient {
+            state: read_only_client_state,
+            same_session: read_only_client_same_session,
+            read,
+            children,
+            write,
+        },
+        isro_back,
+        srvr_mode_back,
+        read_only_client_writes_again,
+        read_only_client_state_back: ro.state(),
+        read_only_client_same_session_back: ro.session_id() == ro_session,
+    };
+    ro.close().await;
+    view
+}
+
+/// `readonlymode.enabled` on both: two of three members die, a client that allows read-only
+/// servers reads from the survivor and is refused writes the same way, operators see the same
+/// `srvr`/`isro`, and the same happens when the quorum returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_mode_looks_like_apache_zookeeper_s() {
+    // The client's reconnects and probes are what to look at when this fails (RUST_LOG=debug).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let body = async {
+        // ZooKeeper reads the switch from a JVM system property only.
+        let mut zk = ApacheEnsemble::start_with(3, "-Dreadonlymode.enabled=true").await;
+        let zk_view = read_only_view(&mut zk, "Apache ZooKeeper").await;
+        drop(zk);
+        let mut corral = Ensemble::start_with(3, 0, "readonlymode.enabled=true\n").await;
+        let corral_view = read_only_view(&mut corral, "Corral").await;
+        println!("Apache ZooKeeper: {zk_view:#?}\nCorral: {corral_view:#?}");
+        assert_eq!(zk_view.isro_alone, "ro", "{zk_view:#?}");
+        assert_eq!(
+            corral_view, zk_view,
+            "read-only mode (Corral, then ZooKeeper)"
+        );
+        // What ZooKeeper's read-only mode is meant to do (and Apache's 3.8.0 does not, see
+        // `ReadOnlyView::alone`): the session resumes read-only, reads are served, writes
+        // are refused with NotReadOnly.
+        let alone = &corral_view.alone;
+        assert_eq!(alone.state, SessionState::ConnectedReadOnly, "{alone:#?}");
+        assert!(alone.same_session, "{alone:#?}");
+        assert_eq!(alone.read, Ok(b"kept".to_vec()), "{alone:#?}");
+        assert_eq!(alone.children, Ok(vec!["child".to_string()]), "{alone:#?}");
+        assert_eq!(alone.write, Err("NotReadOnly".to_string()), "{alone:#?}");
         corral.stop_all();
     };
     if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {

@@ -535,7 +535,11 @@ const CONTROL_PREFIX: &str = "@@ ";
 ///
 /// Like `support::run_suite`, the suite passes when it exits 0 and its last line is
 /// `N passed, 0 failed` with N > 0.
-pub async fn run_steering_suite(ens: &mut Ensemble, name: &str, cmd: &mut tokio::process::Command) {
+pub async fn run_steering_suite(
+    ens: &mut impl Steerable,
+    name: &str,
+    cmd: &mut tokio::process::Command,
+) {
     use tokio::io::AsyncBufReadExt;
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -581,7 +585,7 @@ pub async fn run_steering_suite(ens: &mut Ensemble, name: &str, cmd: &mut tokio:
         Ok(status) => status,
         Err(_) => panic!(
             "{name} suite did not finish within {SUITE_LIMIT:?}:\n{output}\n{stderr}\n{}",
-            ens.log_tails()
+            ens.diagnostics()
         ),
     };
     let summary = output
@@ -593,37 +597,96 @@ pub async fn run_steering_suite(ens: &mut Ensemble, name: &str, cmd: &mut tokio:
     assert!(
         status.success() && clean,
         "{name} suite failed ({status}, summary {summary:?}):\n--- stdout\n{output}\n--- stderr\n{stderr}\n{}",
-        ens.log_tails()
+        ens.diagnostics()
     );
 }
 
+/// An ensemble that [`run_steering_suite`] can steer: Corral's or Apache ZooKeeper's, so one
+/// suite runs against both.
+// The harness's own trait, used with concrete types only: the futures need no `Send` bound.
+#[allow(async_fn_in_trait)]
+pub trait Steerable {
+    /// Waits until the running members agree on one leader; returns its id.
+    async fn stable_leader(&mut self) -> u64;
+    /// SIGKILL member `id`.
+    fn kill_member(&mut self, id: u64);
+    /// Starts killed member `id` again (no wait).
+    fn restart_member(&mut self, id: u64);
+    /// Client address (`127.0.0.1:port`) of member `id`.
+    fn addr_of(&self, id: u64) -> String;
+    /// The member whose client address is `addr`.
+    fn id_at(&self, addr: &str) -> Option<u64>;
+    /// The members' logs, for a failure message.
+    fn diagnostics(&self) -> String;
+}
+
+impl Steerable for Ensemble {
+    async fn stable_leader(&mut self) -> u64 {
+        self.wait_stable().await
+    }
+    fn kill_member(&mut self, id: u64) {
+        self.kill9(id);
+    }
+    fn restart_member(&mut self, id: u64) {
+        self.restart(id);
+    }
+    fn addr_of(&self, id: u64) -> String {
+        self.member(id).addr()
+    }
+    fn id_at(&self, addr: &str) -> Option<u64> {
+        self.member_by_addr(addr)
+    }
+    fn diagnostics(&self) -> String {
+        self.log_tails()
+    }
+}
+
+impl Steerable for ApacheEnsemble {
+    async fn stable_leader(&mut self) -> u64 {
+        self.wait_stable().await
+    }
+    fn kill_member(&mut self, id: u64) {
+        self.kill9(id);
+    }
+    fn restart_member(&mut self, id: u64) {
+        self.restart(id);
+    }
+    fn addr_of(&self, id: u64) -> String {
+        self.addr(id)
+    }
+    fn id_at(&self, addr: &str) -> Option<u64> {
+        (1..=self.ports.len() as u64).find(|id| self.addr(*id) == addr)
+    }
+    fn diagnostics(&self) -> String {
+        self.logs()
+    }
+}
+
 /// Carries out one control line of [`run_steering_suite`]; returns the answer line.
-async fn steer(ens: &mut Ensemble, control: &str) -> String {
+async fn steer(ens: &mut impl Steerable, control: &str) -> String {
     let (verb, arg) = control.split_once(' ').unwrap_or((control, ""));
-    let member_at = |ens: &Ensemble, addr: &str| {
-        ens.member_by_addr(addr)
-            .unwrap_or_else(|| panic!("suite named {addr:?}, which is no member"))
-    };
+    let member =
+        |id: Option<u64>| id.unwrap_or_else(|| panic!("suite named {arg:?}, which is no member"));
     match verb {
         "kill-leader" => {
-            let leader = ens.leader().await;
-            ens.kill9(leader);
-            ens.wait_stable().await;
-            format!("killed {}", ens.member(leader).addr())
+            let leader = ens.stable_leader().await;
+            ens.kill_member(leader);
+            ens.stable_leader().await;
+            format!("killed {}", ens.addr_of(leader))
         }
         "kill" => {
-            let id = member_at(ens, arg);
-            ens.kill9(id);
+            let id = member(ens.id_at(arg));
+            ens.kill_member(id);
             "ok".to_string()
         }
         "restart" => {
-            let id = member_at(ens, arg);
-            ens.restart(id);
+            let id = member(ens.id_at(arg));
+            ens.restart_member(id);
             "ok".to_string()
         }
         "wait-stable" => {
-            let leader = ens.wait_stable().await;
-            format!("leader {}", ens.member(leader).addr())
+            let leader = ens.stable_leader().await;
+            format!("leader {}", ens.addr_of(leader))
         }
         other => panic!("unknown control line from the suite: {other:?}"),
     }
@@ -635,17 +698,29 @@ async fn steer(ens: &mut Ensemble, control: &str) -> String {
 /// How long a JVM member may take to start and join its ensemble on a loaded machine.
 const APACHE_PATIENCE: Duration = Duration::from_secs(120);
 
+/// JVM flags of every Apache member: a small heap and quick start-up on a shared machine.
+const APACHE_JAVA_OPTS: &str = "-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1";
+
 /// An Apache ZooKeeper ensemble from the Debian package (`scripts/apache-zk --quorum`), on
 /// loopback, with the same kind of `server.N` lines as [`Ensemble`]. Killed when dropped.
 pub struct ApacheEnsemble {
     /// (client, peer, election) ports per member, member i + 1 at index i.
     pub ports: Vec<(u16, u16, u16)>,
-    children: Vec<Child>,
+    /// Running members' processes, member i + 1 at index i (`None` while killed).
+    children: Vec<Option<Child>>,
+    /// Extra JVM flags of every member (system properties such as `-Dreadonlymode.enabled`).
+    java_opts: String,
     root: tempfile::TempDir,
 }
 
 impl ApacheEnsemble {
     pub async fn start(n: usize) -> ApacheEnsemble {
+        ApacheEnsemble::start_with(n, "").await
+    }
+
+    /// [`ApacheEnsemble::start`] with `java_opts` added to every member's JVM flags; waits
+    /// until one member leads and the others follow.
+    pub async fn start_with(n: usize, java_opts: &str) -> ApacheEnsemble {
         let root = tempfile::Builder::new()
             .prefix("corral-apache-ensemble-")
             .tempdir()
@@ -659,49 +734,78 @@ impl ApacheEnsemble {
             .enumerate()
             .map(|(i, (c, p, e))| format!("server.{}=127.0.0.1:{p}:{e};127.0.0.1:{c}\n", i + 1))
             .collect();
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/apache-zk");
-        let mut children = Vec::new();
         for i in 0..n {
             let dir = root.path().join(format!("member-{}", i + 1));
             let data = dir.join("data");
             fs::create_dir_all(&data).expect("member dir");
             fs::write(data.join("myid"), format!("{}\n", i + 1)).expect("myid");
-            let cfg = dir.join("zoo.cfg");
             fs::write(
-                &cfg,
+                dir.join("zoo.cfg"),
                 format!(
                     "tickTime={TICK_TIME_MS}\ninitLimit=10\nsyncLimit=5\ndataDir={}\n\
-                     4lw.commands.whitelist=*\nadmin.enableServer=false\n{servers}",
+                     4lw.commands.whitelist=*\nadmin.enableServer=false\nmaxClientCnxns=0\n{servers}",
                     data.display()
                 ),
             )
             .expect("zoo.cfg");
-            let log = fs::File::create(dir.join("stderr.log")).expect("log file");
-            children.push(
-                Command::new("bash")
-                    .arg(&script)
-                    .arg("--quorum")
-                    .arg(&cfg)
-                    .env(
-                        "ZK_JAVA_OPTS",
-                        "-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1",
-                    )
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .expect("run scripts/apache-zk --quorum"),
-            );
         }
-        let zk = ApacheEnsemble {
+        let mut zk = ApacheEnsemble {
             ports,
-            children,
+            children: (0..n).map(|_| None).collect(),
+            java_opts: java_opts.to_string(),
             root,
         };
+        for id in 1..=n as u64 {
+            zk.restart(id);
+        }
+        zk.wait_stable().await;
+        zk
+    }
+
+    /// Starts member `id` (again) on its directory; its stderr is appended to its log.
+    pub fn restart(&mut self, id: u64) {
+        let i = id as usize - 1;
+        assert!(self.children[i].is_none(), "Apache member {id} is running");
+        let dir = self.root.path().join(format!("member-{id}"));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stderr.log"))
+            .expect("log file");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/apache-zk");
+        // scripts/apache-zk execs java, so the child is the JVM itself and SIGKILL reaches it.
+        let child = Command::new("bash")
+            .arg(&script)
+            .arg("--quorum")
+            .arg(dir.join("zoo.cfg"))
+            .env(
+                "ZK_JAVA_OPTS",
+                format!("{APACHE_JAVA_OPTS} {}", self.java_opts),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run scripts/apache-zk --quorum");
+        self.children[i] = Some(child);
+    }
+
+    /// SIGKILL and reap member `id`.
+    pub fn kill9(&mut self, id: u64) {
+        if let Some(mut c) = self.children[id as usize - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until one running member leads and the other running ones follow; returns the
+    /// leader's id.
+    pub async fn wait_stable(&self) -> u64 {
+        let running = self.children.iter().filter(|c| c.is_some()).count();
         let deadline = Instant::now() + APACHE_PATIENCE;
         loop {
             let mut modes = Vec::new();
-            for (c, _, _) in &zk.ports {
+            for (c, _, _) in &self.ports {
                 modes.push(
                     four_letter_word(*c, "srvr")
                         .await
@@ -717,13 +821,14 @@ impl ApacheEnsemble {
                 .iter()
                 .filter(|m| m.as_deref() == Some("follower"))
                 .count();
-            if leaders == 1 && leaders + followers == n {
-                return zk;
+            if leaders == 1 && leaders + followers == running {
+                let leader = modes.iter().position(|m| m.as_deref() == Some("leader"));
+                return leader.expect("one leader") as u64 + 1;
             }
             if Instant::now() > deadline {
                 panic!(
                     "Apache ZooKeeper ensemble did not form within {APACHE_PATIENCE:?}: {modes:?}\n{}",
-                    zk.logs()
+                    self.logs()
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -746,7 +851,7 @@ impl ApacheEnsemble {
         out
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         let mut out = String::new();
         for i in 0..self.ports.len() {
             let path = self
@@ -762,9 +867,8 @@ impl ApacheEnsemble {
 
 impl Drop for ApacheEnsemble {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
+        for id in 1..=self.children.len() as u64 {
+            self.kill9(id);
         }
     }
 }
