@@ -33,6 +33,12 @@ use super::{decode, kind, peer_addr, LogStore, MemberId, TypeConfig};
 /// anything slower means "not certainly dead".
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// Probes of the leader's port before deciding it is alive (see [`refused`]).
+const PROBES: u32 = 5;
+
+/// Pause between two probes.
+const PROBE_PAUSE: Duration = Duration::from_millis(10);
+
 /// How long a survivor's answer about its log may take.
 const ASK_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -70,11 +76,13 @@ pub(super) async fn on_peer_closed(
     let Some((term, addr, survivors, voters)) = leader_to_check(&raft, my_id, from) else {
         return;
     };
-    let refused = matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
-    );
-    if !refused {
+    if !refused(&addr).await {
+        tracing::info!(
+            term,
+            leader = from,
+            %addr,
+            "the leader's peer connection ended but its port still accepts connections"
+        );
         return;
     }
     // Still following the same leader in the same term: nobody has acted yet.
@@ -124,6 +132,24 @@ pub(super) async fn on_peer_closed(
             return;
         }
     }
+}
+
+/// Whether `addr` refuses connections. A process being killed closes its connections and its
+/// listening socket one after the other, so a probe right after the connection ended may
+/// still be accepted: a few probes a short pause apart tell a dying process from a live one.
+async fn refused(addr: &str) -> bool {
+    for attempt in 0..PROBES {
+        if attempt > 0 {
+            tokio::time::sleep(PROBE_PAUSE).await;
+        }
+        let probe = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr));
+        if let Ok(Err(e)) = probe.await {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 async fn ask(peers: &Peers, raft: &Raft<TypeConfig>, id: MemberId) -> Option<LogState> {

@@ -199,6 +199,10 @@ pub struct Status {
     pub learners: Vec<MemberId>,
     /// Leader only: for each other member, the highest log index known to be replicated.
     pub replication: BTreeMap<MemberId, Option<u64>>,
+    /// Leader only: no quorum of voters has answered for longer than the followers' lease
+    /// (they may be electing another leader). Clients are not served then, as a ZooKeeper
+    /// leader that loses its quorum stops serving.
+    pub quorum_lost: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -393,6 +397,8 @@ impl Consensus {
         }
         let peers = network::Peers::new(my_id, known, limits.clone());
         let network = network::Network::new(peers.clone());
+        // A leader unheard by a quorum for the followers' lease may be replaced by now.
+        let quorum_lost_after_ms = config.election_timeout_max;
         let raft = Raft::new(my_id, config, network, log.clone(), sm)
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
@@ -450,6 +456,7 @@ impl Consensus {
         tokio::spawn(watch_metrics(
             raft.clone(),
             my_id,
+            quorum_lost_after_ms,
             learner_addrs,
             events,
             status_tx,
@@ -660,6 +667,7 @@ async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Pa
 async fn watch_metrics(
     raft: Raft<TypeConfig>,
     my_id: MemberId,
+    quorum_lost_after_ms: u64,
     learner_addrs: BTreeMap<MemberId, BasicNode>,
     events: mpsc::UnboundedSender<Event>,
     status_tx: watch::Sender<Status>,
@@ -696,6 +704,11 @@ async fn watch_metrics(
                     .collect()
             })
             .unwrap_or_default();
+        let quorum_lost = state == MemberState::Leader
+            && voters.len() > 1
+            && m
+                .millis_since_quorum_ack
+                .is_none_or(|ms| ms > quorum_lost_after_ms);
         let status = Status {
             my_id,
             term: m.current_term,
@@ -706,15 +719,18 @@ async fn watch_metrics(
             voters,
             learners,
             replication,
+            quorum_lost,
         };
         let role_changed = (status.term, status.leader, status.state, &status.voters)
-            != (last.term, last.leader, last.state, &last.voters);
+            != (last.term, last.leader, last.state, &last.voters)
+            || status.quorum_lost != last.quorum_lost;
         let _ = status_tx.send(status.clone());
         if role_changed {
             tracing::info!(
                 term = status.term,
                 leader = ?status.leader,
                 mode = status.state.zk_mode(),
+                quorum_lost = status.quorum_lost,
                 voters = ?status.voters,
                 learners = ?status.learners,
                 "ensemble role"

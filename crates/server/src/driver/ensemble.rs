@@ -217,6 +217,7 @@ impl Ensemble {
     /// Whether client requests can be served here now (read-only ones included).
     pub fn serving(&self) -> bool {
         match self.status.state {
+            MemberState::Leader if self.status.quorum_lost => false,
             MemberState::Leader => {
                 self.ready_term == Some(self.status.term) || self.read_only_enabled
             }
@@ -483,6 +484,13 @@ impl Driver {
         if status.leader != old.leader || status.term != old.term {
             // As ZooKeeper's members: a new leader means clients reconnect (to their sessions).
             self.close_all_client_connections("the ensemble leader changed");
+        } else if status.quorum_lost && !old.quorum_lost {
+            // The others may be electing a new leader: clients go and find it, rather than
+            // read here what may no longer be current (until a quorum answers again).
+            tracing::warn!(term = status.term, "no quorum of voters answers; not serving clients");
+            self.close_all_client_connections("this leader lost contact with a quorum");
+        } else if old.quorum_lost && !status.quorum_lost {
+            tracing::info!(term = status.term, "a quorum of voters answers again; serving clients");
         }
         if self.ensemble().ready_term.is_none() {
             let role = self.ensemble().waiting_role();
