@@ -96,7 +96,7 @@ pub struct RunOutcome {
 #[derive(Debug, Clone)]
 pub struct PhaseCounts {
     pub workload: Workload,
-    /// `kill`, `pause`, `partition`, or `quiet` (no fault active).
+    /// `kill`, `pause`, `partition`, `power`, or `quiet` (no fault active).
     pub phase: &'static str,
     pub counts: Counts,
 }
@@ -214,7 +214,13 @@ async fn run_in(
         "packet delay/loss nemesis: not built yet (RELIABILITY.md)",
     );
 
-    let mut ens = Ensemble::start(dir, cfg.members, binary, network)?;
+    let mut ens = if faults.contains(&Fault::Power) {
+        let ens = Ensemble::start_on_faultfs(dir, cfg.members, binary, network)?;
+        progress(start, "member data directories on faultfs (power nemesis)");
+        ens
+    } else {
+        Ensemble::start(dir, cfg.members, binary, network)?
+    };
     let leader = ens.wait_stable(STABLE_PATIENCE).await?;
     progress(
         start,
