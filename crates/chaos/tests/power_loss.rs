@@ -134,11 +134,16 @@ impl Load {
         Load { progress, tasks }
     }
 
-    /// Stops the writers; their progress stays.
+    /// Stops the writers; their progress stays. A writer that panicked (a set answered
+    /// with the wrong version) fails the test here.
     async fn stop(&mut self) {
         for t in self.tasks.drain(..) {
             t.abort();
-            let _ = t.await;
+            if let Err(e) = t.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
         }
     }
 
