@@ -1,7 +1,9 @@
 //! An ensemble of real `corral server` processes: one directory per member (zoo.cfg, myid,
 //! data, log), loopback ports or, with a [`Network`], one namespace per member. Members can be
 //! killed (SIGKILL), restarted on the same directory, paused (SIGSTOP) and resumed (SIGCONT).
-//! Dropping the ensemble resumes and kills every process it started.
+//! Dropping the ensemble resumes and kills every process it started. Started with
+//! [`Ensemble::start_on_faultfs`], each member's data directory is a [`Mount`] that can lose
+//! power ([`Ensemble::power_loss`]).
 
 use std::fs;
 use std::io::Write as _;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::faultfs::{FaultFsError, Loss, Mount};
 use crate::net::Network;
 
 /// ZooKeeper's default tick; with it Corral elects a new leader within about two seconds.
@@ -34,6 +37,8 @@ pub enum EnsembleError {
     NoBinary(String),
     #[error("no stable leader within {waited_ms} ms; srvr per member: {seen}")]
     NoLeader { waited_ms: u64, seen: String },
+    #[error("faultfs: {0}")]
+    FaultFs(#[from] FaultFsError),
     #[error("member {id} exited on its own ({status}); see {log}")]
     Exited {
         id: u64,
@@ -121,6 +126,9 @@ pub enum Server {
 pub struct Ensemble {
     pub members: Vec<Member>,
     server: Server,
+    /// One faultfs mount per member (in member order) when started on faultfs; `Drop` kills
+    /// the processes before the fields go, so no server holds a file on a mount it loses.
+    pub faultfs: Vec<Mount>,
     /// Declared last so it is dropped after the processes are gone.
     pub network: Option<Network>,
 }
@@ -141,7 +149,7 @@ impl Ensemble {
         binary: PathBuf,
         network: Option<Network>,
     ) -> Result<Ensemble, EnsembleError> {
-        Ensemble::start_server(root, n, Server::Corral(binary), network)
+        Self::start_with(root, n, Server::Corral(binary), network, false)
     }
 
     /// [`Ensemble::start`] for either implementation.
@@ -150,6 +158,27 @@ impl Ensemble {
         n: usize,
         server: Server,
         network: Option<Network>,
+    ) -> Result<Ensemble, EnsembleError> {
+        Self::start_with(root, n, server, network, false)
+    }
+
+    /// Like [`Ensemble::start`], with every member's data directory on its own faultfs
+    /// mount (its backing directory is `data.backing` beside it). Needs root.
+    pub fn start_on_faultfs(
+        root: &Path,
+        n: usize,
+        binary: PathBuf,
+        network: Option<Network>,
+    ) -> Result<Ensemble, EnsembleError> {
+        Self::start_with(root, n, Server::Corral(binary), network, true)
+    }
+
+    fn start_with(
+        root: &Path,
+        n: usize,
+        server: Server,
+        network: Option<Network>,
+        on_faultfs: bool,
     ) -> Result<Ensemble, EnsembleError> {
         let mut members = Vec::with_capacity(n);
         let mut used = Vec::new();
@@ -192,9 +221,22 @@ impl Ensemble {
         for m in &members {
             write_config(&members, m, extra)?;
         }
+        let mut faultfs = Vec::new();
+        if on_faultfs {
+            for m in &members {
+                // The prepared data directory (myid) becomes the backing directory, so the
+                // set-up is durable before any power is lost.
+                let data = m.dir.join("data");
+                let backing = m.dir.join("data.backing");
+                fs::rename(&data, &backing).map_err(io_err("moving data to data.backing"))?;
+                fs::create_dir(&data).map_err(io_err("creating the mount point"))?;
+                faultfs.push(Mount::start(&backing, &data)?);
+            }
+        }
         let mut ens = Ensemble {
             members,
             server,
+            faultfs,
             network,
         };
         for id in ens.ids() {
@@ -368,6 +410,25 @@ impl Ensemble {
             }
             tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
         }
+    }
+
+    /// The faultfs mount of member `id`, if the ensemble runs on faultfs.
+    pub fn mount(&self, id: u64) -> Option<&Mount> {
+        let i = self.members.iter().position(|m| m.id == id)?;
+        self.faultfs.get(i)
+    }
+
+    /// Power loss of `ids` at one instant: every one is killed (SIGKILL) first, then every
+    /// one's mount drops its unsynced data. Restart them with [`Ensemble::restart`]. Without
+    /// faultfs this is a plain kill and the losses are empty.
+    pub fn power_loss(&mut self, ids: &[u64]) -> Vec<(u64, Loss)> {
+        for &id in ids {
+            self.resume(id);
+            self.kill9(id);
+        }
+        ids.iter()
+            .filter_map(|&id| Some((id, self.mount(id)?.lose())))
+            .collect()
     }
 
     /// Resumes and kills every process.

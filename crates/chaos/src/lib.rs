@@ -6,6 +6,7 @@
 //! - [`check`] — one checker per workload (linearizable registers, sets, unique ids, counter,
 //!   fencing tokens, watch streams, sessions);
 //! - [`ensemble`], [`net`] — member processes and their network namespaces;
+//! - [`faultfs`] — a FUSE layer that drops unsynced writes at a power loss;
 //! - [`nemesis`] — the fault schedule and its execution;
 //! - [`workload`] — the client tasks; [`queue`] — the queue workload and its final drain;
 //! - [`runner`] — one run from start to verdict, and the results table;
@@ -15,6 +16,7 @@
 pub mod apache;
 pub mod check;
 pub mod ensemble;
+pub mod faultfs;
 pub mod history;
 pub mod kazoo;
 pub mod nemesis;

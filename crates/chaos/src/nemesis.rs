@@ -18,6 +18,8 @@ pub enum Fault {
     Kill,
     Pause,
     Partition,
+    /// Power loss on faultfs (the run puts every member's data directory on a mount).
+    Power,
 }
 
 impl Fault {
@@ -26,6 +28,7 @@ impl Fault {
             "kill" => Some(Fault::Kill),
             "pause" => Some(Fault::Pause),
             "partition" => Some(Fault::Partition),
+            "power" => Some(Fault::Power),
             _ => None,
         }
     }
@@ -34,6 +37,7 @@ impl Fault {
             Fault::Kill => "kill",
             Fault::Pause => "pause",
             Fault::Partition => "partition",
+            Fault::Power => "power",
         }
     }
 }
@@ -64,6 +68,13 @@ pub enum Action {
     Bridge,
     /// One random member stops sending to the others (it still receives).
     Asymmetric,
+    /// Power loss of one member chosen at random: SIGKILL and its unsynced writes dropped;
+    /// restarted at heal time.
+    PowerRandom,
+    /// Power loss of the leader.
+    PowerLeader,
+    /// Power loss of every member at the same instant.
+    PowerAll,
 }
 
 impl Action {
@@ -74,6 +85,7 @@ impl Action {
             Action::IsolateLeader | Action::SplitMajority | Action::Bridge | Action::Asymmetric => {
                 Fault::Partition
             }
+            Action::PowerRandom | Action::PowerLeader | Action::PowerAll => Fault::Power,
         }
     }
 }
@@ -99,6 +111,13 @@ pub fn schedule(seed: u64, faults: &[Fault], total: Duration, pause_hold_ms: u64
                 Action::SplitMajority,
                 Action::Bridge,
                 Action::Asymmetric,
+            ],
+            // One member (at random or the leader) most of the time, all of them sometimes.
+            Fault::Power => &[
+                Action::PowerRandom,
+                Action::PowerRandom,
+                Action::PowerLeader,
+                Action::PowerAll,
             ],
         }
     };
@@ -144,6 +163,8 @@ pub enum NemesisError {
     Net(#[from] NetError),
     #[error("{0} needs network namespaces, which this run does not have")]
     NoNetwork(&'static str),
+    #[error("power loss needs the members on faultfs, which this run does not have")]
+    NoFaultFs,
     #[error("restarting a member: {0}")]
     Ensemble(#[from] crate::ensemble::EnsembleError),
 }
@@ -185,6 +206,27 @@ pub async fn apply(
             ens.kill9(id);
             applied.killed.push(id);
             applied.description = format!("kill -9 {}", who(id));
+        }
+        Action::PowerRandom | Action::PowerLeader | Action::PowerAll => {
+            if ens.faultfs.is_empty() {
+                return Err(NemesisError::NoFaultFs);
+            }
+            let ids = match action {
+                Action::PowerAll => ens.ids(),
+                Action::PowerLeader => vec![target],
+                _ => vec![random],
+            };
+            let losses = ens.power_loss(&ids);
+            let bytes: u64 = losses.iter().map(|(_, l)| l.bytes).sum();
+            applied.killed.extend(&ids);
+            applied.description = if action == Action::PowerAll {
+                format!("power loss of all members ({bytes} unsynced bytes dropped)")
+            } else {
+                format!(
+                    "power loss of {} ({bytes} unsynced bytes dropped)",
+                    who(ids[0])
+                )
+            };
         }
         Action::PauseLeader => {
             ens.pause(target);
@@ -267,7 +309,7 @@ mod tests {
 
     #[test]
     fn schedule_is_a_function_of_the_seed_and_fits_the_time() {
-        let faults = [Fault::Kill, Fault::Pause, Fault::Partition];
+        let faults = [Fault::Kill, Fault::Pause, Fault::Partition, Fault::Power];
         let a = schedule(7, &faults, Duration::from_secs(60), 5_000);
         let b = schedule(7, &faults, Duration::from_secs(60), 5_000);
         assert_eq!(format!("{a:?}"), format!("{b:?}"));

@@ -102,7 +102,7 @@ pub struct RunOutcome {
 #[derive(Debug, Clone)]
 pub struct PhaseCounts {
     pub workload: Workload,
-    /// `kill`, `pause`, `partition`, or `quiet` (no fault active).
+    /// `kill`, `pause`, `partition`, `power`, or `quiet` (no fault active).
     pub phase: &'static str,
     pub counts: Counts,
 }
@@ -225,7 +225,17 @@ async fn run_in(
         "packet delay/loss nemesis: not built yet (RELIABILITY.md)",
     );
 
-    let mut ens = Ensemble::start_server(dir, cfg.members, server, network)?;
+    let mut ens = if faults.contains(&Fault::Power) {
+        // faultfs serves Corral members only.
+        let Server::Corral(binary) = server else {
+            return Err(RunError::Nemesis(NemesisError::NoFaultFs));
+        };
+        let ens = Ensemble::start_on_faultfs(dir, cfg.members, binary, network)?;
+        progress(start, "member data directories on faultfs (power nemesis)");
+        ens
+    } else {
+        Ensemble::start_server(dir, cfg.members, server, network)?
+    };
     let leader = ens.wait_stable(STABLE_PATIENCE).await?;
     progress(
         start,

@@ -706,8 +706,7 @@ async fn watch_metrics(
             .unwrap_or_default();
         let quorum_lost = state == MemberState::Leader
             && voters.len() > 1
-            && m
-                .millis_since_quorum_ack
+            && m.millis_since_quorum_ack
                 .is_none_or(|ms| ms > quorum_lost_after_ms);
         let status = Status {
             my_id,

@@ -487,10 +487,16 @@ impl Driver {
         } else if status.quorum_lost && !old.quorum_lost {
             // The others may be electing a new leader: clients go and find it, rather than
             // read here what may no longer be current (until a quorum answers again).
-            tracing::warn!(term = status.term, "no quorum of voters answers; not serving clients");
+            tracing::warn!(
+                term = status.term,
+                "no quorum of voters answers; not serving clients"
+            );
             self.close_all_client_connections("this leader lost contact with a quorum");
         } else if old.quorum_lost && !status.quorum_lost {
-            tracing::info!(term = status.term, "a quorum of voters answers again; serving clients");
+            tracing::info!(
+                term = status.term,
+                "a quorum of voters answers again; serving clients"
+            );
         }
         if self.ensemble().ready_term.is_none() {
             let role = self.ensemble().waiting_role();

@@ -27,12 +27,27 @@ use crate::driver::{Driver, ServerError};
 use conn::ConnContext;
 use limit::ConnLimiter;
 
-/// Connection ids are unique for the life of the process (several servers in one test
-/// process never share one).
-static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+/// Connections opened by this process so far.
+static CONNS_OPENED: AtomicU64 = AtomicU64::new(0);
+/// First connection id of this process: wall-clock nanoseconds at the first connection.
+static CONN_ID_BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
+/// Connection ids are unique for the life of the process (several servers in one test
+/// process never share one) and across restarts of a member: a committed ensemble entry
+/// names the connection on its origin member that waits for the answer, and a member that
+/// restarts replays its log; were ids to start at 1 again, a replayed answer would go to a
+/// new, unrelated client connection with the same id. Starting each process at the wall
+/// clock in nanoseconds keeps ids above every earlier incarnation's (which could not open
+/// a connection per nanosecond), short of the clock being stepped back.
 fn next_conn_id() -> ConnId {
-    NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
+    let base = *CONN_ID_BASE.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            // Far below REMOTE_CONN (u64::MAX) for centuries.
+            .max(1)
+    });
+    base + CONNS_OPENED.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Frames from all connections waiting for the driver; when full, connection tasks stop
