@@ -14,9 +14,11 @@
 //! - Log index `i` of openraft is stored as record `i + 1` of `corral_storage::RaftLog`
 //!   (openraft's first entry, the initial membership, has index 0).
 //! - Members: `server.N` participants are voters; observers are learners.
-//! - Snapshots: every `snapCount` entries each member snapshots its state (Corral's snapshot
-//!   image plus Raft's meta, `snapshot_store`) and openraft purges the log before it; a member
-//!   too far behind is sent the leader's snapshot, in chunks, then the log after it.
+//! - Snapshots: every `snapCount` applied payloads (txns, syncs... — a batched entry counts
+//!   its items, as ZooKeeper counts txns) each member snapshots its state (Corral's snapshot
+//!   image plus Raft's meta, `snapshot_store`) and openraft purges the log before it, keeping
+//!   the last [`LOG_KEPT_AFTER_SNAPSHOT`] entries; a member too far behind is sent the
+//!   leader's snapshot, in chunks, then the log after it.
 
 mod forwarding;
 mod leader_loss;
@@ -311,6 +313,10 @@ pub struct Consensus {
     snapshots: Arc<snapshot_store::SnapshotStore>,
 }
 
+/// Log entries kept after a snapshot, so a member a little behind catches up from the log
+/// rather than by a snapshot transfer (an entry may carry a batch of txns).
+const LOG_KEPT_AFTER_SNAPSHOT: u64 = 100;
+
 /// Timing derived from tickTime, so a ZooKeeper operator's one knob still sets the pace:
 /// the default tickTime of 2000 ms gives heartbeats every ~166 ms and election timeouts of
 /// 500–1000 ms (ZooKeeper gives a leader up after syncLimit ticks, 10 s by default).
@@ -320,7 +326,7 @@ pub struct Consensus {
 /// and then they must not fire on a merely slow leader: every leader change closes every
 /// client connection. Shorter timeouts (100–200 ms) made a loaded 2-core machine elect a new
 /// leader several times a minute under write load.
-fn raft_config(ensemble: &EnsembleConfig, tick_time_ms: i32, snap_count: u64) -> openraft::Config {
+fn raft_config(ensemble: &EnsembleConfig, tick_time_ms: i32) -> openraft::Config {
     // openraft's followers wait the leader lease (= election_timeout_max) plus an election
     // timeout after the last heartbeat: 1.5–2 s at the default tickTime.
     let election_min_ms = (tick_time_ms.max(200) as u64) / 4;
@@ -329,9 +335,12 @@ fn raft_config(ensemble: &EnsembleConfig, tick_time_ms: i32, snap_count: u64) ->
         heartbeat_interval: (election_min_ms / 3).max(10),
         election_timeout_min: election_min_ms,
         election_timeout_max: election_min_ms * 2,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snap_count.max(100)),
+        // Snapshots are asked for by the state machine, which counts payloads, not entries.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: LOG_KEPT_AFTER_SNAPSHOT,
         max_payload_entries: 1000,
-        purge_batch_size: 1024,
+        // Entries are batches of txns: purge in steps of a few dozen.
+        purge_batch_size: 32,
         ..Default::default()
     }
     .validate()
@@ -353,11 +362,7 @@ impl Consensus {
         let my_id = ensemble.my_id;
         let me = ensemble.me();
         let limits = PeerLimits::default();
-        let config = Arc::new(raft_config(
-            ensemble,
-            settings.tick_time_ms,
-            settings.snap_count,
-        ));
+        let config = Arc::new(raft_config(ensemble, settings.tick_time_ms));
         let log = LogStore::open(
             settings.raft_dir,
             settings.force_sync,
@@ -365,11 +370,16 @@ impl Consensus {
         )?;
         let snapshots = Arc::new(snapshot_store::SnapshotStore::new(settings.snapshot_dir));
         let latest = snapshots.load_latest().map_err(ConsensusError::Snapshot)?;
+        let snapshot_due = Arc::new(tokio::sync::Notify::new());
         let sm = state_machine::StateMachine::new(
             events.clone(),
             snapshots.clone(),
             latest.as_ref().map(|(meta, _)| meta),
             settings.timings.clone(),
+            state_machine::SnapshotEvery {
+                payloads: settings.snap_count.max(1),
+                due: snapshot_due.clone(),
+            },
         );
         let initial = match latest {
             Some((meta, data)) => {
@@ -439,6 +449,15 @@ impl Consensus {
             }
         }
 
+        let raft2 = raft.clone();
+        tokio::spawn(async move {
+            loop {
+                snapshot_due.notified().await;
+                if raft2.trigger().snapshot().await.is_err() {
+                    return; // raft stopped
+                }
+            }
+        });
         let (proposals, proposal_rx) = mpsc::unbounded_channel();
         let (forwards, forward_rx) = mpsc::unbounded_channel();
         tokio::spawn(forwarding::forward_loop(

@@ -26,9 +26,19 @@ use crate::admin::metrics::Timings;
 /// Membership configs remembered to pick the one a snapshot covers.
 const MEMBERSHIP_HISTORY: usize = 8;
 
+/// When to ask openraft for a snapshot: after `payloads` applied payloads (a batched entry
+/// counts its items), as ZooKeeper's snapCount counts txns.
+pub struct SnapshotEvery {
+    pub payloads: u64,
+    /// Notified when one is due; the consensus layer then triggers it.
+    pub due: Arc<tokio::sync::Notify>,
+}
+
 #[derive(Default)]
 struct Shared {
     last_applied: Option<LogId<MemberId>>,
+    /// Payloads applied since a snapshot was last asked for.
+    payloads_since_snapshot: u64,
     /// Recent membership configs, oldest first (the last is the current one).
     memberships: Vec<StoredMembership<MemberId, BasicNode>>,
 }
@@ -58,6 +68,7 @@ pub struct StateMachine {
     store: Arc<SnapshotStore>,
     /// Gets the duration of each snapshot built here.
     timings: Arc<Timings>,
+    snapshot_every: Arc<SnapshotEvery>,
 }
 
 fn storage_error(verb: ErrorVerb, text: impl ToString) -> StorageError<MemberId> {
@@ -77,6 +88,7 @@ impl StateMachine {
         store: Arc<SnapshotStore>,
         initial: Option<&Meta>,
         timings: Arc<Timings>,
+        snapshot_every: SnapshotEvery,
     ) -> StateMachine {
         let mut shared = Shared::default();
         if let Some(meta) = initial {
@@ -88,6 +100,7 @@ impl StateMachine {
             shared: Arc::new(Mutex::new(shared)),
             store,
             timings,
+            snapshot_every: Arc::new(snapshot_every),
         }
     }
 
@@ -184,7 +197,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for e in entries {
                 s.last_applied = Some(e.log_id);
                 let payload = match e.payload {
-                    EntryPayload::Normal(p) => Some(p),
+                    EntryPayload::Normal(p) => {
+                        s.payloads_since_snapshot += match &p {
+                            super::Payload::Batch(items) => items.len() as u64,
+                            _ => 1,
+                        };
+                        Some(p)
+                    }
                     EntryPayload::Membership(m) => {
                         s.push_membership(StoredMembership::new(Some(e.log_id), m));
                         None
@@ -198,6 +217,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     payload,
                 });
             }
+        }
+        let due = {
+            let mut s = self.shared();
+            let due = s.payloads_since_snapshot >= self.snapshot_every.payloads;
+            if due {
+                s.payloads_since_snapshot = 0;
+            }
+            due
+        };
+        if due {
+            self.snapshot_every.due.notify_one();
         }
         let n = applied.len();
         // Fails only once the driver is gone (shutdown): nothing waits for the entries then.
