@@ -17,7 +17,10 @@
 //! - Snapshots: every `snapCount` entries each member snapshots its state (Corral's snapshot
 //!   image plus Raft's meta, `snapshot_store`) and openraft purges the log before it; a member
 //!   too far behind is sent the leader's snapshot, in chunks, then the log after it.
+//! - Import: `import` seeds a one-member ensemble's Raft state from a standalone server's
+//!   state (`corral datadir migrate`), choosing the log id and vote so zxids keep growing.
 
+mod import;
 mod log_store;
 mod network;
 mod snapshot_store;
@@ -39,6 +42,7 @@ use crate::config::{EnsembleConfig, MemberConfig, MemberRole};
 use crate::core::{ConnId, Forward, ForwardRequest, SnapshotView};
 use crate::net::peer::{PeerClient, PeerHandler, PeerLimits, PeerServer};
 
+pub use import::{import_term, seed_single_member, Seeded};
 pub use log_store::LogStore;
 
 /// Member ids are ZooKeeper's `myid`s.
