@@ -380,3 +380,87 @@ fn participant_spec(ens: &Ensemble, id: u64) -> String {
         m.peer_port, m.election_port, m.client_port
     )
 }
+
+/// A member's zoo.cfg in `root` for `data`, with `participants` as server.N lines (ports are
+/// never bound: migrate only reads the file) and `my_id` in data/myid.
+fn member_config(root: &Path, data: &Path, participants: &[u64], my_id: u64) -> PathBuf {
+    std::fs::create_dir_all(data).unwrap();
+    std::fs::write(data.join("myid"), format!("{my_id}\n")).unwrap();
+    let mut text = format!(
+        "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nadmin.enableServer=false\n",
+        data.display()
+    );
+    for id in participants {
+        let base = 20000 + 10 * id;
+        text.push_str(&format!(
+            "server.{id}=127.0.0.1:{}:{};127.0.0.1:{}\n",
+            base,
+            base + 1,
+            base + 2
+        ));
+    }
+    let cfg = root.join(format!("member-{my_id}-{}.cfg", participants.len()));
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// Each refusal names its reason and changes nothing: no Raft state appears and the
+/// standalone files stay where they are.
+#[test]
+fn migrate_refuses_what_it_cannot_migrate_safely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let standalone_log = data.join("log.0000000000000001");
+    std::fs::write(&standalone_log, b"").unwrap();
+
+    // A standalone configuration: nothing to migrate into.
+    let standalone_cfg = tmp.path().join("standalone.cfg");
+    std::fs::write(
+        &standalone_cfg,
+        format!("tickTime=2000\ndataDir={}\n", data.display()),
+    )
+    .unwrap();
+    let (ok_, out, err) = migrate(&standalone_cfg);
+    assert!(!ok_, "{out}");
+    assert!(err.contains("no server.N lines"), "{err}");
+
+    // More than one participant: an empty voter pair could outvote the imported state.
+    let (ok_, out, err) = migrate(&member_config(tmp.path(), &data, &[1, 2, 3], 1));
+    assert!(!ok_, "{out}");
+    assert!(
+        err.contains("must be the only participant") && err.contains("reconfig -add"),
+        "{err}"
+    );
+
+    let cfg = member_config(tmp.path(), &data, &[1], 1);
+
+    // A server holds the directory.
+    {
+        let _held = corral_storage::DirLock::acquire(&data).unwrap();
+        let (ok_, out, err) = migrate(&cfg);
+        assert!(!ok_, "{out}");
+        assert!(err.contains("in use by another server"), "{err}");
+    }
+
+    // Raft state already there (a member's directory, or a second run).
+    let raft = data.join("raft");
+    let mut log = corral_storage::RaftLog::open(&raft, Default::default()).unwrap();
+    log.save_vote(b"vote").unwrap();
+    drop(log);
+    let (ok_, out, err) = migrate(&cfg);
+    assert!(!ok_, "{out}");
+    assert!(err.contains("already holds Raft state"), "{err}");
+    std::fs::remove_dir_all(&raft).unwrap();
+
+    // No standalone data at all.
+    let empty = tmp.path().join("empty");
+    let (ok_, out, err) = migrate(&member_config(tmp.path(), &empty, &[1], 1));
+    assert!(!ok_, "{out}");
+    assert!(err.contains("no standalone data to migrate"), "{err}");
+
+    assert!(standalone_log.exists(), "a refusal moved the standalone log");
+    assert!(!data.join("migrated-standalone").exists());
+    assert!(!data.join("raft-snapshots").exists());
+    assert!(!empty.join("raft-snapshots").exists() && !empty.join("raft").exists());
+}
