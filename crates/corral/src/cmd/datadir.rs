@@ -102,7 +102,7 @@ fn migrate(config_path: &Path) -> anyhow::Result<()> {
         report.znodes, report.sessions, report.zxid
     );
     println!(
-        "raft snapshot: {} (log index {}, term {}; the first leader's zxids start at epoch {})",
+        "raft snapshot: {} (log index {}, term {}; new zxids have epoch {} or above)",
         report.raft_snapshot.display(),
         report.raft_index,
         report.raft_term,

@@ -120,6 +120,66 @@ pub fn seed_single_member(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ConfigOverrides, ServerConfig};
+
+    fn ensemble(dir: &Path, servers: &str) -> EnsembleConfig {
+        let cfg = dir.join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!("tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\n{servers}", dir.display()),
+        )
+        .unwrap();
+        let overrides = ConfigOverrides {
+            my_id: Some(1),
+            ..ConfigOverrides::default()
+        };
+        ServerConfig::load(&cfg, &overrides).unwrap().ensemble.unwrap()
+    }
+
+    /// What openraft reads back at start: the snapshot's log id and one-voter membership, a
+    /// log purged through that id, and an uncommitted vote for its term.
+    #[test]
+    fn the_seeded_state_is_a_snapshot_a_purged_log_and_an_uncommitted_vote() {
+        let dir = tempfile::tempdir().unwrap();
+        let ens = ensemble(
+            dir.path(),
+            "server.1=127.0.0.1:2888:3888;127.0.0.1:2181\n\
+             server.2=127.0.0.1:2889:3889:observer;127.0.0.1:2182\n",
+        );
+        let (raft, snaps) = (dir.path().join("raft"), dir.path().join("raft-snapshots"));
+        let zxid = 0x3_0000_0007;
+        let seeded =
+            seed_single_member(&ens, &raft, &snaps, b"image", zxid, Some([5; 16])).unwrap();
+        assert_eq!((seeded.index, seeded.term), (0, 4));
+
+        let (meta, data) = SnapshotStore::new(&snaps).load_latest().unwrap().unwrap();
+        let log_id = meta.last_log_id.unwrap();
+        assert_eq!((log_id.index, log_id.leader_id.term, log_id.leader_id.node_id), (0, 4, 1));
+        let voters: Vec<MemberId> = meta.last_membership.membership().voter_ids().collect();
+        assert_eq!(voters, vec![1]);
+        let (extra, image) = super::super::snapshot_store::decode_data(&data).unwrap();
+        assert_eq!((extra.zxid, extra.secret, image), (zxid, Some([5; 16]), &b"image"[..]));
+
+        let log = RaftLog::open(&raft, RaftLogOptions::default()).unwrap();
+        assert_eq!(log.last_purged(), Some((INDEX_SHIFT, 4, 1)));
+        assert_eq!(log.last_entry_id(), None);
+        let vote: Vote<MemberId> = bincode::deserialize(&log.read_vote().unwrap()).unwrap();
+        assert_eq!(vote, Vote::new(4, 1));
+        assert!(!vote.is_committed());
+    }
+
+    #[test]
+    fn a_second_voter_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ens = ensemble(
+            dir.path(),
+            "server.1=127.0.0.1:2888:3888;127.0.0.1:2181\n\
+             server.2=127.0.0.1:2889:3889;127.0.0.1:2182\n",
+        );
+        let (raft, snaps) = (dir.path().join("raft"), dir.path().join("raft-snapshots"));
+        assert!(seed_single_member(&ens, &raft, &snaps, b"image", 1, None).is_err());
+        assert!(!raft.exists() && !snaps.exists());
+    }
 
     #[test]
     fn the_import_term_is_above_the_epoch_of_the_imported_zxid() {
