@@ -459,7 +459,10 @@ fn migrate_refuses_what_it_cannot_migrate_safely() {
     assert!(!ok_, "{out}");
     assert!(err.contains("no standalone data to migrate"), "{err}");
 
-    assert!(standalone_log.exists(), "a refusal moved the standalone log");
+    assert!(
+        standalone_log.exists(),
+        "a refusal moved the standalone log"
+    );
     assert!(!data.join("migrated-standalone").exists());
     assert!(!data.join("raft-snapshots").exists());
     assert!(!empty.join("raft-snapshots").exists() && !empty.join("raft").exists());

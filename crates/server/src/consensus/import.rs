@@ -126,14 +126,20 @@ mod tests {
         let cfg = dir.join("zoo.cfg");
         std::fs::write(
             &cfg,
-            format!("tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\n{servers}", dir.display()),
+            format!(
+                "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\n{servers}",
+                dir.display()
+            ),
         )
         .unwrap();
         let overrides = ConfigOverrides {
             my_id: Some(1),
             ..ConfigOverrides::default()
         };
-        ServerConfig::load(&cfg, &overrides).unwrap().ensemble.unwrap()
+        ServerConfig::load(&cfg, &overrides)
+            .unwrap()
+            .ensemble
+            .unwrap()
     }
 
     /// What openraft reads back at start: the snapshot's log id and one-voter membership, a
@@ -154,11 +160,21 @@ mod tests {
 
         let (meta, data) = SnapshotStore::new(&snaps).load_latest().unwrap().unwrap();
         let log_id = meta.last_log_id.unwrap();
-        assert_eq!((log_id.index, log_id.leader_id.term, log_id.leader_id.node_id), (0, 4, 1));
+        assert_eq!(
+            (
+                log_id.index,
+                log_id.leader_id.term,
+                log_id.leader_id.node_id
+            ),
+            (0, 4, 1)
+        );
         let voters: Vec<MemberId> = meta.last_membership.membership().voter_ids().collect();
         assert_eq!(voters, vec![1]);
         let (extra, image) = super::super::snapshot_store::decode_data(&data).unwrap();
-        assert_eq!((extra.zxid, extra.secret, image), (zxid, Some([5; 16]), &b"image"[..]));
+        assert_eq!(
+            (extra.zxid, extra.secret, image),
+            (zxid, Some([5; 16]), &b"image"[..])
+        );
 
         let log = RaftLog::open(&raft, RaftLogOptions::default()).unwrap();
         assert_eq!(log.last_purged(), Some((INDEX_SHIFT, 4, 1)));
