@@ -147,6 +147,7 @@ fn a_server_refuses_a_data_directory_the_other_kind_of_server_wrote() {
     assert!(!ok);
     assert!(err.contains("holds a standalone server's data"), "{err}");
     assert!(err.contains("1 txn log file(s)"), "{err}");
+    assert!(err.contains("corral datadir migrate --config"), "{err}");
 
     // The other way round: a Raft log under a standalone configuration.
     let data2 = tmp.path().join("data2");

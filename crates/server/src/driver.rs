@@ -311,6 +311,35 @@ pub fn core_now() -> Now {
 /// Name of the file in the data directory holding the secret session passwords derive from.
 const SESSION_SECRET_FILE: &str = "session-secret";
 
+/// Where an ensemble member keeps its Raft log, inside dataLogDir.
+pub(crate) const RAFT_SUBDIR: &str = "raft";
+/// Where an ensemble member keeps its Raft snapshots, inside dataDir.
+pub(crate) const RAFT_SNAPSHOT_SUBDIR: &str = "raft-snapshots";
+
+/// The session secret a standalone server kept in `data_dir`, if it has one (read only).
+pub(crate) fn read_session_secret(
+    data_dir: &std::path::Path,
+) -> Result<Option<[u8; 16]>, ServerError> {
+    let path = data_dir.join(SESSION_SECRET_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            bytes
+                .as_slice()
+                .try_into()
+                .map(Some)
+                .map_err(|_| ServerError::SessionSecret {
+                    path,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("expected 16 bytes, found {}", bytes.len()),
+                    ),
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ServerError::SessionSecret { path, source }),
+    }
+}
+
 /// Session passwords must stay valid across restarts (clients reconnect with them), so the
 /// secret is generated once and kept next to the snapshots. Written to a temp file, synced
 /// and renamed, so a crash never leaves a half-written secret.
@@ -1542,7 +1571,7 @@ impl Driver {
 /// txn log and snapshots; a standalone server never reads a Raft log. Either would start
 /// empty and leave the data behind, which looks like data loss to every client.
 fn check_data_dir_kind(config: &ServerConfig, as_member: bool) -> Result<(), ServerError> {
-    let raft_dir = config.data_log_dir().join("raft");
+    let raft_dir = config.data_log_dir().join(RAFT_SUBDIR);
     let has_raft_log = std::fs::read_dir(&raft_dir).is_ok_and(|mut d| d.next().is_some());
     if as_member {
         if has_raft_log {
@@ -1556,8 +1585,11 @@ fn check_data_dir_kind(config: &ServerConfig, as_member: bool) -> Result<(), Ser
         return Err(ServerError::DataDirKind(format!(
             "{} holds a standalone server's data ({} snapshot file(s), {} txn log file(s)), \
              which an ensemble member does not read: it would start empty and leave that data \
-             behind. To keep serving it, start this server without server.N lines; to start a \
-             new, empty ensemble member here, move those snapshot.* and log.* files away first",
+             behind. To make this server the first member of an ensemble serving that data, \
+             stop it and run `corral datadir migrate --config <this zoo.cfg>` (with this server \
+             as the only participant; add the others afterwards with reconfig -add). To keep \
+             serving it standalone, start this server without server.N lines; to start a new, \
+             empty ensemble member here, move those snapshot.* and log.* files away first",
             config.data_dir.display(),
             snapshots.len(),
             logs.len()

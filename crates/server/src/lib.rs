@@ -7,6 +7,7 @@ pub mod core;
 pub mod driver;
 pub mod ensemble_config;
 pub mod four_letter;
+pub mod migrate;
 pub mod net;
 mod persist;
 pub mod testing;

@@ -94,3 +94,74 @@ pub fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), 
     }
     result
 }
+
+/// Moves `files` (each directly inside some directory) into `dest` (created if missing), under
+/// the same names, durably: the renames and both directories are synced before it returns.
+/// Nothing is overwritten: if a name is taken in `dest`, that file and the ones after it stay
+/// where they are and the error names it. Returns the new paths. Renames stay within one file
+/// system, so each file is either in its old place or its new one, never lost or copied.
+pub fn move_files_durably(files: &[PathBuf], dest: &Path) -> Result<Vec<PathBuf>, StorageError> {
+    std::fs::create_dir_all(dest).at(dest)?;
+    let mut moved = Vec::with_capacity(files.len());
+    let mut sources: Vec<&Path> = Vec::new();
+    let mut result = Ok(());
+    for file in files {
+        let Some(name) = file.file_name() else {
+            result = Err(StorageError::io(
+                file,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+            ));
+            break;
+        };
+        let target = dest.join(name);
+        if target.exists() {
+            result = Err(StorageError::io(
+                &target,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists"),
+            ));
+            break;
+        }
+        if let Err(e) = std::fs::rename(file, &target).at(file) {
+            result = Err(e);
+            break;
+        }
+        if let Some(parent) = file.parent() {
+            if !sources.contains(&parent) {
+                sources.push(parent);
+            }
+        }
+        moved.push(target);
+    }
+    // Whatever moved is made durable, also when a later file failed.
+    sync_dir(dest)?;
+    for dir in sources {
+        sync_dir(dir)?;
+    }
+    result.map(|()| moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_moved_aside_and_nothing_is_overwritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("log.1");
+        let b = tmp.path().join("snapshot.2");
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
+        let dest = tmp.path().join("aside");
+        let moved = move_files_durably(&[a.clone(), b.clone()], &dest).unwrap();
+        assert_eq!(moved, vec![dest.join("log.1"), dest.join("snapshot.2")]);
+        assert!(!a.exists() && !b.exists());
+        assert_eq!(std::fs::read(dest.join("log.1")).unwrap(), b"a");
+
+        // A second file of the same name stays where it is.
+        std::fs::write(&a, b"newer").unwrap();
+        let err = move_files_durably(std::slice::from_ref(&a), &dest).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert_eq!(std::fs::read(&a).unwrap(), b"newer");
+        assert_eq!(std::fs::read(dest.join("log.1")).unwrap(), b"a");
+    }
+}

@@ -94,7 +94,7 @@ mod writer;
 
 pub use error::StorageError;
 pub use format::{log_file_name, snapshot_file_name, MAX_PAYLOAD_BYTES, SNAP_HEADER_BYTES};
-pub use fsutil::replace_file_durably;
+pub use fsutil::{move_files_durably, replace_file_durably};
 pub use group::{DurableCallback, GroupCommitLog, LogStats};
 pub use inspect::{list_logs, list_snapshots, verify, SegmentInfo, SnapshotInfo, VerifyReport};
 pub use lock::{DirLock, LOCK_FILE_NAME};

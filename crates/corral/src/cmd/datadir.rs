@@ -1,6 +1,9 @@
 //! `corral datadir`: inspect a data directory without starting a server. Read-only: a torn
 //! tail is reported, not repaired. When the txn log directory has a `raft` subfolder (an
 //! ensemble member's Raft log), every action covers it too.
+//!
+//! `corral datadir migrate --config zoo.cfg` is the one action that writes: it turns a
+//! standalone server's data into a one-member ensemble's (`corral_server::migrate`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +14,9 @@ use corral_storage::LogIter;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The data directory (dataDir: snapshots, and the txn log unless --log-dir is given).
+    /// Not given for `migrate`, which takes the directories from its zoo.cfg.
     #[arg(value_name = "DIR")]
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     /// The txn log directory (dataLogDir), if it is not DIR.
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
@@ -33,6 +37,16 @@ enum Action {
         #[arg(long, value_name = "ZXID", value_parser = parse_zxid)]
         from: Option<i64>,
     },
+    /// Offline: turn a standalone server's data (dataDir/dataLogDir of the given zoo.cfg)
+    /// into the state of a one-member ensemble, so `corral server --config` with the same file
+    /// serves the same tree as a member. The config must list this server (myid) as its only
+    /// participant; add the other members afterwards with `reconfig -add`. The standalone
+    /// files are moved into `migrated-standalone/`, never deleted.
+    Migrate {
+        /// The ensemble's zoo.cfg for this server (server.N lines, myid in dataDir).
+        #[arg(long, value_name = "ZOO_CFG")]
+        config: PathBuf,
+    },
 }
 
 fn parse_zxid(s: &str) -> Result<i64, String> {
@@ -44,21 +58,29 @@ fn parse_zxid(s: &str) -> Result<i64, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let log_dir = args.log_dir.clone().unwrap_or_else(|| args.dir.clone());
-    anyhow::ensure!(
-        args.dir.is_dir(),
-        "{} is not a directory",
-        args.dir.display()
-    );
+    if let Action::Migrate { config } = &args.action {
+        anyhow::ensure!(
+            args.dir.is_none() && args.log_dir.is_none(),
+            "migrate takes dataDir and dataLogDir from --config; give no DIR or --log-dir"
+        );
+        return migrate(config);
+    }
+    let dir = args
+        .dir
+        .clone()
+        .context("DIR (the data directory) is required")?;
+    let log_dir = args.log_dir.clone().unwrap_or_else(|| dir.clone());
+    anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
     let raft_dir = log_dir.join(RAFT_SUBDIR);
     let raft_dir = raft_dir.is_dir().then_some(raft_dir);
     match args.action {
+        Action::Migrate { .. } => unreachable!("handled above"),
         Action::List => {
-            list(&args.dir, &log_dir)?;
+            list(&dir, &log_dir)?;
             raft_dir.map_or(Ok(()), |d| raft_list(&d))
         }
         Action::Verify => {
-            verify(&args.dir, &log_dir)?;
+            verify(&dir, &log_dir)?;
             raft_dir.map_or(Ok(()), |d| raft_verify(&d))
         }
         Action::Dump { from } => {
@@ -70,6 +92,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Where an ensemble member keeps its Raft log, inside the txn log directory.
 const RAFT_SUBDIR: &str = "raft";
+
+fn migrate(config_path: &Path) -> anyhow::Result<()> {
+    let config = corral_server::config::ServerConfig::from_file(config_path)
+        .with_context(|| format!("loading {}", config_path.display()))?;
+    let report = corral_server::migrate::migrate_standalone(&config)?;
+    println!(
+        "migrated: {} znodes and {} sessions at zxid {:#x}",
+        report.znodes, report.sessions, report.zxid
+    );
+    println!(
+        "raft snapshot: {} (log index {}, term {}; new zxids have epoch {} or above)",
+        report.raft_snapshot.display(),
+        report.raft_index,
+        report.raft_term,
+        report.raft_term + 1
+    );
+    for path in &report.moved {
+        println!("moved aside: {}", path.display());
+    }
+    println!(
+        "start the member with `corral server --config {}`; add the other members with \
+         reconfig -add once it serves",
+        config_path.display()
+    );
+    Ok(())
+}
 
 fn raft_list(dir: &Path) -> anyhow::Result<()> {
     let info = corral_storage::inspect_raft_log(dir).context("reading the raft log")?;

@@ -208,13 +208,21 @@ impl Ensemble {
     /// [`Ensemble::start`] with `extra_config` (whole `key=value\n` lines, e.g.
     /// `"snapCount=100\n"`) appended to every member's zoo.cfg.
     pub async fn start_with(n_voters: usize, n_observers: usize, extra_config: &str) -> Ensemble {
+        let mut ens = Ensemble::configure(n_voters, n_observers, extra_config);
+        ens.start_all().await;
+        ens
+    }
+
+    /// Like [`Ensemble::start_with`], but only writes every member's directory, myid and
+    /// zoo.cfg: a test prepares a member's data directory before [`Ensemble::start_all`].
+    pub fn configure(n_voters: usize, n_observers: usize, extra_config: &str) -> Ensemble {
         let root = tempfile::Builder::new()
             .prefix("corral-ensemble-")
             .tempdir()
             .expect("temp dir");
         let total = n_voters + n_observers;
         let ports = free_ports(3 * total);
-        let mut members: Vec<Member> = (0..total)
+        let members: Vec<Member> = (0..total)
             .map(|i| {
                 let id = i as u64 + 1;
                 let dir = root.path().join(format!("member-{id}"));
@@ -238,15 +246,30 @@ impl Ensemble {
         for m in &members {
             write_config(&members, m, extra_config);
         }
-        for m in &mut members {
-            m.spawn();
-        }
-        let mut ens = Ensemble {
+        Ensemble {
             members,
             _root: root,
-        };
-        ens.wait_stable().await;
-        ens
+        }
+    }
+
+    /// Starts every member that is not running and waits until the ensemble is stable.
+    pub async fn start_all(&mut self) {
+        for m in &mut self.members {
+            if !m.is_running() {
+                m.spawn();
+            }
+        }
+        self.wait_stable().await;
+    }
+
+    /// A member's dataDir (holding its myid).
+    pub fn data_dir_of(&self, id: u64) -> PathBuf {
+        self.member(id).data_dir()
+    }
+
+    /// A member's zoo.cfg.
+    pub fn config_path_of(&self, id: u64) -> PathBuf {
+        self.member(id).config_path()
     }
 
     pub fn member(&self, id: u64) -> &Member {

@@ -26,7 +26,7 @@ use openraft::{
 use super::{MemberId, TypeConfig};
 
 /// Openraft's index `i` is record `i + 1` of the storage log (which starts at 1).
-const INDEX_SHIFT: u64 = 1;
+pub(super) const INDEX_SHIFT: u64 = 1;
 
 #[derive(Clone)]
 pub struct LogStore {

@@ -19,8 +19,11 @@
 //!   image plus Raft's meta, `snapshot_store`) and openraft purges the log before it, keeping
 //!   the last [`LOG_KEPT_AFTER_SNAPSHOT`] entries; a member too far behind is sent the
 //!   leader's snapshot, in chunks, then the log after it.
+//! - Import: `import` seeds a one-member ensemble's Raft state from a standalone server's
+//!   state (`corral datadir migrate`), choosing the log id and vote so zxids keep growing.
 
 mod forwarding;
+mod import;
 mod leader_loss;
 mod log_store;
 mod network;
@@ -43,6 +46,7 @@ use crate::config::{EnsembleConfig, MemberConfig, MemberRole};
 use crate::core::{ConnId, Forward, ForwardRequest, SnapshotView};
 use crate::net::peer::{PeerClient, PeerHandler, PeerLimits, PeerServer};
 
+pub use import::{import_term, seed_single_member, Seeded};
 pub use log_store::LogStore;
 
 /// Member ids are ZooKeeper's `myid`s.

@@ -101,8 +101,8 @@ impl Ensemble {
     ) -> Result<(Ensemble, Option<SnapshotImage>), ServerError> {
         let started = Instant::now();
         let (tx, events) = mpsc::unbounded_channel();
-        let raft_dir = config.data_log_dir().join("raft");
-        let snapshot_dir = config.data_dir.join("raft-snapshots");
+        let raft_dir = config.data_log_dir().join(super::RAFT_SUBDIR);
+        let snapshot_dir = config.data_dir.join(super::RAFT_SNAPSHOT_SUBDIR);
         let settings = Settings {
             tick_time_ms: config.tick_time_ms,
             snap_count: config.snap_count,
