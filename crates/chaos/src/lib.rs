@@ -5,16 +5,21 @@
 //! - [`history`] — the operation record and its JSON-lines form;
 //! - [`check`] — one checker per workload (linearizable registers, sets, unique ids, counter,
 //!   fencing tokens, watch streams, sessions);
-//! - [`ensemble`], [`net`] — member processes and their network namespaces;
+//! - [`ensemble`], [`net`], [`disk`] — member processes, their network namespaces and their
+//!   own small filesystems;
+//! - [`loss`], [`proxy`] — random packet loss and delay between members;
 //! - [`nemesis`] — the fault schedule and its execution;
 //! - [`workload`] — the client tasks;
 //! - [`runner`] — one run from start to verdict, and the results table.
 
 pub mod check;
+pub mod disk;
 pub mod ensemble;
 pub mod history;
+pub mod loss;
 pub mod nemesis;
 pub mod net;
+pub mod proxy;
 pub mod runner;
 pub mod workload;
 

@@ -33,7 +33,7 @@ enum Cmd {
         /// Seed of the nemesis schedule and of the clients' choices (default: from the clock).
         #[arg(long)]
         seed: Option<u64>,
-        /// Fault families: kill, pause, partition.
+        /// Fault families: kill, pause, partition, diskfull, lossy, slow.
         #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition")]
         nemesis: Vec<String>,
         /// Workloads: register, set, ids, counter, lock, watch, session.
@@ -117,7 +117,7 @@ fn main() -> ExitCode {
                 match Fault::parse(n) {
                     Some(f) => faults.push(f),
                     None => {
-                        eprintln!("unknown nemesis {n:?} (kill, pause, partition, none)");
+                        eprintln!("unknown nemesis {n:?} (kill, pause, partition, diskfull, lossy, slow, none)");
                         return ExitCode::from(2);
                     }
                 }
