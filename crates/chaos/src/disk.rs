@@ -287,3 +287,56 @@ impl Drop for MemberDisks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // In the library's unit tests, not next to the ensemble tests: a process that spawns
+    // members meanwhile could hold the ballast open through a fork and keep its space.
+    /// The plumbing alone: one filesystem per member, a fill reaches ENOSPC on that member only,
+    /// a drain gives the space back, and the mounts are gone after a drop during a panic.
+    #[test]
+    fn member_disks_fill_drain_and_unmount() {
+        if let Some(reason) = MemberDisks::unavailable_reason() {
+            println!("SKIPPED: {reason}");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let mut disks =
+            MemberDisks::mount(&[1, 2], |id| root.path().join(format!("m{id}")), 8).unwrap();
+        let (one, two) = (
+            disks.path(1).unwrap().to_path_buf(),
+            disks.path(2).unwrap().to_path_buf(),
+        );
+        let free_before = free_bytes(&one).unwrap();
+        assert!(free_before > 7 << 20, "{free_before}");
+        let ballast = disks.fill(1).unwrap();
+        assert!(ballast > 7 << 20, "{ballast}");
+        assert_eq!(disks.full(), vec![1]);
+        let err = std::fs::write(one.join("probe"), vec![0u8; 64 * 1024]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        assert_eq!(
+            free_bytes(&two).unwrap(),
+            free_before,
+            "member 2 is untouched"
+        );
+        disks.drain(1).unwrap();
+        assert!(disks.full().is_empty());
+        std::fs::write(one.join("probe"), vec![0u8; 64 * 1024]).unwrap();
+
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _disks = disks;
+            panic!("planted");
+        }));
+        assert!(unwound.is_err());
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        for p in [&one, &two] {
+            assert!(
+                !mounts.contains(&*p.to_string_lossy()),
+                "{} still mounted",
+                p.display()
+            );
+        }
+    }
+}
