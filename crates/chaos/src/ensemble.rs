@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::disk::MemberDisks;
 use crate::faultfs::{FaultFsError, Loss, Mount};
 use crate::net::Network;
+use crate::proxy::DelayProxies;
 
 /// ZooKeeper's default tick; with it Corral elects a new leader within about two seconds.
 pub const TICK_TIME_MS: u32 = 2000;
@@ -129,8 +131,19 @@ pub struct Ensemble {
     /// One faultfs mount per member (in member order) when started on faultfs; `Drop` kills
     /// the processes before the fields go, so no server holds a file on a mount it loses.
     pub faultfs: Vec<Mount>,
+    /// The delaying proxies on the peer links, for the slow nemesis (`proxy.rs`).
+    pub proxies: Option<DelayProxies>,
     /// Declared last so it is dropped after the processes are gone.
     pub network: Option<Network>,
+    /// Each member's own filesystem on its data directory, for the disk-full nemesis. Mounted
+    /// before the members start ([`member_dir`] names the directory) and handed over here, so
+    /// it is unmounted after the processes are gone.
+    pub disks: Option<MemberDisks>,
+}
+
+/// The directory of member `id` under an ensemble's root; its data directory is `data` in it.
+pub fn member_dir(root: &Path, id: u64) -> PathBuf {
+    root.join(format!("member-{id}"))
 }
 
 fn free_port() -> Result<u16, EnsembleError> {
@@ -201,7 +214,7 @@ impl Ensemble {
                     }
                 }
             }
-            let dir = root.join(format!("member-{id}"));
+            let dir = member_dir(root, id);
             members.push(Member {
                 id,
                 ip,
@@ -237,7 +250,9 @@ impl Ensemble {
             members,
             server,
             faultfs,
+            proxies: None,
             network,
+            disks: None,
         };
         for id in ens.ids() {
             ens.restart(id)?;
@@ -343,6 +358,16 @@ impl Ensemble {
             .filter(|m| m.is_running() && !m.paused)
             .map(|m| m.id)
             .collect()
+    }
+
+    /// If member `id` has exited by itself, reaps it and returns its exit status (it can then
+    /// be restarted); `None` while it runs or when it was not started.
+    pub fn reap_exited(&mut self, id: u64) -> Option<String> {
+        let m = self.member_mut(id);
+        let status = m.child.as_mut()?.try_wait().ok()??;
+        m.child = None;
+        m.paused = false;
+        Some(status.to_string())
     }
 
     /// Fails if a member that should run has exited by itself (a crash is a finding).

@@ -5,8 +5,10 @@
 //! - [`history`] — the operation record and its JSON-lines form;
 //! - [`check`] — one checker per workload (linearizable registers, sets, unique ids, counter,
 //!   fencing tokens, watch streams, sessions);
-//! - [`ensemble`], [`net`] — member processes and their network namespaces;
+//! - [`ensemble`], [`net`], [`disk`] — member processes, their network namespaces and their
+//!   own small filesystems;
 //! - [`faultfs`] — a FUSE layer that drops unsynced writes at a power loss;
+//! - [`loss`], [`proxy`] — random packet loss and delay between members;
 //! - [`nemesis`] — the fault schedule and its execution;
 //! - [`workload`] — the client tasks; [`queue`] — the queue workload and its final drain;
 //! - [`runner`] — one run from start to verdict, and the results table;
@@ -15,12 +17,15 @@
 
 pub mod apache;
 pub mod check;
+pub mod disk;
 pub mod ensemble;
 pub mod faultfs;
 pub mod history;
 pub mod kazoo;
+pub mod loss;
 pub mod nemesis;
 pub mod net;
+pub mod proxy;
 pub mod queue;
 pub mod runner;
 pub mod workload;

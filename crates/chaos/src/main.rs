@@ -34,7 +34,8 @@ enum Cmd {
         /// Seed of the nemesis schedule and of the clients' choices (default: from the clock).
         #[arg(long)]
         seed: Option<u64>,
-        /// Fault families: kill, pause, partition, power (power loss on faultfs; needs root).
+        /// Fault families: kill, pause, partition, power (power loss on faultfs; needs root),
+        /// diskfull, lossy, slow.
         #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition")]
         nemesis: Vec<String>,
         /// Workloads: register, set, ids, counter, lock, watch, session, queue, kazoo-set
@@ -128,7 +129,7 @@ fn main() -> ExitCode {
                 match Fault::parse(n) {
                     Some(f) => faults.push(f),
                     None => {
-                        eprintln!("unknown nemesis {n:?} (kill, pause, partition, power, none)");
+                        eprintln!("unknown nemesis {n:?} (kill, pause, partition, power, diskfull, lossy, slow, none)");
                         return ExitCode::from(2);
                     }
                 }

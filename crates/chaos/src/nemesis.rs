@@ -20,6 +20,12 @@ pub enum Fault {
     Partition,
     /// Power loss on faultfs (the run puts every member's data directory on a mount).
     Power,
+    /// A member's filesystem fills up (`disk.rs`).
+    DiskFull,
+    /// Links between members lose packets at random (`loss.rs`).
+    Lossy,
+    /// Links between members are delayed (`proxy.rs`).
+    Slow,
 }
 
 impl Fault {
@@ -29,6 +35,9 @@ impl Fault {
             "pause" => Some(Fault::Pause),
             "partition" => Some(Fault::Partition),
             "power" => Some(Fault::Power),
+            "diskfull" => Some(Fault::DiskFull),
+            "lossy" => Some(Fault::Lossy),
+            "slow" => Some(Fault::Slow),
             _ => None,
         }
     }
@@ -38,7 +47,15 @@ impl Fault {
             Fault::Pause => "pause",
             Fault::Partition => "partition",
             Fault::Power => "power",
+            Fault::DiskFull => "diskfull",
+            Fault::Lossy => "lossy",
+            Fault::Slow => "slow",
         }
+    }
+
+    /// Families that need the members in network namespaces.
+    pub fn needs_network(self) -> bool {
+        matches!(self, Fault::Partition | Fault::Lossy | Fault::Slow)
     }
 }
 
@@ -75,7 +92,30 @@ pub enum Action {
     PowerLeader,
     /// Power loss of every member at the same instant.
     PowerAll,
+    /// Fill a random member's filesystem with ballast until ENOSPC; delete it at heal time.
+    FillDiskRandom,
+    /// Fill the leader's filesystem.
+    FillDiskLeader,
+    /// Every link of the leader loses [`LEADER_LOSS_PCT`] % of its packets, both ways.
+    LossyLeader,
+    /// Every link between members loses [`ALL_LOSS_PCT`] % of its packets, both ways.
+    LossyAll,
+    /// Every link of the leader is delayed by [`LEADER_DELAY_MS`] each way.
+    SlowLeader,
+    /// Every link between members is delayed by [`ALL_DELAY_MS`] each way.
+    SlowAll,
 }
+
+/// One-way delay of [`Action::SlowLeader`]: every round trip of the leader takes 400 ms, about
+/// twice the members' election timeout (tickTime 2000 gives 100–200 ms).
+pub const LEADER_DELAY_MS: u64 = 200;
+/// One-way delay of [`Action::SlowAll`]: a slow wide-area link.
+pub const ALL_DELAY_MS: u64 = 50;
+
+/// Loss rate of [`Action::LossyLeader`]: heavy enough that TCP backs off for seconds.
+pub const LEADER_LOSS_PCT: u32 = 30;
+/// Loss rate of [`Action::LossyAll`]: a bad network that still carries traffic.
+pub const ALL_LOSS_PCT: u32 = 10;
 
 impl Action {
     pub fn fault(self) -> Fault {
@@ -86,6 +126,9 @@ impl Action {
                 Fault::Partition
             }
             Action::PowerRandom | Action::PowerLeader | Action::PowerAll => Fault::Power,
+            Action::FillDiskRandom | Action::FillDiskLeader => Fault::DiskFull,
+            Action::LossyLeader | Action::LossyAll => Fault::Lossy,
+            Action::SlowLeader | Action::SlowAll => Fault::Slow,
         }
     }
 }
@@ -119,6 +162,9 @@ pub fn schedule(seed: u64, faults: &[Fault], total: Duration, pause_hold_ms: u64
                 Action::PowerLeader,
                 Action::PowerAll,
             ],
+            Fault::DiskFull => &[Action::FillDiskRandom, Action::FillDiskLeader],
+            Fault::Lossy => &[Action::LossyLeader, Action::LossyAll],
+            Fault::Slow => &[Action::SlowLeader, Action::SlowAll],
         }
     };
     let mut steps = Vec::new();
@@ -165,8 +211,16 @@ pub enum NemesisError {
     NoNetwork(&'static str),
     #[error("power loss needs the members on faultfs, which this run does not have")]
     NoFaultFs,
+    #[error("{0} needs a filesystem per member, which this run does not have")]
+    NoDisks(&'static str),
+    #[error("{0} needs the delaying proxies, which this run does not have")]
+    NoProxies(&'static str),
     #[error("restarting a member: {0}")]
     Ensemble(#[from] crate::ensemble::EnsembleError),
+    #[error("disk: {0}")]
+    Disk(#[from] crate::disk::DiskError),
+    #[error("packet loss: {0}")]
+    Loss(#[from] crate::loss::LossError),
 }
 
 /// What a started fault did, so it can be healed and logged.
@@ -176,6 +230,9 @@ pub struct Applied {
     killed: Vec<u64>,
     paused: Vec<u64>,
     partitioned: bool,
+    filled: Vec<u64>,
+    lossy: bool,
+    slowed: bool,
 }
 
 /// Starts `action`. Targets that need a leader fall back to a random member if there is none.
@@ -271,12 +328,88 @@ pub async fn apply(
                 _ => unreachable!("partition actions only"),
             }
         }
+        Action::FillDiskRandom | Action::FillDiskLeader => {
+            let id = if action == Action::FillDiskLeader {
+                target
+            } else {
+                random
+            };
+            let disks = ens
+                .disks
+                .as_mut()
+                .ok_or(NemesisError::NoDisks("diskfull"))?;
+            let ballast_bytes = disks.fill(id)?;
+            applied.filled.push(id);
+            applied.description = format!(
+                "fill the disk of {} ({} MiB of ballast)",
+                who(id),
+                ballast_bytes >> 20
+            );
+        }
+        Action::LossyLeader | Action::LossyAll => {
+            let ids = ens.ids();
+            let net = ens
+                .network
+                .as_ref()
+                .ok_or(NemesisError::NoNetwork("lossy"))?;
+            applied.lossy = true;
+            if action == Action::LossyLeader {
+                let rest: Vec<u64> = ids.iter().copied().filter(|&i| i != target).collect();
+                crate::loss::add_between(net, &[target], &rest, LEADER_LOSS_PCT)?;
+                applied.description = format!(
+                    "{LEADER_LOSS_PCT}% packet loss on every link of {}",
+                    who(target)
+                );
+            } else {
+                crate::loss::add_between(net, &ids, &ids, ALL_LOSS_PCT)?;
+                applied.description = format!("{ALL_LOSS_PCT}% packet loss on every peer link");
+            }
+        }
+        Action::SlowLeader | Action::SlowAll => {
+            let ids = ens.ids();
+            let proxies = ens
+                .proxies
+                .as_ref()
+                .ok_or(NemesisError::NoProxies("slow"))?;
+            applied.slowed = true;
+            if action == Action::SlowLeader {
+                for &other in ids.iter().filter(|&&i| i != target) {
+                    proxies.set_delay(target, other, LEADER_DELAY_MS);
+                }
+                applied.description = format!(
+                    "{LEADER_DELAY_MS} ms delay each way on every link of {}",
+                    who(target)
+                );
+            } else {
+                for &a in &ids {
+                    for &b in &ids {
+                        proxies.set_delay(a, b, ALL_DELAY_MS);
+                    }
+                }
+                applied.description =
+                    format!("{ALL_DELAY_MS} ms delay each way on every peer link");
+            }
+        }
     }
     Ok(applied)
 }
 
-/// Undoes what [`apply`] did.
-pub fn heal(ens: &mut Ensemble, applied: &Applied) -> Result<(), NemesisError> {
+/// Undoes what [`apply`] did. Returns notes for the nemesis log: a member that exited by
+/// itself while its disk was full (Corral stops on a failed log write, as ZooKeeper does) is
+/// restarted once the space is back, and said so.
+pub fn heal(ens: &mut Ensemble, applied: &Applied) -> Result<Vec<String>, NemesisError> {
+    let mut notes = Vec::new();
+    for &id in &applied.filled {
+        if let Some(disks) = ens.disks.as_mut() {
+            disks.drain(id)?;
+        }
+        if let Some(status) = ens.reap_exited(id) {
+            notes.push(format!(
+                "member {id} had exited ({status}) on the full disk; restarted"
+            ));
+            ens.restart(id)?;
+        }
+    }
     for &id in &applied.paused {
         ens.resume(id);
     }
@@ -288,17 +421,39 @@ pub fn heal(ens: &mut Ensemble, applied: &Applied) -> Result<(), NemesisError> {
             net.heal()?;
         }
     }
-    Ok(())
+    if applied.lossy {
+        if let Some(net) = ens.network.as_ref() {
+            crate::loss::clear(net, &ens.ids())?;
+        }
+    }
+    if applied.slowed {
+        if let Some(proxies) = ens.proxies.as_ref() {
+            proxies.clear();
+        }
+    }
+    Ok(notes)
 }
 
 /// Heals everything, whatever was applied: resumes, restarts, removes every cut.
 pub fn heal_all(ens: &mut Ensemble) -> Result<(), NemesisError> {
+    if let Some(disks) = ens.disks.as_mut() {
+        disks.drain_all()?;
+    }
+    if let Some(proxies) = ens.proxies.as_ref() {
+        proxies.clear();
+    }
     for id in ens.ids() {
         ens.resume(id);
         ens.restart(id)?;
     }
     if let Some(net) = ens.network.as_mut() {
         net.heal()?;
+    }
+    // Loss rules can exist only where iptables runs.
+    if let Some(net) = ens.network.as_ref() {
+        if crate::loss::unavailable_reason().is_none() {
+            crate::loss::clear(net, &ens.ids())?;
+        }
     }
     Ok(())
 }
@@ -324,5 +479,22 @@ mod tests {
             );
         }
         assert!(schedule(1, &[], Duration::from_secs(60), 5_000).is_empty());
+    }
+
+    #[test]
+    fn new_fault_families_parse_schedule_and_need_what_they_use() {
+        let faults = [Fault::DiskFull, Fault::Lossy, Fault::Slow];
+        for f in faults {
+            assert_eq!(Fault::parse(f.name()), Some(f));
+        }
+        assert!(!Fault::DiskFull.needs_network());
+        assert!(Fault::Lossy.needs_network() && Fault::Slow.needs_network());
+        let steps = schedule(3, &faults, Duration::from_secs(60), 5_000);
+        for f in faults {
+            assert!(
+                steps.iter().any(|s| s.action.fault() == f),
+                "{f:?} missing: {steps:?}"
+            );
+        }
     }
 }

@@ -15,10 +15,12 @@ use tokio::sync::watch;
 
 use crate::apache::{self, Target};
 use crate::check::{self, Counts, WorkloadResult};
-use crate::ensemble::{find_corral_binary, Ensemble, EnsembleError, Server};
+use crate::disk::{DiskError, MemberDisks, MEMBER_FS_MIB};
+use crate::ensemble::{find_corral_binary, member_dir, Ensemble, EnsembleError, Server};
 use crate::history::{self, Call, HistoryError, Op, Outcome, Recorder, Workload};
 use crate::nemesis::{self, Fault, FaultWindow, NemesisError, Step};
 use crate::net::{NetError, Network};
+use crate::proxy::{DelayProxies, ProxyError};
 use crate::workload::{self, Ctx, ROOT};
 
 /// Session timeout of the workload clients; a pause lasts longer than this.
@@ -64,6 +66,10 @@ pub enum RunError {
     Net(#[from] NetError),
     #[error("history: {0}")]
     History(#[from] HistoryError),
+    #[error("disk: {0}")]
+    Disk(#[from] DiskError),
+    #[error("proxy: {0}")]
+    Proxy(#[from] ProxyError),
     #[error("setup: {0}")]
     Setup(Error),
     #[error("{source} (run directory kept: {})", dir.display())]
@@ -193,13 +199,33 @@ async fn run_in(
     let start = rec.start();
     let mut faults = cfg.faults.clone();
     let mut skipped = Vec::new();
-    let network = if faults.contains(&Fault::Partition) {
-        match Network::unavailable_reason() {
-            Some(reason) => {
-                let msg = format!("partition nemesis SKIPPED: {reason}");
+    for f in [Fault::Lossy, Fault::Slow] {
+        if faults.contains(&f) {
+            // Both steer or drop packets with iptables inside the members' namespaces.
+            let reason = crate::loss::unavailable_reason().or_else(|| {
+                (f == Fault::Slow && faults.contains(&Fault::Partition)).then(|| {
+                    "its proxies would bypass the partitions' blackhole routes; \
+                     run slow and partition separately"
+                        .to_string()
+                })
+            });
+            if let Some(reason) = reason {
+                let msg = format!("{} nemesis SKIPPED: {reason}", f.name());
                 progress(start, &msg);
                 skipped.push(msg);
-                faults.retain(|f| *f != Fault::Partition);
+                faults.retain(|x| *x != f);
+            }
+        }
+    }
+    let network = if faults.iter().any(|f| f.needs_network()) {
+        match Network::unavailable_reason() {
+            Some(reason) => {
+                for f in faults.iter().filter(|f| f.needs_network()) {
+                    let msg = format!("{} nemesis SKIPPED: {reason}", f.name());
+                    progress(start, &msg);
+                    skipped.push(msg);
+                }
+                faults.retain(|f| !f.needs_network());
                 None
             }
             None => {
@@ -220,10 +246,30 @@ async fn run_in(
     } else {
         None
     };
-    progress(
-        start,
-        "packet delay/loss nemesis: not built yet (RELIABILITY.md)",
-    );
+
+    let disks = if faults.contains(&Fault::DiskFull) {
+        match MemberDisks::unavailable_reason() {
+            Some(reason) => {
+                let msg = format!("diskfull nemesis SKIPPED: {reason}");
+                progress(start, &msg);
+                skipped.push(msg);
+                faults.retain(|f| *f != Fault::DiskFull);
+                None
+            }
+            None => {
+                let ids: Vec<u64> = (1..=cfg.members as u64).collect();
+                let disks =
+                    MemberDisks::mount(&ids, |id| member_dir(dir, id).join("data"), MEMBER_FS_MIB)?;
+                progress(
+                    start,
+                    &format!("a {MEMBER_FS_MIB} MiB tmpfs on every member's data directory"),
+                );
+                Some(disks)
+            }
+        }
+    } else {
+        None
+    };
 
     let mut ens = if faults.contains(&Fault::Power) {
         // faultfs serves Corral members only.
@@ -236,6 +282,17 @@ async fn run_in(
     } else {
         Ensemble::start_server(dir, cfg.members, server, network)?
     };
+    ens.disks = disks;
+    if faults.contains(&Fault::Slow) {
+        ens.proxies = Some(DelayProxies::start(&ens).await?);
+        // The steering applies to new connections only: restart the members, which have
+        // barely started, so that every peer connection goes through a proxy.
+        for id in ens.ids() {
+            ens.kill9(id);
+            ens.restart(id)?;
+        }
+        progress(start, "peer links steered through the delaying proxies");
+    }
     let leader = ens.wait_stable(STABLE_PATIENCE).await?;
     progress(
         start,
@@ -322,9 +379,17 @@ async fn run_in(
             start_ns: fault_start_ns,
             end_ns: rec.now_ns(),
         });
-        if let Err(e) = healed {
-            nemesis_failure = Some(e);
-            break;
+        match healed {
+            Ok(notes) => {
+                for note in notes {
+                    progress(start, &format!("nemesis: {note}"));
+                    nemesis_log.push(format!("{:.1}s {note}", start.elapsed().as_secs_f64()));
+                }
+            }
+            Err(e) => {
+                nemesis_failure = Some(e);
+                break;
+            }
         }
         progress(
             start,
@@ -359,7 +424,9 @@ async fn run_in(
 
     let ops = rec.snapshot();
     write_artifacts(dir, cfg, &faults, &schedule, &nemesis_log, &windows, &ops)?;
-    // Members and namespaces go before the (CPU-bound) check.
+    // Members and namespaces go before the (CPU-bound) check; the members' filesystems stay
+    // until the verdict, so a kept run can copy their data out.
+    let disks = ens.disks.take();
     drop(ens);
     progress(start, &format!("checking {} ops", ops.len()));
     let phases = phases(&ops, &windows);
@@ -370,6 +437,17 @@ async fn run_in(
         Target::Apache => apache::reclassify_known(&mut results),
         Target::Corral => 0,
     };
+    if let Some(disks) = &disks {
+        if cfg.keep || results.iter().any(|r| !r.report.anomalies.is_empty()) {
+            for id in 1..=cfg.members as u64 {
+                let to = member_dir(dir, id).join("data-kept");
+                if let Err(e) = disks.preserve(id, &to) {
+                    tracing::error!(%e, member = id, "could not keep a member's data");
+                }
+            }
+        }
+    }
+    drop(disks);
     Ok(RunOutcome {
         results,
         skipped,

@@ -791,7 +791,7 @@ impl Driver {
         match result {
             Ok(()) => self.drain().await,
             Err(e) => {
-                tracing::error!(error = %e, "stopping: the state could not be rebuilt after a txn log failure");
+                tracing::error!(error = %e, "stopping on a fatal error");
                 self.conns.clear();
                 if let Some(job) = self.snapshot_job.take() {
                     job.abort();

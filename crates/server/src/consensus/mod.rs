@@ -261,6 +261,10 @@ pub enum Event {
         index: u64,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// openraft stopped by itself, for good: its log or vote could not be written (a full or
+    /// failing disk) or it hit an internal error. The member can no longer vote, replicate or
+    /// apply, so the driver stops the server.
+    Stopped { reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -700,6 +704,16 @@ async fn watch_metrics(
     let mut ready_term = None;
     loop {
         let m = metrics.borrow_and_update().clone();
+        if let Err(fatal) = &m.running_state {
+            // Left alone, such a member would report "looking" forever while holding its
+            // client port: wedged until someone restarts it. `Stopped` is our own shutdown.
+            if !matches!(fatal, openraft::error::Fatal::Stopped) {
+                let _ = events.send(Event::Stopped {
+                    reason: fatal.to_string(),
+                });
+            }
+            return;
+        }
         let membership = m.membership_config.membership();
         let voters: Vec<MemberId> = membership.voter_ids().collect();
         let learners: Vec<MemberId> = membership.learner_ids().collect();

@@ -301,6 +301,14 @@ impl Driver {
                 self.ensemble_mut().snapshot_waiting = Some(reply);
                 self.maybe_take_snapshot_view();
             }
+            EnsembleEvent::Consensus(Event::Stopped { reason }) => {
+                // As ZooKeeper's server exits when it cannot write its log: nothing this
+                // member could not persist was acknowledged (openraft reports an entry
+                // flushed only after its fdatasync), and a restart recovers from the log
+                // and catches up from the leader.
+                tracing::error!(%reason, "raft stopped (a log or vote write failed, or an internal error); stopping this member");
+                self.fatal = Some(ServerError::Raft(format!("raft stopped: {reason}")));
+            }
             EnsembleEvent::Consensus(Event::InstallSnapshot { data, index, reply }) => {
                 let _ = reply.send(self.install_snapshot(index, data));
             }
