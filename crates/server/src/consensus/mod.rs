@@ -743,8 +743,10 @@ async fn watch_metrics(
             .unwrap_or_default();
         let quorum_lost = state == MemberState::Leader
             && voters.len() > 1
+            // None: no quorum has answered yet in this term; such a leader is not ready
+            // (readiness needs a quorum) and serves nobody anyway.
             && m.millis_since_quorum_ack
-                .is_none_or(|ms| ms > quorum_lost_after_ms);
+                .is_some_and(|ms| ms > quorum_lost_after_ms);
         let status = Status {
             my_id,
             term: m.current_term,
