@@ -595,6 +595,57 @@ async fn lone_member_does_not_acknowledge_writes() {
     .await;
 }
 
+/// A leader that no quorum answers any more stops serving clients (its connections close and
+/// new ones are refused), as a ZooKeeper leader that loses its quorum does: the others may be
+/// electing a new leader, and its clients should go and find it rather than read here. Once a
+/// member answers again, it serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_no_quorum_answers_stops_serving_until_one_does() {
+    bounded(async {
+        let mut ens = Ensemble::start(3, 0).await;
+        let followers = leave_leader_alone(&mut ens).await;
+        let leader = ens.running()[0];
+        let lonely = ens.connect_string_of(leader);
+        // It may serve for up to a leader lease after its last quorum answer; then never.
+        let refused = async {
+            loop {
+                let attempt = Client::builder(&lonely)
+                    .session_timeout(Duration::from_millis(4_000))
+                    .connect_timeout(Duration::from_secs(2))
+                    .connect()
+                    .await;
+                match attempt {
+                    Err(_) => return,
+                    Ok(c) => c.close().await,
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), refused)
+            .await
+            .is_err()
+        {
+            panic!(
+                "the leader still accepts clients without a quorum:\n{}",
+                ens.log_tails()
+            );
+        }
+        assert!(
+            ens.member(leader)
+                .log()
+                .contains("no quorum of voters answers; not serving clients"),
+            "the leader did not say why it stopped serving"
+        );
+        ens.restart(followers[0]);
+        ens.wait_stable().await;
+        let c = ens.client(&ens.connect_string(), 10_000).await;
+        let (data, _) = ok("get /before", c.get_data("/before")).await;
+        assert_eq!(data, b"kept");
+        c.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_regains_quorum_after_a_member_restarts() {
     bounded(async {
