@@ -185,13 +185,6 @@ const GO_CLUSTER_TESTS_CORRAL_DIVERGES: &[(&str, &str)] = &[
          and is not there yet; ZooKeeper's leader sends the commit to every follower as soon \
          as a quorum acknowledged it, a Corral follower applies it later",
     ),
-    (
-        "TestNoQuorum",
-        "fails when the member left alone is the Raft leader (the test kills the members its \
-         client was on, so which one survives varies): the leader stays leader and keeps the \
-         client's connection; ZooKeeper's leader gives up when it loses its quorum and drops \
-         its clients, which the test expects to see as repeated disconnects",
-    ),
 ];
 
 /// Where the Debian package installs the client's sources, tests included.
