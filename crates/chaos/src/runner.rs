@@ -248,7 +248,15 @@ async fn run_in(
     };
 
     let disks = if faults.contains(&Fault::DiskFull) {
-        match MemberDisks::unavailable_reason() {
+        let reason = MemberDisks::unavailable_reason().or_else(|| {
+            // Each puts its own file system on the members' data directories.
+            faults.contains(&Fault::Power).then(|| {
+                "the power nemesis's faultfs mounts take the data directories; \
+                 run diskfull and power separately"
+                    .to_string()
+            })
+        });
+        match reason {
             Some(reason) => {
                 let msg = format!("diskfull nemesis SKIPPED: {reason}");
                 progress(start, &msg);
