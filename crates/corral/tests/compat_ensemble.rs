@@ -178,14 +178,12 @@ const GO_CLUSTER_TESTS: &[&str] = &[
 /// Those of [`GO_CLUSTER_TESTS`] where Corral does not behave as ZooKeeper yet, and how. They
 /// run against Corral as well and their outcome is printed, but only the run against Apache
 /// ZooKeeper requires them to pass. Remove an entry once Corral passes it.
-const GO_CLUSTER_TESTS_CORRAL_DIVERGES: &[(&str, &str)] = &[
-    (
-        "TestBasicCluster",
-        "sometimes fails: a node created through member 1 is read at once through member 2 \
+const GO_CLUSTER_TESTS_CORRAL_DIVERGES: &[(&str, &str)] = &[(
+    "TestBasicCluster",
+    "sometimes fails: a node created through member 1 is read at once through member 2 \
          and is not there yet; ZooKeeper's leader sends the commit to every follower as soon \
          as a quorum acknowledged it, a Corral follower applies it later",
-    ),
-];
+)];
 
 /// Where the Debian package installs the client's sources, tests included.
 const GO_ZK_SOURCES: &str = "/usr/share/gocode/src/github.com/samuel/go-zookeeper";

@@ -603,6 +603,9 @@ async fn lone_member_does_not_acknowledge_writes() {
 async fn a_leader_no_quorum_answers_stops_serving_until_one_does() {
     bounded(async {
         let mut ens = Ensemble::start(3, 0).await;
+        // A session with a short timeout: the time without quorum must not count against
+        // it (its client cannot reach anyone who could keep it alive).
+        let keeper = ens.client(&ens.connect_string(), 4_000).await;
         let followers = leave_leader_alone(&mut ens).await;
         let leader = ens.running()[0];
         let lonely = ens.connect_string_of(leader);
@@ -642,6 +645,9 @@ async fn a_leader_no_quorum_answers_stops_serving_until_one_does() {
         let (data, _) = ok("get /before", c.get_data("/before")).await;
         assert_eq!(data, b"kept");
         c.close().await;
+        // Longer than its timeout without quorum, and still alive.
+        ok("the keeper's session survived", keeper.exists("/before")).await;
+        keeper.close().await;
     })
     .await;
 }

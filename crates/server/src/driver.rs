@@ -770,8 +770,13 @@ impl Driver {
                     if self.ensemble.is_some() && self.core.role() == Role::Follower {
                         self.report_touches();
                     }
-                    // A leader waiting for a snapshot view prepares nothing new meanwhile.
-                    if !self.ensemble.as_ref().is_some_and(|e| e.parking()) {
+                    if self.ensemble.as_ref().is_some_and(|e| e.status.quorum_lost) {
+                        // A leader no quorum answers serves nobody, so no client can keep
+                        // its session alive meanwhile: that time does not count towards
+                        // expiry (as a new leader gives every session a full timeout).
+                        self.core.restart_session_clocks(core_now());
+                    } else if !self.ensemble.as_ref().is_some_and(|e| e.parking()) {
+                        // A leader waiting for a snapshot view prepares nothing new meanwhile.
                         let step = self.core.tick(core_now());
                         self.apply(step);
                     }
