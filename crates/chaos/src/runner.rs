@@ -494,36 +494,9 @@ async fn final_reads(
             }
         }
     };
-    async fn retry<T, F, Fut>(deadline: Instant, mut op: F) -> Option<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, Error>>,
-    {
-        loop {
-            match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), op()).await {
-                Ok(Ok(v)) => return Some(v),
-                Ok(Err(e)) if !e.is_retryable() => {
-                    tracing::error!(%e, "final read failed");
-                    return None;
-                }
-                _ if Instant::now() > deadline => return None,
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    }
     if workloads.contains(&Workload::Set) {
-        let path = format!("{ROOT}/set");
         let t0 = rec.now_ns();
-        let kids = retry(deadline, || async {
-            client.sync(&path).await?;
-            client.children(&path).await
-        })
-        .await;
-        if let Some((kids, _)) = kids {
-            let elems = kids
-                .iter()
-                .filter_map(|k| k.strip_prefix('e')?.parse().ok())
-                .collect();
+        if let Some(elems) = final_elements(&client, &format!("{ROOT}/set"), deadline).await {
             rec.finish(PROCESS, t0, Outcome::Ok, Call::SetFinal { elems }, None);
         }
     }
@@ -549,18 +522,8 @@ async fn final_reads(
         let _ = final_zxid.send(got.map(|(_, stat)| stat.mzxid));
     }
     if workloads.contains(&Workload::KazooSet) {
-        let path = crate::kazoo::dir();
         let t0 = rec.now_ns();
-        let kids = retry(deadline, || async {
-            client.sync(&path).await?;
-            client.children(&path).await
-        })
-        .await;
-        if let Some((kids, _)) = kids {
-            let elems = kids
-                .iter()
-                .filter_map(|k| k.strip_prefix('e')?.parse().ok())
-                .collect();
+        if let Some(elems) = final_elements(&client, &crate::kazoo::dir(), deadline).await {
             rec.finish(
                 PROCESS,
                 t0,
@@ -671,4 +634,36 @@ pub fn check_dir(
         .unwrap_or_default();
     let phases = phases(&ops, &windows);
     Ok((check::check_all_with(&ops, linear_budget), nemesis, phases))
+}
+
+/// The element numbers of `path`'s children (`e<n>`), read after a `sync`.
+async fn final_elements(client: &Client, path: &str, deadline: Instant) -> Option<Vec<u64>> {
+    let (kids, _) = retry(deadline, || async {
+        client.sync(path).await?;
+        client.children(path).await
+    })
+    .await?;
+    Some(
+        kids.iter()
+            .filter_map(|k| k.strip_prefix('e')?.parse().ok())
+            .collect(),
+    )
+}
+
+async fn retry<T, F, Fut>(deadline: Instant, mut op: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), op()).await {
+            Ok(Ok(v)) => return Some(v),
+            Ok(Err(e)) if !e.is_retryable() => {
+                tracing::error!(%e, "final read failed");
+                return None;
+            }
+            _ if Instant::now() > deadline => return None,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
