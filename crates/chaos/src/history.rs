@@ -62,8 +62,16 @@ pub enum Call {
     WatchStart { watcher: u32, zxid: i64 },
     /// Watcher `watcher` got a data-change event for `zxid`.
     WatchEvent { watcher: u32, zxid: i64 },
-    /// Watcher `watcher` was told that events may be missing here (a declared gap).
-    WatchGap { watcher: u32 },
+    /// Watcher `watcher` was told that events may be missing (a declared gap). The server
+    /// says so after the events it did replay on a reconnect, so the gap starts at `since`,
+    /// the last zxid the watcher had seen before that reconnect (absent in histories written
+    /// before this field existed, and for the end of a stream: the gap starts at the last
+    /// event before it).
+    WatchGap {
+        watcher: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<i64>,
+    },
     /// Watcher `watcher` stopped listening; changes up to `zxid` should have reached it.
     WatchEnd { watcher: u32, zxid: i64 },
     /// Session `session` created the ephemeral `path`.

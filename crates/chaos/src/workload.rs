@@ -505,6 +505,9 @@ pub async fn watcher(
         None,
     );
     let mut last_seen = stat.mzxid;
+    // The last zxid seen before the latest disconnect: where a gap the server declares after
+    // its replay on the reconnect begins.
+    let mut seen_before_reconnect = last_seen;
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         let target = *final_zxid.borrow();
@@ -541,19 +544,28 @@ pub async fn watcher(
                 );
             }
             Some(WatchEvent::MayHaveMissed) => {
-                ctx.rec
-                    .finish(watcher, t, Outcome::Ok, Call::WatchGap { watcher }, None)
+                let gap = Call::WatchGap {
+                    watcher,
+                    since: Some(seen_before_reconnect),
+                };
+                ctx.rec.finish(watcher, t, Outcome::Ok, gap, None)
             }
             Some(WatchEvent::Session(state)) if state.is_terminal() => {
                 // The session is over: whatever follows cannot reach this watcher.
-                ctx.rec
-                    .finish(watcher, t, Outcome::Ok, Call::WatchGap { watcher }, None);
+                let gap = Call::WatchGap {
+                    watcher,
+                    since: None,
+                };
+                ctx.rec.finish(watcher, t, Outcome::Ok, gap, None);
                 break;
             }
-            Some(WatchEvent::Session(_)) => {}
+            Some(WatchEvent::Session(_)) => seen_before_reconnect = last_seen,
             None => {
-                ctx.rec
-                    .finish(watcher, t, Outcome::Ok, Call::WatchGap { watcher }, None);
+                let gap = Call::WatchGap {
+                    watcher,
+                    since: None,
+                };
+                ctx.rec.finish(watcher, t, Outcome::Ok, gap, None);
                 break;
             }
         }

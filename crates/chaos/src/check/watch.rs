@@ -3,8 +3,10 @@
 //! acknowledged change of the znode between the watch's start and its end — except inside a
 //! gap the client declared (`MayHaveMissed` after a failover), which is counted, not flagged.
 //!
-//! A declared gap covers the zxids between the last event before it and the first event after
-//! it (or the end of the stream).
+//! A declared gap covers the zxids between the last event the watcher had before the reconnect
+//! that declared it (the server declares it after the events it could replay) — or, for a gap
+//! recorded without that zxid, the last event before the gap — and the first event after the
+//! gap (or the end of the stream).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,8 +17,23 @@ use crate::history::{Call, Op, Outcome};
 struct Stream {
     start: Option<i64>,
     end: Option<i64>,
-    /// Events and gaps in delivery order: `Some(zxid)` an event, `None` a declared gap.
-    items: Vec<Option<i64>>,
+    /// Events and gaps in delivery order.
+    items: Vec<Item>,
+}
+
+enum Item {
+    Event(i64),
+    /// A declared gap, with the zxid it starts after when the watcher recorded it.
+    Gap(Option<i64>),
+}
+
+impl Item {
+    fn event(&self) -> Option<i64> {
+        match self {
+            Item::Event(z) => Some(*z),
+            Item::Gap(_) => None,
+        }
+    }
 }
 
 pub fn check(ops: &[&Op]) -> Report {
@@ -38,12 +55,16 @@ pub fn check(ops: &[&Op]) -> Report {
             (Call::WatchEnd { watcher, zxid }, _) => {
                 streams.entry(*watcher).or_default().end = Some(*zxid)
             }
-            (Call::WatchEvent { watcher, zxid }, _) => {
-                streams.entry(*watcher).or_default().items.push(Some(*zxid))
-            }
-            (Call::WatchGap { watcher }, _) => {
-                streams.entry(*watcher).or_default().items.push(None)
-            }
+            (Call::WatchEvent { watcher, zxid }, _) => streams
+                .entry(*watcher)
+                .or_default()
+                .items
+                .push(Item::Event(*zxid)),
+            (Call::WatchGap { watcher, since }, _) => streams
+                .entry(*watcher)
+                .or_default()
+                .items
+                .push(Item::Gap(*since)),
             _ => {}
         }
     }
@@ -62,8 +83,8 @@ pub fn check(ops: &[&Op]) -> Report {
         // acknowledged changes in the window minus events delivered is a lower bound on the
         // events lost (unknown writes and changes just before the start add events, never
         // remove them).
-        if s.items.iter().flatten().any(|&z| z < 0) {
-            let events = s.items.iter().flatten().count();
+        if s.items.iter().filter_map(Item::event).any(|z| z < 0) {
+            let events = s.items.iter().filter_map(Item::event).count();
             let acked = writes.range(start + 1..=end).count();
             let lost = acked.saturating_sub(events);
             let what = format!(
@@ -83,42 +104,42 @@ pub fn check(ops: &[&Op]) -> Report {
         // Order and duplicates.
         let mut last: Option<i64> = None;
         let mut received = BTreeSet::new();
-        for z in s.items.iter().flatten() {
+        for z in s.items.iter().filter_map(Item::event) {
             if let Some(prev) = last {
-                if *z == prev || received.contains(z) {
+                if z == prev || received.contains(&z) {
                     report.anomalies.push(format!(
                         "watcher {watcher}: duplicate event for zxid {z:#x}"
                     ));
-                } else if *z < prev {
+                } else if z < prev {
                     report.anomalies.push(format!(
                         "watcher {watcher}: event for zxid {z:#x} delivered after {prev:#x}"
                     ));
                 }
             }
-            received.insert(*z);
-            last = Some(*z);
+            received.insert(z);
+            last = Some(z);
         }
-        // Declared gaps as zxid ranges (exclusive of the events that bound them).
+        // Declared gaps as zxid ranges (exclusive of the zxids that bound them).
         let mut gaps: Vec<(i64, i64)> = Vec::new();
         let mut before = start;
-        let mut open_gap = false;
+        let mut open_gap: Option<i64> = None;
         for item in &s.items {
             match item {
-                None => {
+                Item::Gap(since) => {
                     total_gaps += 1;
-                    open_gap = true;
+                    let from = since.unwrap_or(before).min(before);
+                    open_gap = Some(open_gap.map_or(from, |lo| lo.min(from)));
                 }
-                Some(z) => {
-                    if open_gap {
-                        gaps.push((before, *z));
-                        open_gap = false;
+                Item::Event(z) => {
+                    if let Some(lo) = open_gap.take() {
+                        gaps.push((lo, *z));
                     }
                     before = before.max(*z);
                 }
             }
         }
-        if open_gap {
-            gaps.push((before, i64::MAX));
+        if let Some(lo) = open_gap {
+            gaps.push((lo, i64::MAX));
         }
         let mut missing = Vec::new();
         for &z in writes.range(start + 1..=end) {
@@ -167,7 +188,26 @@ mod tests {
         )
     }
     fn gap(t: u64) -> Op {
-        Op::ok(9, t, t, Call::WatchGap { watcher: 0 })
+        Op::ok(
+            9,
+            t,
+            t,
+            Call::WatchGap {
+                watcher: 0,
+                since: None,
+            },
+        )
+    }
+    fn gap_since(t: u64, since: i64) -> Op {
+        Op::ok(
+            9,
+            t,
+            t,
+            Call::WatchGap {
+                watcher: 0,
+                since: Some(since),
+            },
+        )
     }
     fn start(z: i64) -> Op {
         Op::ok(
@@ -254,6 +294,44 @@ mod tests {
             rep.notes[0].contains("1 declared gaps (MayHaveMissed) excusing 1"),
             "{rep:?}"
         );
+    }
+
+    #[test]
+    fn a_gap_declared_after_a_replay_covers_what_came_before_the_replay() {
+        // Seen 2, reconnected, the server replayed 4 and then said events may be missing: 3
+        // is excused, because the gap starts at the last zxid seen before the reconnect.
+        let h = vec![
+            start(1),
+            write(10, 2),
+            ev(12, 2),
+            write(20, 3),
+            write(30, 4),
+            ev(32, 4),
+            gap_since(33, 2),
+            end(40, 4),
+        ];
+        let rep = run(&h);
+        assert!(rep.is_valid(), "{rep:?}");
+        // The same stream with the gap placed where it arrived and no start given: 3 is
+        // reported, as it lies before the event that precedes the gap.
+        let mut without = h.clone();
+        without[6] = gap(33);
+        let rep = run(&without);
+        assert_eq!(rep.anomalies.len(), 1, "{rep:?}");
+        // A change before the gap's start is not excused by it.
+        let early = vec![
+            start(1),
+            write(10, 2),
+            write(20, 3),
+            ev(22, 3),
+            write(30, 4),
+            ev(32, 4),
+            gap_since(33, 3),
+            end(40, 4),
+        ];
+        let rep = run(&early);
+        assert_eq!(rep.anomalies.len(), 1, "{rep:?}");
+        assert!(rep.anomalies[0].contains("[2]"), "{rep:?}");
     }
 
     #[test]

@@ -978,6 +978,27 @@ impl Core {
         Ok((rec.header.zxid, outcome))
     }
 
+    /// Gives `rebuilt` — a core rebuilt from the committed log, as a leader stepping down does
+    /// to drop what it prepared that will never commit — this core's window of recent changes
+    /// up to `committed_zxid`, the last committed txn this core applied. Without it a rebuild
+    /// empties the window, and every client that reconnects after a leader change is told it may
+    /// have missed events although the changes it missed were all applied here. The changes up
+    /// to `committed_zxid` are exactly the committed ones: a core applies committed txns in log
+    /// order, and its own prepared ones in zxid order, all after the committed ones. Returns
+    /// false, leaving `rebuilt` alone, when `rebuilt` does not end at `committed_zxid`.
+    pub fn hand_over_replay_window(&mut self, rebuilt: &mut Core, committed_zxid: Zxid) -> bool {
+        if rebuilt.last_zxid != committed_zxid {
+            return false;
+        }
+        let mut window = std::mem::replace(
+            &mut self.recent,
+            recent::RecentChanges::new(recent::DEFAULT_CAPACITY),
+        );
+        window.truncate_after(committed_zxid);
+        rebuilt.recent = window;
+        true
+    }
+
     /// After recovery, every recovered session gets its full timeout from now (as ZooKeeper).
     pub fn restart_session_clocks(&mut self, now: Now) {
         self.observe(now);

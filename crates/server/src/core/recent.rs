@@ -72,6 +72,14 @@ impl RecentChanges {
         self.dropped_through = self.dropped_through.max(zxid);
     }
 
+    /// Drops the changes after `zxid`: a leader's prepared txns that will never commit. What
+    /// the window knows up to `zxid` stays.
+    pub fn truncate_after(&mut self, zxid: Zxid) {
+        while self.changes.back().is_some_and(|c| c.zxid > zxid) {
+            self.changes.pop_back();
+        }
+    }
+
     pub fn record(&mut self, zxid: Zxid, t: &Trigger) {
         let (event, path, acl) = match t {
             Trigger::Created(p, a) => (EventType::NodeCreated, p, a),

@@ -1000,5 +1000,61 @@ fn persistent_watches_get_missed_changes_replayed_after_reconnect() {
     );
 }
 
+#[test]
+fn a_core_rebuilt_from_the_committed_log_keeps_the_replay_window_up_to_it() {
+    // A leader that steps down with txns prepared but not committed rebuilds its core from
+    // the committed log; clients reconnecting to it later must still get the changes that
+    // were committed, and never the ones that were only prepared.
+    let mut h = H::new();
+    h.connect(1);
+    let c = h.connect(2);
+    h.create(1, "/pw", "", CreateMode::Persistent);
+    h.req(
+        2,
+        Request::AddWatch(AddWatchRequest {
+            path: "/pw".into(),
+            mode: 1,
+        }),
+    );
+    let seen = h.core.last_zxid();
+    h.core.connection_closed(2, h.at());
+    h.set(1, "/pw", "committed", -1);
+    let committed = h.core.last_zxid();
+    h.set(1, "/pw", "prepared only", -1);
+    let mut rebuilt = Core::new(H::config(), h.at());
+    for t in h.log.iter().filter(|t| t.zxid <= committed) {
+        rebuilt.apply_logged(&t.record).unwrap();
+    }
+    // A rebuilt core that does not end at the committed zxid is refused.
+    let mut short = Core::new(H::config(), h.at());
+    assert!(!h.core.hand_over_replay_window(&mut short, committed));
+    assert!(h.core.hand_over_replay_window(&mut rebuilt, committed));
+    h.core = rebuilt;
+    h.connect_with(3, c.session_id, c.passwd.clone().unwrap().to_vec(), seen)
+        .unwrap();
+    let (_, _, got) = h.req(
+        3,
+        Request::SetWatches2(SetWatches2 {
+            relative_zxid: seen,
+            data_watches: vec![],
+            exist_watches: vec![],
+            child_watches: vec![],
+            persistent_watches: vec![],
+            persistent_recursive_watches: vec!["/pw".into()],
+        }),
+    );
+    let replayed: Vec<(EventType, String, Zxid)> = got
+        .iter()
+        .filter_map(|(conn, g)| match g {
+            Got::Event { t, path, zxid } if *conn == 3 => Some((*t, path.clone(), *zxid)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        replayed,
+        vec![(EventType::NodeDataChanged, "/pw".to_string(), committed)]
+    );
+}
+
 mod hardening;
 mod replay;

@@ -678,7 +678,20 @@ impl Driver {
         if outstanding {
             let upto = self.ensemble().applied.map(|(i, _, _)| i);
             match self.rebuild_core(upto) {
-                Ok(core) => self.core = core,
+                Ok(mut core) => {
+                    if !self
+                        .core
+                        .hand_over_replay_window(&mut core, self.durable_zxid)
+                    {
+                        tracing::info!(
+                            committed_zxid = format_args!("{:#x}", self.durable_zxid),
+                            rebuilt_zxid = format_args!("{:#x}", core.last_zxid()),
+                            "the rebuilt state does not end at the last committed txn applied here; \
+                             the persistent-watch replay window starts afresh"
+                        );
+                    }
+                    self.core = core;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot rebuild the state from the raft log; stopping");
                     self.fatal = Some(e);
