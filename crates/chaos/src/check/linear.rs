@@ -226,6 +226,7 @@ struct Prepared {
     unseen_writes_ns: Vec<u64>,
     /// Call time and expected version of the unknown CASes nobody read.
     unseen_cases: Vec<(u64, i64)>,
+    /// The state the register znode was created with.
     initial: State,
     /// One above the largest version any op names: every version at or above it behaves the
     /// same.
@@ -272,8 +273,8 @@ fn prepare(ops: &[RawOp]) -> Result<Prepared, String> {
                 let seen = first_seen.get(&value).copied();
                 if seen.is_some() && (value == INITIAL_VALUE || !writers.insert(value)) {
                     return Err(format!(
-                        "value {value} is read and written more than once; the check relies on \
-                         unique values"
+                        "value {value} is read, and written by more than one op or is the \
+                         initial value; the check relies on unique values"
                     ));
                 }
                 seen
@@ -302,7 +303,8 @@ fn prepare(ops: &[RawOp]) -> Result<Prepared, String> {
             },
         };
         let return_ns = match (op.unknown, observed) {
-            (false, _) => op.complete_ns,
+            // (A return recorded before the call would be a clock fault; it counts as touching.)
+            (false, _) => op.complete_ns.max(op.invoke_ns),
             // It took effect before the first read of its value returned. A read that returned
             // before the write was even called leaves an empty interval; the sweep then finds
             // that read impossible.
@@ -385,7 +387,8 @@ fn observes(kind: Kind) -> bool {
 }
 
 /// Linearizes `o` (in `slot`) in every configuration, after any sequence of other pending ops,
-/// and clears its bit. Returns the surviving configurations and the number visited.
+/// and clears its bit. Returns the surviving configurations and the number visited, or `None`
+/// once more than `limit` were visited.
 ///
 /// Besides the reductions of the module header, two choices are cut because another choice
 /// dominates them: an op that only observes is linearized as soon as it holds (see
@@ -393,7 +396,13 @@ fn observes(kind: Kind) -> bool {
 /// before it, since what would be could as well come after it, in a later closure. Pending
 /// plain writes (whose values nobody read) are linearized earliest return first: of two, the
 /// one returning later can take the other's place later on, never the reverse.
-fn close(configs: &[Config], o: usize, slot: u32, pool: &Pool<'_>) -> (Vec<Config>, usize) {
+fn close(
+    configs: &[Config],
+    o: usize,
+    slot: u32,
+    pool: &Pool<'_>,
+    limit: usize,
+) -> Option<(Vec<Config>, usize)> {
     let bit = 1u128 << slot;
     let o_kind = pool.ops[o].kind;
     let mut out: HashMap<(State, u128), u32> = HashMap::new();
@@ -430,6 +439,9 @@ fn close(configs: &[Config], o: usize, slot: u32, pool: &Pool<'_>) -> (Vec<Confi
     let mut visited = 0;
     while let Some(c) = stack.pop() {
         visited += 1;
+        if visited > limit {
+            return None;
+        }
         if let Some(next) = step(c.state, o_kind) {
             let next = pool.clamp(next);
             if next.1 <= pool.version_cap {
@@ -499,7 +511,7 @@ fn close(configs: &[Config], o: usize, slot: u32, pool: &Pool<'_>) -> (Vec<Confi
             used_unseen,
         })
         .collect();
-    (configs, visited)
+    Some((configs, visited))
 }
 
 fn sweep(p: &Prepared, budget: usize) -> Verdict {
@@ -576,24 +588,23 @@ fn sweep(p: &Prepared, budget: usize) -> Verdict {
                     version_cap,
                     version_top: p.version_top,
                 };
-                let (next, n) = close(&configs, o, slot, &pool);
+                let Some((next, n)) = close(&configs, o, slot, &pool, budget - visited) else {
+                    return Verdict::Unknown(format!(
+                        "search budget of {budget} configurations spent"
+                    ));
+                };
                 visited += n;
                 if next.is_empty() {
                     // If only the ceiling ruled `o` out, the op that set it is the culprit (say
                     // a read called later that saw an older version); blame that one.
                     pool.version_cap = i64::MAX;
-                    let culprit = match capped_by {
-                        Some(c) if !close(&configs, o, slot, &pool).0.is_empty() => c,
+                    let culprit = match (capped_by, close(&configs, o, slot, &pool, budget)) {
+                        (Some(c), Some((found, _))) if !found.is_empty() => c,
                         _ => o,
                     };
                     return Verdict::NotLinearizable {
                         stuck_at: p.required[culprit].source,
                     };
-                }
-                if visited > budget {
-                    return Verdict::Unknown(format!(
-                        "search budget of {budget} configurations spent"
-                    ));
                 }
                 configs = next;
                 free_slots.push(slot);
@@ -1101,5 +1112,24 @@ mod tests {
             h[target].invoke_ns, h[target].complete_ns
         );
         assert!(rep.anomalies[0].contains(&at), "{rep:?}, planted at {at}");
+    }
+
+    #[test]
+    fn bounds_are_reported_as_inconclusive() {
+        // A spent budget ...
+        let h = simulate(5, 3, 2_000, 30);
+        let refs: Vec<&Op> = h.iter().collect();
+        let rep = check_with_budget(&refs, 100);
+        assert!(rep.is_valid(), "{rep:?}");
+        assert!(
+            rep.notes[0].contains("INCONCLUSIVE, search budget"),
+            "{rep:?}"
+        );
+        // ... and more ops running at once than the bit mask holds.
+        let h: Vec<Op> = (0..=MAX_PENDING as u64)
+            .map(|i| w(i as u32, i, 1_000 + i, i + 1))
+            .collect();
+        let rep = run(&h);
+        assert!(rep.notes[0].contains("INCONCLUSIVE, more than"), "{rep:?}");
     }
 }
