@@ -364,8 +364,8 @@ impl Pool<'_> {
     }
 
     /// Linearizes every pending op other than `o` that only observes and holds in `c`'s state.
-    /// Doing it now loses nothing: the state it observes, once left, never comes back (every
-    /// change bumps the version), so it could not be linearized at any other state anyway.
+    /// Doing it now loses nothing: it is pending, holds and changes nothing, so a linearization
+    /// that places it later stays valid with it moved here.
     fn saturate(&self, mut c: Config, o: usize) -> Config {
         for &(p, slot) in self.pending {
             let bit = 1u128 << slot;
@@ -390,12 +390,12 @@ fn observes(kind: Kind) -> bool {
 /// and clears its bit. Returns the surviving configurations and the number visited, or `None`
 /// once more than `limit` were visited.
 ///
-/// Besides the reductions of the module header, two choices are cut because another choice
-/// dominates them: an op that only observes is linearized as soon as it holds (see
-/// [`Pool::saturate`]), and when `o` itself only observes and holds, nothing is linearized
-/// before it, since what would be could as well come after it, in a later closure. Pending
-/// plain writes (whose values nobody read) are linearized earliest return first: of two, the
-/// one returning later can take the other's place later on, never the reverse.
+/// Besides the reductions of the module header, choices that a choice still tried dominates
+/// are cut: an op that only observes is linearized as soon as it holds (see
+/// [`Pool::saturate`]); when `o` itself only observes and holds, nothing more is linearized
+/// before it, since whatever would be can as well come after it, in a later closure; and
+/// pending plain writes (whose values nobody read) are linearized earliest return first: of
+/// two, the one returning later can take the other's place later on, never the reverse.
 fn close(
     configs: &[Config],
     o: usize,
