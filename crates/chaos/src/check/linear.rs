@@ -503,7 +503,7 @@ fn close(
             push(&mut seen, &mut stack, next);
         }
     }
-    let configs = out
+    let mut configs: Vec<Config> = out
         .into_iter()
         .map(|((state, linearized), used_unseen)| Config {
             state,
@@ -511,6 +511,8 @@ fn close(
             used_unseen,
         })
         .collect();
+    // In a fixed order, so that the work done (and the count reported) is the same each run.
+    configs.sort_unstable_by_key(|c| (c.state, c.linearized));
     Some((configs, visited))
 }
 
