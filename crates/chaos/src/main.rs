@@ -66,8 +66,8 @@ enum Cmd {
     /// Check the history kept in a run directory again.
     Check {
         dir: PathBuf,
-        /// Search budget of the register checker, in configurations per register (memory
-        /// grows with it, about 50 bytes each).
+        /// Budget of the register checker, in configurations visited per register (a bound on
+        /// its time: each costs under a microsecond).
         #[arg(long, default_value_t = corral_chaos::check::linear::DEFAULT_SEARCH_BUDGET)]
         linear_budget: usize,
     },
