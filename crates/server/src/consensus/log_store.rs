@@ -295,6 +295,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 impl LogStore {
+    /// At start-up, before openraft reads the vote: a vote that says this member leads (its
+    /// own, committed) is stored again as not committed. openraft would otherwise resume
+    /// leading that term at once, with whatever log survived the restart — and after a power
+    /// loss that can be shorter than the log it led with (entries a quorum of followers had
+    /// fsynced, and it had not). It would then append different entries under log ids the
+    /// followers already hold (same term, same leader, same index), which they take as
+    /// equal: two members with different txns at one index. Campaigning instead makes any
+    /// leader after a restart lead a new term. Returns whether the vote was changed.
+    pub fn forgo_stored_leadership(&self, my_id: MemberId) -> Result<bool, DiskError> {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(bytes) = log.read_vote() else {
+            return Ok(false);
+        };
+        let Ok(vote) = bincode::deserialize::<Vote<MemberId>>(&bytes) else {
+            // openraft reports the damage when it reads the vote.
+            return Ok(false);
+        };
+        if !(vote.is_committed() && vote.leader_id().voted_for() == Some(my_id)) {
+            return Ok(false);
+        }
+        let candidate = Vote::new(vote.leader_id().get_term(), my_id);
+        let bytes = bincode::serialize(&candidate).expect("in-memory serialization");
+        log.save_vote(&bytes)?;
+        Ok(true)
+    }
+
     /// The last entry's `(term, index)` (openraft's index), or the last purged one's; taken
     /// on the calling thread (the log's lock is only held for field updates and writes).
     pub fn last_log_term_index(&self) -> Option<(u64, u64)> {

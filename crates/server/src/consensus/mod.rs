@@ -376,6 +376,12 @@ impl Consensus {
             settings.force_sync,
             settings.timings.sync_observer(),
         )?;
+        if log.forgo_stored_leadership(my_id)? {
+            tracing::info!(
+                "this member led before it stopped; it campaigns for a new term instead of \
+                 resuming that one"
+            );
+        }
         let snapshots = Arc::new(snapshot_store::SnapshotStore::new(settings.snapshot_dir));
         let latest = snapshots.load_latest().map_err(ConsensusError::Snapshot)?;
         let snapshot_due = Arc::new(tokio::sync::Notify::new());

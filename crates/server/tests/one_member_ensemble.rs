@@ -1,12 +1,15 @@
-//! An ensemble member whose Raft log can no longer be written (a full or failing disk) stops,
-//! as ZooKeeper's server exits when its txn log cannot be written, instead of lingering as a
-//! member that says "looking" forever while holding its client port. What it could not
-//! persist is never acknowledged: the write that hit the failure gets no answer.
+//! A one-member ensemble (a real Raft log and openraft, no peers), for what one member shows:
 //!
-//! The failure is made portably (no root, no small filesystem): the member's `raft` directory
-//! is moved away while it runs, so the next write of its `committed` marker (a temp file and
-//! a rename in that directory) fails like a write on a full disk would.
-//! `crates/chaos/tests/disk_full.rs` does the same with a real ENOSPC.
+//! - A member whose Raft log can no longer be written (a full or failing disk) stops, as
+//!   ZooKeeper's server exits when its txn log cannot be written, instead of lingering as a
+//!   member that says "looking" forever while holding its client port. What it could not
+//!   persist is never acknowledged: the write that hit the failure gets no answer. The failure
+//!   is made portably (no root, no small filesystem): the member's `raft` directory is moved
+//!   away while it runs, so the next write of its `committed` marker (a temp file and a rename
+//!   in that directory) fails like a write on a full disk would.
+//!   `crates/chaos/tests/disk_full.rs` does the same with a real ENOSPC.
+//! - A member that led before it stopped leads a new term after a restart, never the old one
+//!   again (see `LogStore::forgo_stored_leadership`).
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -58,12 +61,10 @@ async fn open_session(server: &TestServer, wait: Duration) -> Option<i64> {
     tokio::time::timeout(wait, attempt).await.ok().flatten()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_that_cannot_write_its_raft_log_stops_and_acknowledges_nothing_more() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("myid"), "1\n").unwrap();
-    // One participant with standalone mode off: a real ensemble member (Raft log, openraft),
-    // which elects itself. (The client port is replaced by an ephemeral one at start.)
+/// One participant with standalone mode off: a real ensemble member (Raft log, openraft),
+/// which elects itself. (The client port is replaced by an ephemeral one at start.)
+fn one_member_config(dir: &std::path::Path) -> ServerConfig {
+    std::fs::write(dir.join("myid"), "1\n").unwrap();
     let text = format!(
         "tickTime=200\n\
          clientPort={}\n\
@@ -74,7 +75,7 @@ async fn a_member_that_cannot_write_its_raft_log_stops_and_acknowledges_nothing_
          4lw.commands.whitelist=*\n\
          server.1=127.0.0.1:{}:{}:participant\n",
         free_port(),
-        dir.path().display(),
+        dir.display(),
         free_port(),
         free_port()
     );
@@ -83,17 +84,66 @@ async fn a_member_that_cannot_write_its_raft_log_stops_and_acknowledges_nothing_
         config.ensemble.is_some(),
         "configured as an ensemble member"
     );
-    let server = TestServer::start_in(config, dir.path()).await.unwrap();
+    config
+}
 
-    // Serving once it leads: a session is committed through the Raft log.
+/// Waits until the member serves: a session is committed through the Raft log.
+async fn wait_serving(server: &TestServer) {
     let deadline = Instant::now() + GUARD;
-    while open_session(&server, Duration::from_secs(2))
-        .await
-        .is_none()
-    {
+    while open_session(server, Duration::from_secs(2)).await.is_none() {
         assert!(Instant::now() < deadline, "the member never served");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The epoch (`zxid >> 32`) of the member's last zxid, from `srvr`.
+async fn epoch(server: &TestServer) -> i64 {
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(b"srvr").await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(GUARD, s.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    let zxid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Zxid: 0x"))
+        .unwrap_or_else(|| panic!("no Zxid in srvr: {text}"));
+    i64::from_str_radix(zxid.trim(), 16).unwrap() >> 32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_led_leads_a_new_term_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(one_member_config(dir.path()), dir.path())
+        .await
+        .unwrap();
+    wait_serving(&server).await;
+    let before = epoch(&server).await;
+    assert!(before > 0, "a leader's epoch is its term");
+    server.stop().await.unwrap();
+
+    // Same data directory (fresh ports): the stored vote says this member led term `before`.
+    let server = TestServer::start_in(one_member_config(dir.path()), dir.path())
+        .await
+        .unwrap();
+    wait_serving(&server).await;
+    let after = epoch(&server).await;
+    assert!(
+        after > before,
+        "the restarted member resumed leading epoch {before:#x} instead of winning a new term \
+         (epoch now {after:#x})"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_cannot_write_its_raft_log_stops_and_acknowledges_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_member_config(dir.path());
+    let server = TestServer::start_in(config, dir.path()).await.unwrap();
+
+    wait_serving(&server).await;
 
     let raft_dir = dir.path().join("raft");
     assert!(
