@@ -315,6 +315,9 @@ struct ReadOnlyClient {
     read: Result<Vec<u8>, String>,
     children: Result<Vec<String>, String>,
     write: Result<(), String>,
+    /// Changes of the client's state while it sat on the lone member for
+    /// [`READ_ONLY_QUIET`] (the member campaigns again and again meanwhile).
+    state_changes_while_alone: usize,
 }
 
 impl PartialEq for ReadOnlyClient {
@@ -327,6 +330,9 @@ impl Eq for ReadOnlyClient {}
 /// Patience for the read-only transitions (ZooKeeper starts its read-only server a couple of
 /// seconds after losing the quorum; JVMs are slow on a loaded machine).
 const READ_ONLY_PATIENCE: Duration = Duration::from_secs(60);
+/// How long the read-only client is watched on the lone member: several election rounds
+/// (0.5–1 s each at the tests' tickTime).
+const READ_ONLY_QUIET: Duration = Duration::from_secs(4);
 
 /// Bound of one request of the read-only client: one that a server neither answers nor fails
 /// (the client keeps it while reconnecting) counts as "no answer".
@@ -445,6 +451,13 @@ async fn read_only_view(side: &mut impl Members, name: &str) -> ReadOnlyView {
     let write = bounded(|| ro.create("/ro/new", b"", CreateMode::Persistent))
         .await
         .map(|_| ());
+    // A lone member's failed elections are no reason to drop the clients it serves.
+    let mut state_changes_while_alone = 0;
+    state.borrow_and_update();
+    let quiet_until = tokio::time::Instant::now() + READ_ONLY_QUIET;
+    while let Ok(Ok(())) = tokio::time::timeout_at(quiet_until, state.changed()).await {
+        state_changes_while_alone += 1;
+    }
 
     for id in &others {
         side.restart(*id);
@@ -476,6 +489,7 @@ async fn read_only_view(side: &mut impl Members, name: &str) -> ReadOnlyView {
             read,
             children,
             write,
+            state_changes_while_alone,
         },
         isro_back,
         srvr_mode_back,
@@ -519,6 +533,7 @@ async fn read_only_mode_looks_like_apache_zookeeper_s() {
         assert_eq!(alone.read, Ok(b"kept".to_vec()), "{alone:#?}");
         assert_eq!(alone.children, Ok(vec!["child".to_string()]), "{alone:#?}");
         assert_eq!(alone.write, Err("NotReadOnly".to_string()), "{alone:#?}");
+        assert_eq!(alone.state_changes_while_alone, 0, "{alone:#?}");
         corral.stop_all();
     };
     if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {

@@ -489,7 +489,11 @@ impl Driver {
             tracing::warn!(term = status.term, leader = ?status.leader, "lost leadership");
             self.step_down_and_rebuild();
         }
-        if status.leader != old.leader || status.term != old.term {
+        // A term that passes without a leader (a member alone campaigning again and again)
+        // changes nothing for the clients it serves read-only: only a new leader does.
+        let new_leader =
+            status.leader != old.leader || (status.leader.is_some() && status.term != old.term);
+        if new_leader {
             // As ZooKeeper's members: a new leader means clients reconnect (to their sessions).
             self.close_all_client_connections("the ensemble leader changed");
         } else if status.quorum_lost && !old.quorum_lost {
@@ -521,6 +525,12 @@ impl Driver {
             return;
         }
         let now = core_now();
+        if self.core.role() == Role::ReadOnly {
+            // Between its election and now this member served read-only clients (it had no
+            // leader it could serve writes for): they would keep a read-only session on a
+            // member that takes writes. As a ZooKeeper server leaving read-only mode, close them.
+            self.close_all_client_connections("this member leads now; read-only mode is over");
+        }
         self.core.set_role(Role::Leader);
         self.core.begin_epoch(term as u32);
         // A new leader gives every session a full timeout before expiring anything.
