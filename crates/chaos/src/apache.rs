@@ -121,6 +121,7 @@ mod tests {
                         "watcher 3: duplicate event for zxid 0x5".into(),
                     ],
                     notes: vec![],
+                    inconclusive: false,
                 },
             },
             WorkloadResult {
@@ -129,6 +130,7 @@ mod tests {
                 report: Report {
                     anomalies: vec!["1 acknowledged adds missing never delivered".into()],
                     notes: vec![],
+                    inconclusive: false,
                 },
             },
         ];

@@ -136,6 +136,11 @@ impl RunOutcome {
     pub fn anomalies(&self) -> usize {
         self.results.iter().map(|r| r.report.anomalies.len()).sum()
     }
+
+    /// Whether a checker could not decide.
+    pub fn inconclusive(&self) -> bool {
+        self.results.iter().any(|r| r.report.inconclusive)
+    }
 }
 
 fn progress(start: Instant, msg: &str) {
@@ -161,7 +166,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutcome, RunError> {
     let rec = Recorder::new(start);
     match run_in(&cfg, dir.path(), server, &rec).await {
         Ok(mut outcome) => {
-            if outcome.anomalies() > 0 || cfg.keep {
+            if outcome.anomalies() > 0 || outcome.inconclusive() || cfg.keep {
                 outcome.kept_dir = Some(dir.keep());
             }
             Ok(outcome)
@@ -362,7 +367,19 @@ async fn run_in(
     let mut windows: Vec<FaultWindow> = Vec::new();
     let phase_end = Instant::now() + cfg.time;
     let mut nemesis_failure = None;
-    for step in &schedule {
+    for (done, step) in schedule.iter().enumerate() {
+        // Finding leaders and healing take time the schedule does not count: a step that
+        // would end after `--time` is not started, so the run keeps to its length.
+        let step_ms = step.quiet_ms + step.hold_ms;
+        if Instant::now() + Duration::from_millis(step_ms) > phase_end {
+            let msg = format!(
+                "schedule cut at --time: {done} of {} steps applied",
+                schedule.len()
+            );
+            progress(start, &format!("nemesis: {msg}"));
+            nemesis_log.push(format!("{:.1}s {msg}", start.elapsed().as_secs_f64()));
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(step.quiet_ms)).await;
         let fault_start_ns = rec.now_ns();
         let applied = match nemesis::apply(&mut ens, step.action, &mut rng).await {
@@ -446,7 +463,11 @@ async fn run_in(
         Target::Corral => 0,
     };
     if let Some(disks) = &disks {
-        if cfg.keep || results.iter().any(|r| !r.report.anomalies.is_empty()) {
+        if cfg.keep
+            || results
+                .iter()
+                .any(|r| !r.report.anomalies.is_empty() || r.report.inconclusive)
+        {
             for id in 1..=cfg.members as u64 {
                 let to = member_dir(dir, id).join("data-kept");
                 if let Err(e) = disks.preserve(id, &to) {

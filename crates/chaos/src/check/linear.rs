@@ -659,9 +659,12 @@ pub fn check_with_budget(ops: &[&Op], budget: usize) -> Report {
                     op.outcome
                 ))
             }
-            Verdict::Unknown(why) => report
-                .notes
-                .push(format!("register {key}: INCONCLUSIVE, {why}")),
+            Verdict::Unknown(why) => {
+                report.inconclusive = true;
+                report
+                    .notes
+                    .push(format!("register {key}: INCONCLUSIVE, {why}"))
+            }
         }
     }
     report

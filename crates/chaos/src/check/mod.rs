@@ -18,6 +18,9 @@ pub mod watch;
 pub struct Report {
     pub anomalies: Vec<String>,
     pub notes: Vec<String>,
+    /// The checker could not decide (a search budget spent): not an anomaly, but the run
+    /// directory is kept so the history can be checked again.
+    pub inconclusive: bool,
 }
 
 impl Report {
