@@ -17,9 +17,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Size of each member's filesystem. A member needs room for one preallocated Raft log
-/// segment (64 MiB), a snapshot or two of the chaos workloads' small tree, and slack.
-pub const MEMBER_FS_MIB: u64 = 160;
+/// Size of each member's filesystem. A member needs room for its preallocated Raft log
+/// segments (64 MiB each; two while one rolls over), snapshots of the workloads' tree (about
+/// 15 MB each after half an hour of the long run's workloads, two kept plus one being
+/// written), and slack: 160 MiB ran out after 28 minutes of run Q with no ballast in place.
+pub const MEMBER_FS_MIB: u64 = 384;
 /// Ballast is written in chunks of this size, then in [`FINE_CHUNK_BYTES`] once a chunk no
 /// longer fits, so the filesystem ends up full to the last page.
 const COARSE_CHUNK_BYTES: usize = 1 << 20;

@@ -162,7 +162,7 @@ impl Ensemble {
         binary: PathBuf,
         network: Option<Network>,
     ) -> Result<Ensemble, EnsembleError> {
-        Self::start_with(root, n, Server::Corral(binary), network, false)
+        Self::start_with(root, n, Server::Corral(binary), network, false, "")
     }
 
     /// [`Ensemble::start`] for either implementation.
@@ -172,7 +172,7 @@ impl Ensemble {
         server: Server,
         network: Option<Network>,
     ) -> Result<Ensemble, EnsembleError> {
-        Self::start_with(root, n, server, network, false)
+        Self::start_with(root, n, server, network, false, "")
     }
 
     /// Like [`Ensemble::start`], with every member's data directory on its own faultfs
@@ -183,7 +183,20 @@ impl Ensemble {
         binary: PathBuf,
         network: Option<Network>,
     ) -> Result<Ensemble, EnsembleError> {
-        Self::start_with(root, n, Server::Corral(binary), network, true)
+        Self::start_with(root, n, Server::Corral(binary), network, true, "")
+    }
+
+    /// The general form: data directories on faultfs or not, and `corral_settings` appended
+    /// to every Corral member's zoo.cfg (ignored for Apache ZooKeeper).
+    pub fn start_configured(
+        root: &Path,
+        n: usize,
+        server: Server,
+        network: Option<Network>,
+        on_faultfs: bool,
+        corral_settings: &str,
+    ) -> Result<Ensemble, EnsembleError> {
+        Self::start_with(root, n, server, network, on_faultfs, corral_settings)
     }
 
     fn start_with(
@@ -192,6 +205,7 @@ impl Ensemble {
         server: Server,
         network: Option<Network>,
         on_faultfs: bool,
+        corral_settings: &str,
     ) -> Result<Ensemble, EnsembleError> {
         let mut members = Vec::with_capacity(n);
         let mut used = Vec::new();
@@ -228,7 +242,7 @@ impl Ensemble {
             });
         }
         let extra = match &server {
-            Server::Corral(_) => "",
+            Server::Corral(_) => corral_settings,
             Server::Apache(_) => crate::apache::EXTRA_CONFIG,
         };
         for m in &members {

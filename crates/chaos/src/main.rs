@@ -62,6 +62,10 @@ enum Cmd {
         /// scripts/apache-zk, as the reference).
         #[arg(long, default_value = "corral")]
         target: String,
+        /// Run the members with `corral.linearizableReads=true` and read the registers
+        /// without `sync`, so the register checker judges plain reads (Corral only).
+        #[arg(long)]
+        linearizable_reads: bool,
     },
     /// Check the history kept in a run directory again.
     Check {
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
             keep,
             corral,
             target,
+            linearizable_reads,
         } => {
             let Some(target) = Target::parse(&target) else {
                 eprintln!("unknown target {target:?} (corral, apache)");
@@ -169,6 +174,7 @@ fn main() -> ExitCode {
                 keep,
                 binary: corral,
                 target,
+                linearizable_reads,
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let outcome = rt.block_on(async {

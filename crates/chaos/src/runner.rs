@@ -54,6 +54,9 @@ pub struct RunConfig {
     pub binary: Option<PathBuf>,
     /// Corral, or Apache ZooKeeper as the reference (`binary` is then unused).
     pub target: Target,
+    /// Members run with `corral.linearizableReads=true` and the register's reads go without
+    /// `sync`: the register checker then judges plain reads (Corral only).
+    pub linearizable_reads: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,8 @@ pub enum RunError {
     Proxy(#[from] ProxyError),
     #[error("setup: {0}")]
     Setup(Error),
+    #[error("linearizable reads are a Corral setting; Apache ZooKeeper has no such mode")]
+    LinearizableReadsOnApache,
     #[error("{source} (run directory kept: {})", dir.display())]
     Kept { dir: PathBuf, source: Box<RunError> },
     #[error("{what}: {source}")]
@@ -149,6 +154,9 @@ fn progress(start: Instant, msg: &str) {
 
 pub async fn run(cfg: RunConfig) -> Result<RunOutcome, RunError> {
     let start = Instant::now();
+    if cfg.linearizable_reads && cfg.target == Target::Apache {
+        return Err(RunError::LinearizableReadsOnApache);
+    }
     let server = match (cfg.target, &cfg.binary) {
         (Target::Apache, _) => Server::Apache(apache::find_script()?),
         (Target::Corral, Some(b)) => Server::Corral(b.clone()),
@@ -284,17 +292,21 @@ async fn run_in(
         None
     };
 
-    let mut ens = if faults.contains(&Fault::Power) {
-        // faultfs serves Corral members only.
-        let Server::Corral(binary) = server else {
-            return Err(RunError::Nemesis(NemesisError::NoFaultFs));
-        };
-        let ens = Ensemble::start_on_faultfs(dir, cfg.members, binary, network)?;
-        progress(start, "member data directories on faultfs (power nemesis)");
-        ens
+    let on_faultfs = faults.contains(&Fault::Power);
+    // faultfs serves Corral members only.
+    if on_faultfs && !matches!(server, Server::Corral(_)) {
+        return Err(RunError::Nemesis(NemesisError::NoFaultFs));
+    }
+    let settings = if cfg.linearizable_reads {
+        "corral.linearizableReads=true\n"
     } else {
-        Ensemble::start_server(dir, cfg.members, server, network)?
+        ""
     };
+    let mut ens =
+        Ensemble::start_configured(dir, cfg.members, server, network, on_faultfs, settings)?;
+    if on_faultfs {
+        progress(start, "member data directories on faultfs (power nemesis)");
+    }
     ens.disks = disks;
     if faults.contains(&Fault::Slow) {
         ens.proxies = Some(DelayProxies::start(&ens).await?);
@@ -335,6 +347,7 @@ async fn run_in(
         op_timeout: Duration::from_millis(OP_TIMEOUT_MS),
         session_timeout: Duration::from_millis(SESSION_TIMEOUT_MS),
         seed: cfg.seed,
+        plain_register_reads: cfg.linearizable_reads,
     };
     let mut tasks = AbortOnDrop(Vec::new());
     let mut process = 0u32;
@@ -578,6 +591,8 @@ fn write_artifacts(
     let _ = writeln!(meta, "seed={}", cfg.seed);
     let _ = writeln!(meta, "members={}", cfg.members);
     let _ = writeln!(meta, "time_ms={}", cfg.time.as_millis());
+    let _ = writeln!(meta, "clients_per_workload={}", cfg.clients_per_workload);
+    let _ = writeln!(meta, "linearizable_reads={}", cfg.linearizable_reads);
     let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
     let _ = writeln!(meta, "nemesis={}", names.join(","));
     let names: Vec<&str> = cfg.workloads.iter().map(|w| w.name()).collect();

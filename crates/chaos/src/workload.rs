@@ -31,6 +31,8 @@ pub struct Ctx {
     pub op_timeout: Duration,
     pub session_timeout: Duration,
     pub seed: u64,
+    /// The register's reads go without `sync` (the members serve linearizable reads).
+    pub plain_register_reads: bool,
 }
 
 impl Ctx {
@@ -194,7 +196,9 @@ async fn register(ctx: Ctx, process: u32) {
         match rng.gen_range(0..3) {
             0 => {
                 let r = bounded(&ctx, async {
-                    c.sync(&path).await?;
+                    if !ctx.plain_register_reads {
+                        c.sync(&path).await?;
+                    }
                     c.get_data(&path).await
                 })
                 .await;

@@ -49,6 +49,7 @@ fn three_members_under_kill_pause_and_partition_show_no_anomaly() {
         keep: false,
         binary: Some(binary),
         target: Default::default(),
+        linearizable_reads: false,
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     // On timeout the run's future is dropped, which kills the members and removes the
