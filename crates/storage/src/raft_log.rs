@@ -67,7 +67,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -160,8 +159,7 @@ impl Segment {
 /// segment; several pending syncs of one segment may share one call). Does nothing when the
 /// log was opened without `force_sync`.
 pub struct PendingSync {
-    /// The segment's write handle, shared rather than duplicated per batch.
-    file: Arc<File>,
+    file: File,
     path: PathBuf,
     enabled: bool,
     observer: Option<SyncObserver>,
@@ -194,9 +192,8 @@ pub struct RaftLog {
     opts: RaftLogOptions,
     /// Oldest first, contiguous. Only the newest may be empty (left by a failed batch).
     segments: Vec<Segment>,
-    /// Write handle of the newest segment, opened on first use; shared with the
-    /// [`PendingSync`]s of batches written to it.
-    active: Option<Arc<File>>,
+    /// Write handle of the newest segment, opened on first use.
+    active: Option<File>,
     last: Option<RaftLogId>,
     last_purged: Option<RaftLogId>,
     vote: Option<Vec<u8>>,
@@ -418,22 +415,6 @@ impl RaftLog {
         Ok(())
     }
 
-    /// Whether [`append_unsynced`](Self::append_unsynced) of `entries` next would be one
-    /// positioned write into the page cache of the open newest segment: no fsync, no file
-    /// created, opened, cut or removed, no growth past the preallocated length. A caller that
-    /// must not block (an async task) appends itself only then.
-    pub fn next_append_is_plain_write(&self, entries: &[RaftEntry]) -> bool {
-        let Some(seg) = self.segments.last() else {
-            return false;
-        };
-        let batch_bytes: u64 = entries.iter().map(|e| frame_bytes(e.payload.len())).sum();
-        self.active.is_some()
-            && self.dirty_from.is_none()
-            && !seg.offsets.is_empty()
-            && seg.end_offset < self.opts.segment_bytes
-            && seg.end_offset + batch_bytes <= seg.file_len
-    }
-
     /// Writes entries like [`RaftLog::append`] (readable at once) but leaves making them
     /// durable to the caller: the returned [`PendingSync`] does it, outside any lock the
     /// caller holds around the log, so one fdatasync can cover several batches. `None` for an
@@ -511,12 +492,13 @@ impl RaftLog {
         seg.end_offset = offset;
         seg.file_len = seg.file_len.max(offset);
         let path = seg.path.clone();
-        let handle = file.clone();
+        let handle = file.try_clone().map_err(|e| StorageError::io(&path, e));
         self.last = entries.last().map(RaftEntry::id);
         for e in entries {
             self.cache_push(e.clone());
         }
         tracing::trace!(entries = entries.len(), last = ?self.last, "raft log batch appended");
+        let handle = handle?;
         Ok(Some(PendingSync {
             file: handle,
             path,
@@ -740,7 +722,7 @@ impl RaftLog {
                 .write(true)
                 .open(&seg.path)
                 .at(&seg.path)?;
-            self.active = Some(Arc::new(f));
+            self.active = Some(f);
         }
         Ok(())
     }
@@ -830,7 +812,7 @@ impl RaftLog {
         match result {
             Ok((file, file_len)) => {
                 tracing::debug!(segment = %path.display(), "started raft log segment");
-                self.active = Some(Arc::new(file));
+                self.active = Some(file);
                 Ok(Segment {
                     first_index: first,
                     path,

@@ -1,32 +1,19 @@
 //! openraft's log storage on top of `corral_storage::RaftLog` (which does the fsyncs).
 //!
 //! The log is shared between openraft's storage task (appends, truncation, purge, votes) and
-//! its replication readers, so it sits behind a mutex. Every call that may wait on the disk
-//! (an fsync, a file created or cut, a read) runs on tokio's blocking pool, so no async worker
-//! waits on one. The common append is a single write into the page cache of the open segment:
-//! that one is made on the calling task, sparing a thread hand-off per entry batch.
-//!
-//! Reads are served from [`LogTail`], the newest entries kept decoded in memory, whenever it
-//! holds them: replication to each follower and the state machine read every entry right
-//! after it is appended, and then neither a blocking thread nor a decode is needed.
+//! its replication readers, so it sits behind a mutex; every call that may touch the disk runs
+//! on tokio's blocking pool so no async worker waits on an fsync.
 //!
 //! Group commit: `append` writes the entries (readable at once, as openraft requires) and
 //! returns; a sync thread makes them durable and only then reports them flushed. Everything
 //! appended while one fdatasync runs shares the next one, so a leader under load pays one
 //! fsync per batch, not per entry. Truncation and purge first wait for the syncs queued before
 //! them.
-//!
-//! The committed log id is saved at most every [`COMMITTED_SAVE_INTERVAL_MS`] (openraft asks
-//! on every commit, which under load is thousands of file replacements a second). An older
-//! committed id is always safe to find at start-up: the file is written without fsync, so a
-//! crash could leave an older one anyway; the member then learns the rest from the leader.
-//! The newest id is written on shutdown ([`LogStore::save_pending_committed`]).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use corral_storage::{PendingSync, RaftEntry, RaftLog, RaftLogOptions, StorageError as DiskError};
@@ -36,31 +23,15 @@ use openraft::{
     StorageIOError, Vote,
 };
 
-use super::log_tail::LogTail;
 use super::{MemberId, TypeConfig};
 
 /// Openraft's index `i` is record `i + 1` of the storage log (which starts at 1).
 pub(super) const INDEX_SHIFT: u64 = 1;
 
-/// Least time between two writes of the committed log id (see the module documentation).
-const COMMITTED_SAVE_INTERVAL_MS: u64 = 200;
-
 #[derive(Clone)]
 pub struct LogStore {
     log: Arc<Mutex<RaftLog>>,
-    /// The newest entries, decoded; always ends where the log ends (it changes right after
-    /// the log does, under openraft's one storage task).
-    tail: Arc<Mutex<LogTail>>,
     syncer: std_mpsc::Sender<SyncOp>,
-    committed: Arc<Mutex<CommittedSaves>>,
-}
-
-/// The throttle of committed-id writes.
-#[derive(Default)]
-struct CommittedSaves {
-    last_write: Option<Instant>,
-    /// The newest id openraft reported and that is not written yet.
-    pending: Option<Option<LogId<MemberId>>>,
 }
 
 /// Work for the sync thread, in submission order.
@@ -126,14 +97,9 @@ impl LogStore {
         force_sync: bool,
         sync_observer: corral_storage::SyncObserver,
     ) -> Result<LogStore, DiskError> {
-        let defaults = RaftLogOptions::default();
-        let tail = LogTail::new(defaults.cache_bytes);
         let opts = RaftLogOptions {
             force_sync,
-            // The tail holds the recent entries, decoded; a second copy as bytes would only
-            // serve reads the tail cannot, which are older than both.
-            cache_bytes: 0,
-            ..defaults
+            ..RaftLogOptions::default()
         };
         let mut log = RaftLog::open(dir, opts)?;
         log.set_sync_observer(sync_observer);
@@ -143,12 +109,7 @@ impl LogStore {
             .name("raft-log-sync".into())
             .spawn(move || sync_loop(ops))
             .map_err(|e| DiskError::io(dir, e))?;
-        Ok(LogStore {
-            log,
-            tail: Arc::new(Mutex::new(tail)),
-            syncer,
-            committed: Arc::default(),
-        })
+        Ok(LogStore { log, syncer })
     }
 
     /// Waits until every flush queued so far is done.
@@ -173,36 +134,12 @@ impl LogStore {
         .expect("raft log task panicked")
     }
 
-    fn tail(&self) -> std::sync::MutexGuard<'_, LogTail> {
-        self.tail.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Appends `records` on the calling thread if that is one write into the page cache and
-    /// the log is not busy (a blocking thread reading it); `None`: use the blocking pool.
-    fn try_append_here(
-        &self,
-        records: &[RaftEntry],
-    ) -> Option<Result<Option<PendingSync>, DiskError>> {
-        let mut log = match self.log.try_lock() {
-            Ok(log) => log,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
-        if !log.next_append_is_plain_write(records) {
-            return None;
-        }
-        Some(log.append_unsynced(records))
-    }
-
     /// Entries in openraft's index range `[start, end)`.
     async fn read(
         &self,
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<MemberId>> {
-        if let Some(entries) = self.tail().range(start, end) {
-            return Ok(entries);
-        }
         let records = self
             .with_log(move |log| {
                 log.read_range(start + INDEX_SHIFT, end.saturating_add(INDEX_SHIFT))
@@ -285,17 +222,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<MemberId>>,
     ) -> Result<(), StorageError<MemberId>> {
-        {
-            let mut saves = self.committed.lock().unwrap_or_else(|p| p.into_inner());
-            let interval = Duration::from_millis(COMMITTED_SAVE_INTERVAL_MS);
-            if saves.last_write.is_some_and(|at| at.elapsed() < interval) {
-                saves.pending = Some(committed);
-                return Ok(());
-            }
-            saves.last_write = Some(Instant::now());
-            saves.pending = None;
-        }
-        self.write_committed(committed).await
+        let bytes = bincode::serialize(&committed).expect("in-memory serialization");
+        self.with_log(move |log| log.save_committed(&bytes))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<MemberId>>, StorageError<MemberId>> {
@@ -314,26 +244,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let records: Vec<RaftEntry> = entries
-            .iter()
+            .into_iter()
             .map(|e| RaftEntry {
                 index: e.log_id.index + INDEX_SHIFT,
                 term: e.log_id.leader_id.term,
                 leader: e.log_id.leader_id.node_id,
-                payload: Bytes::from(bincode::serialize(e).expect("in-memory serialization")),
+                payload: Bytes::from(bincode::serialize(&e).expect("in-memory serialization")),
             })
             .collect();
-        let result = match self.try_append_here(&records) {
-            Some(result) => result,
-            None => {
-                self.with_log(move |log| log.append_unsynced(&records))
-                    .await
-            }
-        };
+        let result = self
+            .with_log(move |log| log.append_unsynced(&records))
+            .await;
         match result {
             Ok(pending) => {
-                self.tail().push(entries);
                 if let Err(std_mpsc::SendError(SyncOp::Flush(_, callback))) =
                     self.syncer.send(SyncOp::Flush(pending, callback))
                 {
@@ -352,7 +276,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<MemberId>) -> Result<(), StorageError<MemberId>> {
         let from = log_id.index + INDEX_SHIFT;
         self.flushed().await;
-        self.tail().truncate_from(log_id.index);
         self.with_log(move |log| log.truncate_from(from))
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
@@ -365,7 +288,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log_id.leader_id.node_id,
         );
         self.flushed().await;
-        self.tail().purge_through(log_id.index);
         self.with_log(move |log| log.purge_through(index, term, leader))
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
@@ -397,30 +319,6 @@ impl LogStore {
         let bytes = bincode::serialize(&candidate).expect("in-memory serialization");
         log.save_vote(&bytes)?;
         Ok(true)
-    }
-
-    async fn write_committed(
-        &self,
-        committed: Option<LogId<MemberId>>,
-    ) -> Result<(), StorageError<MemberId>> {
-        let bytes = bincode::serialize(&committed).expect("in-memory serialization");
-        self.with_log(move |log| log.save_committed(&bytes))
-            .await
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
-    }
-
-    /// Writes the newest committed id if the throttle held it back (on shutdown, so that a
-    /// restart re-applies everything this member knew to be committed).
-    pub async fn save_pending_committed(&self) {
-        let pending = {
-            let mut saves = self.committed.lock().unwrap_or_else(|p| p.into_inner());
-            saves.pending.take()
-        };
-        if let Some(committed) = pending {
-            if let Err(e) = self.write_committed(committed).await {
-                tracing::warn!(error = %e, "cannot save the committed log id");
-            }
-        }
     }
 
     /// The last entry's `(term, index)` (openraft's index), or the last purged one's; taken

@@ -26,7 +26,6 @@ mod forwarding;
 mod import;
 mod leader_loss;
 mod log_store;
-mod log_tail;
 mod network;
 mod snapshot_store;
 mod state_machine;
@@ -77,9 +76,7 @@ pub enum Payload {
     /// A txn prepared by the leader (its zxid is inside the record).
     Txn {
         zxid: i64,
-        /// Shared, not copied, by the log cache, the replication and the apply.
-        #[serde(with = "record_bytes")]
-        record: Bytes,
+        record: Vec<u8>,
         origin: Option<Origin>,
     },
     /// A `sync` from a member's client: answered there once applied, i.e. after everything the
@@ -125,48 +122,6 @@ impl Payload {
             Payload::Sync { path, .. } => path.len() + 64,
             Payload::Batch(items) => items.iter().map(Payload::approx_bytes).sum(),
             _ => 64,
-        }
-    }
-}
-
-/// A txn record (or a forwarded request) as one byte string: serde's default for a byte vector is a sequence of `u8`
-/// visited one element at a time, the hottest part of decoding an entry. bincode writes both
-/// as a u64 length and the bytes, so log entries written either way read the same.
-mod record_bytes {
-    use bytes::Bytes;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(record: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(record)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        d.deserialize_byte_buf(Visitor)
-    }
-
-    struct Visitor;
-
-    impl<'de> serde::de::Visitor<'de> for Visitor {
-        type Value = Bytes;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a txn record")
-        }
-
-        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
-            Ok(Bytes::from(v))
-        }
-
-        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
-            Ok(Bytes::copy_from_slice(v))
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64 * 1024));
-            while let Some(b) = seq.next_element::<u8>()? {
-                out.push(b);
-            }
-            Ok(Bytes::from(out))
         }
     }
 }
@@ -333,9 +288,7 @@ mod kind {
     pub const APPEND_ENTRIES: u8 = 1;
     pub const VOTE: u8 = 2;
     pub const INSTALL_SNAPSHOT: u8 = 3;
-    /// Client requests forwarded to the leader, in order (`forwarding`); the answer lists
-    /// each one's outcome. (10 was one request per message.)
-    pub const FORWARD_BATCH: u8 = 13;
+    pub const FORWARD: u8 = 10;
     pub const TOUCH: u8 = 11;
     /// "How far is your log?" (`leader_loss`).
     pub const LOG_STATE: u8 = 12;
@@ -609,7 +562,7 @@ impl Consensus {
         let job = forwarding::Job {
             leader,
             conn: fwd.conn,
-            wire: WireForward::from(fwd),
+            body: encode(&WireForward::from(fwd)),
             failed,
         };
         if let Err(mpsc::error::SendError(job)) = self.forwards.send(job) {
@@ -681,7 +634,6 @@ impl Consensus {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
-        self.log.save_pending_committed().await;
     }
 }
 
@@ -880,39 +832,29 @@ impl Inbound {
     /// request on the connection is looked at, so a session's requests are prepared in the
     /// order its member sent them (a follower sends them without waiting for answers).
     /// Answered once the request is proposed (or refused).
-    /// Forwarded requests, queued for the driver now (in order, behind those of earlier
-    /// messages); answered with each one's outcome once the driver has taken them all.
     fn forwarded(
         &self,
         from: MemberId,
         body: &[u8],
     ) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
-        let wires: Vec<WireForward> = match decode(body) {
+        let wire: WireForward = match decode(body) {
             Ok(w) => w,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        let mut replies = Vec::with_capacity(wires.len());
-        for wire in wires {
-            let (reply, rx) = oneshot::channel();
-            let fwd = wire.into_forward();
-            let queued = self
-                .events
-                .send(Event::Forwarded { from, fwd, reply })
-                .is_ok();
-            replies.push(queued.then_some(rx));
-        }
+        let (reply, rx) = oneshot::channel();
+        let fwd = wire.into_forward();
+        let queued = self
+            .events
+            .send(Event::Forwarded { from, fwd, reply })
+            .is_ok();
         Box::pin(async move {
-            let mut answers: Vec<Result<(), String>> = Vec::with_capacity(replies.len());
-            for rx in replies {
-                let answer = match rx {
-                    Some(rx) => rx
-                        .await
-                        .unwrap_or_else(|_| Err("member is shutting down".to_string())),
-                    None => Err("member is shutting down".to_string()),
-                };
-                answers.push(answer);
-            }
-            Ok(encode(&answers))
+            let answer = if queued {
+                rx.await
+                    .unwrap_or_else(|_| Err("member is shutting down".to_string()))
+            } else {
+                Err("member is shutting down".to_string())
+            };
+            Ok(encode(&answer))
         })
     }
 }
@@ -933,7 +875,7 @@ impl PeerHandler for Inbound {
         kind: u8,
         body: Bytes,
     ) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
-        if kind == kind::FORWARD_BATCH {
+        if kind == kind::FORWARD {
             return self.forwarded(from, &body);
         }
         if kind == kind::LOG_STATE {
@@ -988,20 +930,10 @@ struct WireForward {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum WireRequest {
-    Connect {
-        timeout_ms: i32,
-    },
-    Request {
-        #[serde(with = "record_bytes")]
-        body: Bytes,
-    },
-    Sync {
-        xid: i32,
-        path: String,
-    },
-    Revalidate {
-        timeout_ms: i32,
-    },
+    Connect { timeout_ms: i32 },
+    Request { body: Vec<u8> },
+    Sync { xid: i32, path: String },
+    Revalidate { timeout_ms: i32 },
     ReadBarrier,
 }
 
@@ -1019,7 +951,9 @@ impl From<&Forward> for WireForward {
                 ForwardRequest::Connect { timeout_ms } => WireRequest::Connect {
                     timeout_ms: *timeout_ms,
                 },
-                ForwardRequest::Request { body } => WireRequest::Request { body: body.clone() },
+                ForwardRequest::Request { body } => WireRequest::Request {
+                    body: body.to_vec(),
+                },
                 ForwardRequest::Sync { xid, path } => WireRequest::Sync {
                     xid: *xid,
                     path: path.clone(),
@@ -1034,17 +968,6 @@ impl From<&Forward> for WireForward {
 }
 
 impl WireForward {
-    /// Roughly the bytes it adds to a peer message.
-    fn approx_bytes(&self) -> usize {
-        let body = match &self.request {
-            WireRequest::Request { body } => body.len(),
-            WireRequest::Sync { path, .. } => path.len(),
-            _ => 0,
-        };
-        let auth: usize = self.auth.iter().map(|(s, i)| s.len() + i.len() + 16).sum();
-        body + auth + 64
-    }
-
     fn into_forward(self) -> Forward {
         Forward {
             conn: self.conn,
@@ -1056,7 +979,9 @@ impl WireForward {
                 .collect(),
             request: match self.request {
                 WireRequest::Connect { timeout_ms } => ForwardRequest::Connect { timeout_ms },
-                WireRequest::Request { body } => ForwardRequest::Request { body },
+                WireRequest::Request { body } => ForwardRequest::Request {
+                    body: Bytes::from(body),
+                },
                 WireRequest::Sync { xid, path } => ForwardRequest::Sync { xid, path },
                 WireRequest::Revalidate { timeout_ms } => ForwardRequest::Revalidate { timeout_ms },
                 WireRequest::ReadBarrier => ForwardRequest::ReadBarrier,
@@ -1205,41 +1130,4 @@ fn plan_reconfig(
         voters,
         remove: leaving_ids,
     })
-}
-
-#[cfg(test)]
-mod payload_tests {
-    use super::*;
-
-    /// `Payload` as it was when a txn record was a `Vec<u8>`: log entries written then must
-    /// still decode.
-    #[derive(Serialize)]
-    enum PayloadWithVecRecord {
-        Txn {
-            zxid: i64,
-            record: Vec<u8>,
-            origin: Option<Origin>,
-        },
-    }
-
-    #[test]
-    fn a_txn_record_encodes_as_it_did_when_it_was_a_byte_vector() {
-        let origin = Some(Origin { member: 2, conn: 9 });
-        let old = bincode::serialize(&PayloadWithVecRecord::Txn {
-            zxid: 0x5_0000_0007,
-            record: b"txn record".to_vec(),
-            origin,
-        })
-        .unwrap();
-        let new = Payload::Txn {
-            zxid: 0x5_0000_0007,
-            record: Bytes::from_static(b"txn record"),
-            origin,
-        };
-        assert_eq!(bincode::serialize(&new).unwrap(), old);
-        assert_eq!(bincode::deserialize::<Payload>(&old).unwrap(), new);
-        let batch = Payload::Batch(vec![new.clone(), new]);
-        let back: Payload = bincode::deserialize(&bincode::serialize(&batch).unwrap()).unwrap();
-        assert_eq!(back, batch);
-    }
 }
