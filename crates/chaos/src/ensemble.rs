@@ -162,7 +162,7 @@ impl Ensemble {
         binary: PathBuf,
         network: Option<Network>,
     ) -> Result<Ensemble, EnsembleError> {
-        Self::start_with(root, n, Server::Corral(binary), network, false, "")
+        Self::start_configured(root, n, Server::Corral(binary), network, false, "")
     }
 
     /// [`Ensemble::start`] for either implementation.
@@ -172,7 +172,7 @@ impl Ensemble {
         server: Server,
         network: Option<Network>,
     ) -> Result<Ensemble, EnsembleError> {
-        Self::start_with(root, n, server, network, false, "")
+        Self::start_configured(root, n, server, network, false, "")
     }
 
     /// Like [`Ensemble::start`], with every member's data directory on its own faultfs
@@ -183,23 +183,12 @@ impl Ensemble {
         binary: PathBuf,
         network: Option<Network>,
     ) -> Result<Ensemble, EnsembleError> {
-        Self::start_with(root, n, Server::Corral(binary), network, true, "")
+        Self::start_configured(root, n, Server::Corral(binary), network, true, "")
     }
 
     /// The general form: data directories on faultfs or not, and `corral_settings` appended
     /// to every Corral member's zoo.cfg (ignored for Apache ZooKeeper).
     pub fn start_configured(
-        root: &Path,
-        n: usize,
-        server: Server,
-        network: Option<Network>,
-        on_faultfs: bool,
-        corral_settings: &str,
-    ) -> Result<Ensemble, EnsembleError> {
-        Self::start_with(root, n, server, network, on_faultfs, corral_settings)
-    }
-
-    fn start_with(
         root: &Path,
         n: usize,
         server: Server,

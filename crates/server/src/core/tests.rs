@@ -952,6 +952,41 @@ fn ephemerals_counts_and_multi_read() {
     assert_eq!(r[2], OpResult::GetChildren(vec!["x".into(), "y".into()]));
 }
 
+/// Resumes `session` on `conn` having seen `seen`, re-registers a recursive watch on `path`
+/// (setWatches2) and returns the events replayed to `conn`.
+fn resume_with_recursive_watch(
+    h: &mut H,
+    conn: ConnId,
+    session: &ConnectResponse,
+    seen: Zxid,
+    path: &str,
+) -> Vec<(EventType, String, Zxid)> {
+    h.connect_with(
+        conn,
+        session.session_id,
+        session.passwd.clone().unwrap().to_vec(),
+        seen,
+    )
+    .unwrap();
+    let (_, _, got) = h.req(
+        conn,
+        Request::SetWatches2(SetWatches2 {
+            relative_zxid: seen,
+            data_watches: vec![],
+            exist_watches: vec![],
+            child_watches: vec![],
+            persistent_watches: vec![],
+            persistent_recursive_watches: vec![path.into()],
+        }),
+    );
+    got.iter()
+        .filter_map(|(c, g)| match g {
+            Got::Event { t, path, zxid } if *c == conn => Some((*t, path.clone(), *zxid)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn persistent_watches_get_missed_changes_replayed_after_reconnect() {
     let mut h = H::new();
@@ -971,26 +1006,7 @@ fn persistent_watches_get_missed_changes_replayed_after_reconnect() {
     h.set(1, "/pw/a", "x", -1);
     h.set(1, "/elsewhere-not-watched", "x", -1);
     let changed_at = h.core.last_zxid() - 1;
-    h.connect_with(3, c.session_id, c.passwd.clone().unwrap().to_vec(), seen)
-        .unwrap();
-    let (_, _, got) = h.req(
-        3,
-        Request::SetWatches2(SetWatches2 {
-            relative_zxid: seen,
-            data_watches: vec![],
-            exist_watches: vec![],
-            child_watches: vec![],
-            persistent_watches: vec![],
-            persistent_recursive_watches: vec!["/pw".into()],
-        }),
-    );
-    let replayed: Vec<(EventType, String, Zxid)> = got
-        .iter()
-        .filter_map(|(conn, g)| match g {
-            Got::Event { t, path, zxid } if *conn == 3 => Some((*t, path.clone(), *zxid)),
-            _ => None,
-        })
-        .collect();
+    let replayed = resume_with_recursive_watch(&mut h, 3, &c, seen, "/pw");
     assert_eq!(
         replayed,
         vec![
@@ -1030,26 +1046,7 @@ fn a_core_rebuilt_from_the_committed_log_keeps_the_replay_window_up_to_it() {
     assert!(!h.core.hand_over_replay_window(&mut short, committed));
     assert!(h.core.hand_over_replay_window(&mut rebuilt, committed));
     h.core = rebuilt;
-    h.connect_with(3, c.session_id, c.passwd.clone().unwrap().to_vec(), seen)
-        .unwrap();
-    let (_, _, got) = h.req(
-        3,
-        Request::SetWatches2(SetWatches2 {
-            relative_zxid: seen,
-            data_watches: vec![],
-            exist_watches: vec![],
-            child_watches: vec![],
-            persistent_watches: vec![],
-            persistent_recursive_watches: vec!["/pw".into()],
-        }),
-    );
-    let replayed: Vec<(EventType, String, Zxid)> = got
-        .iter()
-        .filter_map(|(conn, g)| match g {
-            Got::Event { t, path, zxid } if *conn == 3 => Some((*t, path.clone(), *zxid)),
-            _ => None,
-        })
-        .collect();
+    let replayed = resume_with_recursive_watch(&mut h, 3, &c, seen, "/pw");
     assert_eq!(
         replayed,
         vec![(EventType::NodeDataChanged, "/pw".to_string(), committed)]
