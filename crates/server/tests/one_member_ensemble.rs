@@ -6,7 +6,7 @@
 //!   persist is never acknowledged: the write that hit the failure gets no answer. The failure
 //!   is made portably (no root, no small filesystem): the member's `raft` directory is moved
 //!   away while it runs, so the next write of its `committed` marker (a temp file and a rename
-//!   in that directory) fails like a write on a full disk would.
+//!   in that directory; made at most every 200 ms) fails like a write on a full disk would.
 //!   `crates/chaos/tests/disk_full.rs` does the same with a real ENOSPC.
 //! - A member that led before it stopped leads a new term after a restart, never the old one
 //!   again (see `LogStore::forgo_stored_leadership`).
@@ -152,6 +152,9 @@ async fn a_member_that_cannot_write_its_raft_log_stops_and_acknowledges_nothing_
         raft_dir.display()
     );
     std::fs::rename(&raft_dir, dir.path().join("raft-moved")).unwrap();
+    // The committed marker is written at most every 200 ms (`log_store`); after a longer
+    // pause the next commit writes it, and that write fails.
+    tokio::time::sleep(Duration::from_millis(600)).await;
 
     // This session's commit cannot be recorded: it must not be acknowledged...
     assert_eq!(

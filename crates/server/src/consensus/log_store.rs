@@ -9,11 +9,18 @@
 //! appended while one fdatasync runs shares the next one, so a leader under load pays one
 //! fsync per batch, not per entry. Truncation and purge first wait for the syncs queued before
 //! them.
+//!
+//! The committed log id is saved at most every [`COMMITTED_SAVE_INTERVAL_MS`] (openraft asks
+//! on every commit, which under load is thousands of file replacements a second). An older
+//! committed id is always safe to find at start-up: the file is written without fsync, so a
+//! crash could leave an older one anyway; the member then learns the rest from the leader.
+//! The newest id is written on shutdown ([`LogStore::save_pending_committed`]).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use corral_storage::{PendingSync, RaftEntry, RaftLog, RaftLogOptions, StorageError as DiskError};
@@ -28,10 +35,22 @@ use super::{MemberId, TypeConfig};
 /// Openraft's index `i` is record `i + 1` of the storage log (which starts at 1).
 pub(super) const INDEX_SHIFT: u64 = 1;
 
+/// Least time between two writes of the committed log id (see the module documentation).
+const COMMITTED_SAVE_INTERVAL_MS: u64 = 200;
+
 #[derive(Clone)]
 pub struct LogStore {
     log: Arc<Mutex<RaftLog>>,
     syncer: std_mpsc::Sender<SyncOp>,
+    committed: Arc<Mutex<CommittedSaves>>,
+}
+
+/// The throttle of committed-id writes.
+#[derive(Default)]
+struct CommittedSaves {
+    last_write: Option<Instant>,
+    /// The newest id openraft reported and that is not written yet.
+    pending: Option<Option<LogId<MemberId>>>,
 }
 
 /// Work for the sync thread, in submission order.
@@ -109,7 +128,11 @@ impl LogStore {
             .name("raft-log-sync".into())
             .spawn(move || sync_loop(ops))
             .map_err(|e| DiskError::io(dir, e))?;
-        Ok(LogStore { log, syncer })
+        Ok(LogStore {
+            log,
+            syncer,
+            committed: Arc::default(),
+        })
     }
 
     /// Waits until every flush queued so far is done.
@@ -222,10 +245,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<MemberId>>,
     ) -> Result<(), StorageError<MemberId>> {
-        let bytes = bincode::serialize(&committed).expect("in-memory serialization");
-        self.with_log(move |log| log.save_committed(&bytes))
-            .await
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+        {
+            let mut saves = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+            let interval = Duration::from_millis(COMMITTED_SAVE_INTERVAL_MS);
+            if saves.last_write.is_some_and(|at| at.elapsed() < interval) {
+                saves.pending = Some(committed);
+                return Ok(());
+            }
+            saves.last_write = Some(Instant::now());
+            saves.pending = None;
+        }
+        self.write_committed(committed).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<MemberId>>, StorageError<MemberId>> {
@@ -319,6 +349,30 @@ impl LogStore {
         let bytes = bincode::serialize(&candidate).expect("in-memory serialization");
         log.save_vote(&bytes)?;
         Ok(true)
+    }
+
+    async fn write_committed(
+        &self,
+        committed: Option<LogId<MemberId>>,
+    ) -> Result<(), StorageError<MemberId>> {
+        let bytes = bincode::serialize(&committed).expect("in-memory serialization");
+        self.with_log(move |log| log.save_committed(&bytes))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+    }
+
+    /// Writes the newest committed id if the throttle held it back (on shutdown, so that a
+    /// restart re-applies everything this member knew to be committed).
+    pub async fn save_pending_committed(&self) {
+        let pending = {
+            let mut saves = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+            saves.pending.take()
+        };
+        if let Some(committed) = pending {
+            if let Err(e) = self.write_committed(committed).await {
+                tracing::warn!(error = %e, "cannot save the committed log id");
+            }
+        }
     }
 
     /// The last entry's `(term, index)` (openraft's index), or the last purged one's; taken

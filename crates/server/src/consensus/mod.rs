@@ -634,6 +634,7 @@ impl Consensus {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+        self.log.save_pending_committed().await;
     }
 }
 
