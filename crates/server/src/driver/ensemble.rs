@@ -616,7 +616,7 @@ impl Driver {
             e.proposal_sizes.record(t.record.len());
             e.consensus.propose(Payload::Txn {
                 zxid: t.zxid,
-                record: t.record,
+                record: t.record.into(),
                 origin,
             });
         }
