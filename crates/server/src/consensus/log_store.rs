@@ -384,18 +384,34 @@ impl LogStore {
             .map(|(index, term, _)| (term, index - INDEX_SHIFT))
     }
 
-    /// Payloads in openraft's index range `[start, end)`, read on the calling thread: for
-    /// rebuilding the state from committed entries (the driver, after a lost leadership).
+    /// `(index, term, payload)` of every entry in openraft's index range `[start, end)`, read on the calling
+    /// thread: for rebuilding the state from committed entries (the driver, after a lost
+    /// leadership). All of them or an error, never a part: entries before the log's first
+    /// are [`PayloadsError::Purged`] (a snapshot newer than the caller's holds them).
     pub fn payloads_blocking(
         &self,
         start: u64,
         end: u64,
-    ) -> Result<Vec<(u64, Option<super::Payload>)>, String> {
+    ) -> Result<Vec<(u64, u64, Option<super::Payload>)>, PayloadsError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
         let records = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            let first = log.first_index() - INDEX_SHIFT;
+            if start < first {
+                return Err(PayloadsError::Purged { start, first });
+            }
             log.read_range(start + INDEX_SHIFT, end.saturating_add(INDEX_SHIFT))
-                .map_err(|e| e.to_string())?
+                .map_err(|e| PayloadsError::Read(e.to_string()))?
         };
+        let expected = end - start;
+        if records.len() as u64 != expected {
+            return Err(PayloadsError::Read(format!(
+                "raft entries [{start}, {end}) asked, {} present",
+                records.len()
+            )));
+        }
         let mut out = Vec::with_capacity(records.len());
         for r in records {
             let payload = match bincode::deserialize::<Entry<TypeConfig>>(&r.payload) {
@@ -404,14 +420,96 @@ impl LogStore {
                     _ => None,
                 },
                 Err(e) => {
-                    return Err(format!(
+                    return Err(PayloadsError::Read(format!(
                         "raft entry {} cannot be decoded: {e}",
                         r.index - INDEX_SHIFT
-                    ))
+                    )))
                 }
             };
-            out.push((r.index - INDEX_SHIFT, payload));
+            out.push((r.index - INDEX_SHIFT, r.term, payload));
         }
         Ok(out)
+    }
+}
+
+/// Why [`LogStore::payloads_blocking`] returned no entries.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadsError {
+    /// The log no longer holds `start`: it was purged after a newer snapshot was taken.
+    #[error("raft entries from {start} asked, but the log starts at {first} (purged)")]
+    Purged { start: u64, first: u64 },
+    #[error("{0}")]
+    Read(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::Payload;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    /// A log of txn entries at openraft indexes `0..=last` purged through `purged`,
+    /// written with the storage log directly, then opened as the store.
+    fn store_with(dir: &Path, last: u64, purged: u64) -> LogStore {
+        let mut log = RaftLog::open(dir, RaftLogOptions::default()).unwrap();
+        let entries: Vec<RaftEntry> = (0..=last)
+            .map(|index| {
+                let entry = Entry::<TypeConfig> {
+                    log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
+                    payload: EntryPayload::Normal(Payload::Txn {
+                        zxid: index as i64,
+                        record: vec![index as u8; 8].into(),
+                        origin: None,
+                    }),
+                };
+                RaftEntry {
+                    index: index + INDEX_SHIFT,
+                    term: 3,
+                    leader: 1,
+                    payload: Bytes::from(bincode::serialize(&entry).unwrap()),
+                }
+            })
+            .collect();
+        log.append(&entries).unwrap();
+        log.purge_through(purged + INDEX_SHIFT, 3, 1).unwrap();
+        drop(log);
+        LogStore::open(dir, false, Arc::new(|_| {})).unwrap()
+    }
+
+    #[test]
+    fn payloads_are_the_whole_range_asked_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_with(tmp.path(), 30, 10);
+        let got = store.payloads_blocking(11, 31).unwrap();
+        let indexes: Vec<u64> = got.iter().map(|(i, _, _)| *i).collect();
+        assert!(got.iter().all(|(_, term, _)| *term == 3));
+        assert_eq!(indexes, (11..31).collect::<Vec<u64>>());
+        assert!(store.payloads_blocking(20, 20).unwrap().is_empty());
+    }
+
+    /// A rebuild that loaded a snapshot of index 5 asks for entries from 6; the log was
+    /// purged through 10 in the meantime (after a newer snapshot). Returning 11.. would
+    /// let the rebuilt state miss the txns of 6..=10.
+    #[test]
+    fn purged_entries_are_an_error_not_a_shorter_range() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_with(tmp.path(), 30, 10);
+        match store.payloads_blocking(6, 31) {
+            Err(PayloadsError::Purged {
+                start: 6,
+                first: 11,
+            }) => {}
+            other => panic!("expected Purged, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn entries_past_the_end_are_an_error_not_a_shorter_range() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_with(tmp.path(), 30, 10);
+        assert!(matches!(
+            store.payloads_blocking(20, 40),
+            Err(PayloadsError::Read(_))
+        ));
     }
 }

@@ -47,7 +47,7 @@ use crate::core::{ConnId, Forward, ForwardRequest, SnapshotView};
 use crate::net::peer::{PeerClient, PeerHandler, PeerLimits, PeerServer};
 
 pub use import::{import_term, seed_single_member, Seeded};
-pub use log_store::LogStore;
+pub use log_store::{LogStore, PayloadsError};
 
 /// Member ids are ZooKeeper's `myid`s.
 pub type MemberId = u64;
@@ -168,6 +168,16 @@ mod record_bytes {
             Ok(Bytes::from(out))
         }
     }
+}
+
+/// Whether a txn with `zxid` belongs in a log entry of `term`. A leader prepares txns with
+/// its term as the zxid's epoch (`Core::begin_epoch`), so in an entry it appended itself the
+/// two agree. One that does not agree was prepared in an earlier term and reached openraft
+/// only after that term ended (see `propose_loop`): its checks were made against a state that
+/// did not last and its client was never answered (every client connection closes when the
+/// leader changes), so every member skips it, the same way.
+pub fn txn_belongs_to_term(zxid: i64, term: u64) -> bool {
+    (zxid >> 32) as u32 == term as u32
 }
 
 /// One committed entry, in log order; `None` for Raft's own entries (blank, membership).
@@ -358,7 +368,7 @@ pub struct Consensus {
     log: LogStore,
     raft: Raft<TypeConfig>,
     peers: network::Peers,
-    proposals: mpsc::UnboundedSender<Payload>,
+    proposals: mpsc::UnboundedSender<(u64, Payload)>,
     forwards: mpsc::UnboundedSender<forwarding::Job>,
     _peer_server: PeerServer,
     status: watch::Receiver<Status>,
@@ -583,11 +593,12 @@ impl Consensus {
         self.log.clone()
     }
 
-    /// Appends an entry (leader only; entries are proposed in call order). Its outcome arrives
-    /// as [`Event::Applied`]; if leadership is lost first it may never arrive, and the driver
-    /// learns that from [`Event::Status`].
-    pub fn propose(&self, payload: Payload) {
-        let _ = self.proposals.send(payload);
+    /// Appends an entry for the leader of `term` (entries are proposed in call order). Its
+    /// outcome arrives as [`Event::Applied`]; if leadership is lost first it may never arrive,
+    /// and the driver learns that from [`Event::Status`]. A proposal still queued when this
+    /// member no longer leads `term` is dropped, never appended in a later term.
+    pub fn propose(&self, term: u64, payload: Payload) {
+        let _ = self.proposals.send((term, payload));
     }
 
     pub fn status(&self) -> Status {
@@ -694,16 +705,23 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// goes out at once. The outcome of each reaches the driver through the state machine;
 /// openraft's per-entry answers are awaited here to bound the entries in flight (and so they
 /// are consumed: an answer nobody waits for is logged by openraft as a warning).
-async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Payload>) {
+///
+/// Each proposal carries the term of the leader that prepared it. One whose term is over is
+/// dropped: a member that lost leadership with proposals queued here and won a later term
+/// before they went out would otherwise append them in that later term, where they are
+/// stale (prepared against a state that did not last; their clients' connections closed
+/// with the old term). The check reads openraft's metrics, which can lag its core by a
+/// moment, so the apply side skips a stale txn as well ([`txn_belongs_to_term`]).
+async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<(u64, Payload)>) {
     use futures::stream::{FuturesUnordered, StreamExt};
     let mut answers = FuturesUnordered::new();
-    // A payload taken from the queue that did not fit the batch before it.
-    let mut carried: Option<Payload> = None;
+    // A proposal taken from the queue that did not fit the batch before it.
+    let mut carried: Option<(u64, Payload)> = None;
     loop {
         if answers.len() >= MAX_ENTRIES_IN_FLIGHT {
             answers.next().await;
         }
-        let first = match carried.take() {
+        let (term, first) = match carried.take() {
             Some(p) => p,
             None => tokio::select! {
                 p = rx.recv() => match p {
@@ -716,14 +734,29 @@ async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Pa
         let mut bytes = first.approx_bytes();
         let mut batch = vec![first];
         while bytes < MAX_BATCH_BYTES {
-            let Ok(p) = rx.try_recv() else { break };
+            let Ok((next_term, p)) = rx.try_recv() else {
+                break;
+            };
             let size = p.approx_bytes();
-            if bytes + size > MAX_BATCH_BYTES {
-                carried = Some(p);
+            if next_term != term || bytes + size > MAX_BATCH_BYTES {
+                carried = Some((next_term, p));
                 break;
             }
             bytes += size;
             batch.push(p);
+        }
+        let leads_term = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.state == ServerState::Leader && m.current_term == term
+        };
+        if !leads_term {
+            tracing::info!(
+                term,
+                proposals = batch.len(),
+                "proposals of a term this member no longer leads are dropped"
+            );
+            continue;
         }
         let payload = if batch.len() == 1 {
             batch.pop().expect("one payload")
@@ -1175,4 +1208,151 @@ fn plan_reconfig(
         voters,
         remove: leaving_ids,
     })
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::*;
+
+    /// `Payload` as it was when a txn record was a `Vec<u8>`: log entries written then must
+    /// still decode.
+    #[derive(Serialize)]
+    enum PayloadWithVecRecord {
+        Txn {
+            zxid: i64,
+            record: Vec<u8>,
+            origin: Option<Origin>,
+        },
+    }
+
+    #[test]
+    fn a_txn_record_encodes_as_it_did_when_it_was_a_byte_vector() {
+        let origin = Some(Origin { member: 2, conn: 9 });
+        let old = bincode::serialize(&PayloadWithVecRecord::Txn {
+            zxid: 0x5_0000_0007,
+            record: b"txn record".to_vec(),
+            origin,
+        })
+        .unwrap();
+        let new = Payload::Txn {
+            zxid: 0x5_0000_0007,
+            record: Bytes::from_static(b"txn record"),
+            origin,
+        };
+        assert_eq!(bincode::serialize(&new).unwrap(), old);
+        assert_eq!(bincode::deserialize::<Payload>(&old).unwrap(), new);
+        let batch = Payload::Batch(vec![new.clone(), new]);
+        let back: Payload = bincode::deserialize(&bincode::serialize(&batch).unwrap()).unwrap();
+        assert_eq!(back, batch);
+    }
+}
+
+#[cfg(test)]
+mod propose_tests {
+    use super::*;
+    use crate::config::{ConfigOverrides, ServerConfig};
+    use std::time::Duration;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn one_member(dir: &std::path::Path) -> EnsembleConfig {
+        let cfg = dir.join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={}\n\
+                 server.1=127.0.0.1:{}:{};{}\n",
+                dir.display(),
+                free_port(),
+                free_port(),
+                free_port()
+            ),
+        )
+        .unwrap();
+        let overrides = ConfigOverrides {
+            my_id: Some(1),
+            ..ConfigOverrides::default()
+        };
+        ServerConfig::load(&cfg, &overrides)
+            .unwrap()
+            .ensemble
+            .unwrap()
+    }
+
+    fn txn(zxid: i64, record: &'static [u8]) -> Payload {
+        Payload::Txn {
+            zxid,
+            record: Bytes::from_static(record),
+            origin: None,
+        }
+    }
+
+    /// A proposal prepared for a term this member no longer leads is dropped, not appended in
+    /// the term it leads now (where it would be a stale txn in a later term's entry).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_proposal_of_a_term_that_is_over_is_not_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let ensemble = one_member(dir.path());
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let settings = Settings {
+            tick_time_ms: 200,
+            snap_count: 1_000_000,
+            force_sync: false,
+            raft_dir: &dir.path().join("raft"),
+            snapshot_dir: &dir.path().join("raft-snapshots"),
+            timings: Arc::new(crate::admin::metrics::Timings::default()),
+        };
+        let (consensus, _) = Consensus::start(&ensemble, settings, events_tx)
+            .await
+            .expect("a one-member ensemble starts");
+        let within = Duration::from_secs(60);
+        let term = tokio::time::timeout(within, async {
+            loop {
+                if let Some(Event::LeaderReady { term }) = events.recv().await {
+                    return term;
+                }
+            }
+        })
+        .await
+        .expect("the member leads within a minute");
+
+        consensus.propose(term - 1, txn(((term - 1) as i64) << 32 | 1, b"stale"));
+        consensus.propose(term, txn((term as i64) << 32 | 1, b"fresh"));
+        let applied: Vec<Bytes> = tokio::time::timeout(within, async {
+            let mut seen = Vec::new();
+            loop {
+                if let Some(Event::Applied { entries }) = events.recv().await {
+                    for e in entries {
+                        for item in e.payload.map(Payload::into_items).unwrap_or_default() {
+                            if let Payload::Txn { record, .. } = item {
+                                seen.push(record);
+                            }
+                        }
+                    }
+                }
+                if seen.iter().any(|r| r.as_ref() == b"fresh") {
+                    return seen;
+                }
+            }
+        })
+        .await
+        .expect("the current term's proposal is applied within a minute");
+        assert_eq!(applied, vec![Bytes::from_static(b"fresh")]);
+        consensus.shutdown().await;
+    }
+
+    #[test]
+    fn a_txn_belongs_to_the_term_that_is_its_zxid_epoch() {
+        assert!(txn_belongs_to_term(0x7_0000_0001, 7));
+        assert!(!txn_belongs_to_term(0x6_0000_0001, 7));
+        assert!(!txn_belongs_to_term(0x8_0000_0001, 7));
+        // The epoch is the term's low 32 bits, as `Core::begin_epoch` takes it.
+        assert!(txn_belongs_to_term(0x2_0000_0001, (1 << 32) | 2));
+    }
 }

@@ -21,12 +21,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{core_now, Driver, Inbound, Outbound, ServerError};
 use crate::admin::metrics::{SummaryFigures, SummaryStats, Timings, BASIC_QUANTILES};
-use crate::consensus::ReconfigError;
 use crate::consensus::{
-    Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin, Payload, Settings,
-    SnapshotImage, SnapshotTaken, Status,
+    txn_belongs_to_term, Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin,
+    Payload, Settings, SnapshotImage, SnapshotTaken, Status,
 };
+use crate::consensus::{PayloadsError, ReconfigError};
 use crate::core::{ConnId, Core, Forward, ForwardRequest, ReconfigCall, Role};
+
+/// How often a rebuild of the state starts again because the log was purged under it (each
+/// time a newer snapshot exists; more than one in a row means snapshots come faster than a
+/// rebuild takes, which the snapshot interval rules out).
+const REBUILD_ATTEMPTS: u32 = 5;
 
 /// The consensus side of a driver that is an ensemble member.
 pub(crate) struct Ensemble {
@@ -405,7 +410,7 @@ impl Driver {
                 continue;
             }
             for item in payload.map(Payload::into_items).unwrap_or_default() {
-                self.apply_payload(item, index);
+                self.apply_payload(item, index, term);
             }
             self.ensemble_mut().applied = Some((index, term, leader));
         }
@@ -414,8 +419,8 @@ impl Driver {
         }
     }
 
-    /// One committed payload of entry `index` (a batch's items one by one).
-    fn apply_payload(&mut self, payload: Payload, index: u64) {
+    /// One committed payload of entry `index` of `term` (a batch's items one by one).
+    fn apply_payload(&mut self, payload: Payload, index: u64, term: u64) {
         let me = self.ensemble().my_id();
         match payload {
             Payload::Batch(_) => {
@@ -424,6 +429,14 @@ impl Driver {
             Payload::SessionSecret(secret) => {
                 self.core.set_session_secret(secret);
                 self.ensemble_mut().secret = Some(secret);
+            }
+            Payload::Txn { zxid, .. } if !txn_belongs_to_term(zxid, term) => {
+                tracing::warn!(
+                    index,
+                    term,
+                    zxid = format_args!("{zxid:#x}"),
+                    "skipping a txn prepared in an earlier term than its entry's"
+                );
             }
             Payload::Txn {
                 zxid,
@@ -541,7 +554,7 @@ impl Driver {
         if e.secret.is_none() {
             let secret: [u8; 16] = rand::random();
             e.secret = Some(secret);
-            e.consensus.propose(Payload::SessionSecret(secret));
+            e.consensus.propose(term, Payload::SessionSecret(secret));
             self.core.set_session_secret(secret);
         }
         tracing::info!(
@@ -566,36 +579,46 @@ impl Driver {
     }
 
     fn on_forwarded(&mut self, from: MemberId, fwd: Forward) -> Result<(), String> {
-        if !self.ensemble().is_ready_leader() {
+        let Some(term) = self
+            .ensemble()
+            .ready_term
+            .filter(|_| self.ensemble().is_ready_leader())
+        else {
             return Err("not the leader".into());
-        }
+        };
         let origin = Origin {
             member: from,
             conn: fwd.conn,
         };
         match &fwd.request {
             ForwardRequest::Sync { xid, path } => {
-                self.ensemble().consensus.propose(Payload::Sync {
-                    origin,
-                    xid: *xid,
-                    path: path.clone(),
-                });
+                self.ensemble().consensus.propose(
+                    term,
+                    Payload::Sync {
+                        origin,
+                        xid: *xid,
+                        path: path.clone(),
+                    },
+                );
                 return Ok(());
             }
             ForwardRequest::Revalidate { timeout_ms } => {
                 let alive = self.core.revalidate(fwd.session, from, core_now());
-                self.ensemble().consensus.propose(Payload::SessionMoved {
-                    session: fwd.session,
-                    to: origin,
-                    timeout_ms: *timeout_ms,
-                    alive,
-                });
+                self.ensemble().consensus.propose(
+                    term,
+                    Payload::SessionMoved {
+                        session: fwd.session,
+                        to: origin,
+                        timeout_ms: *timeout_ms,
+                        alive,
+                    },
+                );
                 return Ok(());
             }
             ForwardRequest::ReadBarrier => {
                 self.ensemble()
                     .consensus
-                    .propose(Payload::ReadBarrier { origin });
+                    .propose(term, Payload::ReadBarrier { origin });
                 return Ok(());
             }
             ForwardRequest::Connect { .. } | ForwardRequest::Request { .. } => {}
@@ -612,13 +635,24 @@ impl Driver {
         origin: Option<Origin>,
     ) {
         let e = self.ensemble_mut();
+        let Some(term) = e.ready_term else {
+            // Only a ready leader prepares txns; nothing to answer them here otherwise.
+            tracing::error!(
+                txns = txns.len(),
+                "txns prepared while not leading; dropped"
+            );
+            return;
+        };
         for t in txns {
             e.proposal_sizes.record(t.record.len());
-            e.consensus.propose(Payload::Txn {
-                zxid: t.zxid,
-                record: t.record.into(),
-                origin,
-            });
+            e.consensus.propose(
+                term,
+                Payload::Txn {
+                    zxid: t.zxid,
+                    record: t.record.into(),
+                    origin,
+                },
+            );
         }
     }
 
@@ -715,8 +749,40 @@ impl Driver {
 
     /// A fresh core with every committed entry up to `upto` (inclusive) applied: the newest
     /// snapshot, then the log after it.
+    ///
+    /// openraft may finish a snapshot and purge the log up to it while this runs (snapshots
+    /// are built off the driver thread): the log then no longer starts right after the
+    /// snapshot loaded here, and that snapshot is no longer the newest. Applying the entries
+    /// that are left would skip the purged ones (a core that silently misses committed txns),
+    /// so the rebuild starts again from the newer snapshot.
     fn rebuild_core(&self, upto: Option<u64>) -> Result<Core, ServerError> {
         let started = std::time::Instant::now();
+        let mut attempt = 1;
+        loop {
+            match self.rebuild_core_once(upto)? {
+                Some(core) => {
+                    tracing::info!(
+                        last_zxid = format_args!("{:#x}", core.last_zxid()),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        attempts = attempt,
+                        "state rebuilt from the committed log"
+                    );
+                    return Ok(core);
+                }
+                None if attempt < REBUILD_ATTEMPTS => attempt += 1,
+                None => {
+                    return Err(ServerError::Raft(format!(
+                        "the raft log was purged past the newest snapshot {REBUILD_ATTEMPTS} \
+                         times while the state was rebuilt from them"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// One [`rebuild_core`](Self::rebuild_core) attempt; `None` when the log was purged past
+    /// the snapshot it loaded.
+    fn rebuild_core_once(&self, upto: Option<u64>) -> Result<Option<Core>, ServerError> {
         let now = core_now();
         let snapshot = self
             .ensemble()
@@ -733,16 +799,24 @@ impl Driver {
             core.set_session_secret(secret);
         }
         let Some(upto) = upto.filter(|u| *u >= from) else {
-            return Ok(core);
+            return Ok(Some(core));
         };
-        let entries = self
-            .ensemble()
-            .log
-            .payloads_blocking(from, upto + 1)
-            .map_err(ServerError::Raft)?;
-        for (_index, payload) in entries {
+        let entries = match self.ensemble().log.payloads_blocking(from, upto + 1) {
+            Ok(entries) => entries,
+            Err(e @ PayloadsError::Purged { .. }) => {
+                tracing::info!(
+                    error = %e,
+                    "a newer snapshot was taken while the state was rebuilt; starting again from it"
+                );
+                return Ok(None);
+            }
+            Err(PayloadsError::Read(e)) => return Err(ServerError::Raft(e)),
+        };
+        for (_index, term, payload) in entries {
             for item in payload.map(Payload::into_items).unwrap_or_default() {
                 match item {
+                    // Skipped as `apply_payload` skips it.
+                    Payload::Txn { zxid, .. } if !txn_belongs_to_term(zxid, term) => {}
                     Payload::Txn { zxid, record, .. } => core
                         .apply_logged(&record)
                         .map_err(|source| ServerError::Replay { zxid, source })?,
@@ -751,12 +825,7 @@ impl Driver {
                 }
             }
         }
-        tracing::info!(
-            last_zxid = format_args!("{:#x}", core.last_zxid()),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "state rebuilt from the committed log"
-        );
-        Ok(core)
+        Ok(Some(core))
     }
 
     pub(super) fn close_all_client_connections(&mut self, why: &str) {
