@@ -67,6 +67,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -159,7 +160,8 @@ impl Segment {
 /// segment; several pending syncs of one segment may share one call). Does nothing when the
 /// log was opened without `force_sync`.
 pub struct PendingSync {
-    file: File,
+    /// The segment's write handle, shared rather than duplicated per batch.
+    file: Arc<File>,
     path: PathBuf,
     enabled: bool,
     observer: Option<SyncObserver>,
@@ -192,8 +194,9 @@ pub struct RaftLog {
     opts: RaftLogOptions,
     /// Oldest first, contiguous. Only the newest may be empty (left by a failed batch).
     segments: Vec<Segment>,
-    /// Write handle of the newest segment, opened on first use.
-    active: Option<File>,
+    /// Write handle of the newest segment, opened on first use; shared with the
+    /// [`PendingSync`]s of batches written to it.
+    active: Option<Arc<File>>,
     last: Option<RaftLogId>,
     last_purged: Option<RaftLogId>,
     vote: Option<Vec<u8>>,
@@ -415,6 +418,22 @@ impl RaftLog {
         Ok(())
     }
 
+    /// Whether [`append_unsynced`](Self::append_unsynced) of `entries` next would be one
+    /// positioned write into the page cache of the open newest segment: no fsync, no file
+    /// created, opened, cut or removed, no growth past the preallocated length. A caller that
+    /// must not block (an async task) appends itself only then.
+    pub fn next_append_is_plain_write(&self, entries: &[RaftEntry]) -> bool {
+        let Some(seg) = self.segments.last() else {
+            return false;
+        };
+        let batch_bytes: u64 = entries.iter().map(|e| frame_bytes(e.payload.len())).sum();
+        self.active.is_some()
+            && self.dirty_from.is_none()
+            && !seg.offsets.is_empty()
+            && seg.end_offset < self.opts.segment_bytes
+            && seg.end_offset + batch_bytes <= seg.file_len
+    }
+
     /// Writes entries like [`RaftLog::append`] (readable at once) but leaves making them
     /// durable to the caller: the returned [`PendingSync`] does it, outside any lock the
     /// caller holds around the log, so one fdatasync can cover several batches. `None` for an
@@ -492,13 +511,12 @@ impl RaftLog {
         seg.end_offset = offset;
         seg.file_len = seg.file_len.max(offset);
         let path = seg.path.clone();
-        let handle = file.try_clone().map_err(|e| StorageError::io(&path, e));
+        let handle = file.clone();
         self.last = entries.last().map(RaftEntry::id);
         for e in entries {
             self.cache_push(e.clone());
         }
         tracing::trace!(entries = entries.len(), last = ?self.last, "raft log batch appended");
-        let handle = handle?;
         Ok(Some(PendingSync {
             file: handle,
             path,
@@ -722,7 +740,7 @@ impl RaftLog {
                 .write(true)
                 .open(&seg.path)
                 .at(&seg.path)?;
-            self.active = Some(f);
+            self.active = Some(Arc::new(f));
         }
         Ok(())
     }
@@ -812,7 +830,7 @@ impl RaftLog {
         match result {
             Ok((file, file_len)) => {
                 tracing::debug!(segment = %path.display(), "started raft log segment");
-                self.active = Some(file);
+                self.active = Some(Arc::new(file));
                 Ok(Segment {
                     first_index: first,
                     path,

@@ -88,6 +88,43 @@ fn fdatasyncs_are_reported_to_the_sync_observer() {
 }
 
 #[test]
+fn only_a_write_into_the_open_segment_s_preallocated_space_is_a_plain_append() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut log = open(&tmp.path().join("raft"), 0);
+    assert!(
+        !log.next_append_is_plain_write(&entries(1, 1, 1)),
+        "no segment yet: the append creates one"
+    );
+    log.append(&entries(1, 1, 1)).unwrap();
+    assert!(log.next_append_is_plain_write(&entries(2, 2, 1)));
+    assert!(
+        !log.next_append_is_plain_write(&entries(2, 40, 1)),
+        "a batch past the preallocated 512 bytes grows the file"
+    );
+    let dir = tmp.path().join("raft");
+    let (mut plain, mut rolls) = (0, 0);
+    for i in 2..60 {
+        let batch = entries(i, i, 1);
+        let was_plain = log.next_append_is_plain_write(&batch);
+        let before = segments(&dir).len();
+        log.append(&batch).unwrap();
+        if segments(&dir).len() > before {
+            assert!(
+                !was_plain,
+                "entry {i} started a segment but counted as plain"
+            );
+            rolls += 1;
+        }
+        plain += usize::from(was_plain);
+    }
+    assert!(
+        rolls >= 2 && plain >= 20,
+        "rolls {rolls}, plain appends {plain}"
+    );
+    assert_eq!(log.read_range(1, 60).unwrap(), entries(1, 59, 1));
+}
+
+#[test]
 fn append_and_reopen_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("raft");

@@ -1,8 +1,14 @@
 //! openraft's log storage on top of `corral_storage::RaftLog` (which does the fsyncs).
 //!
 //! The log is shared between openraft's storage task (appends, truncation, purge, votes) and
-//! its replication readers, so it sits behind a mutex; every call that may touch the disk runs
-//! on tokio's blocking pool so no async worker waits on an fsync.
+//! its replication readers, so it sits behind a mutex. Every call that may wait on the disk
+//! (an fsync, a file created or cut, a read) runs on tokio's blocking pool, so no async worker
+//! waits on one. The common append is a single write into the page cache of the open segment:
+//! that one is made on the calling task, sparing a thread hand-off per entry batch.
+//!
+//! Reads are served from [`LogTail`], the newest entries kept decoded in memory, whenever it
+//! holds them: replication to each follower and the state machine read every entry right
+//! after it is appended, and then neither a blocking thread nor a decode is needed.
 //!
 //! Group commit: `append` writes the entries (readable at once, as openraft requires) and
 //! returns; a sync thread makes them durable and only then reports them flushed. Everything
@@ -30,6 +36,7 @@ use openraft::{
     StorageIOError, Vote,
 };
 
+use super::log_tail::LogTail;
 use super::{MemberId, TypeConfig};
 
 /// Openraft's index `i` is record `i + 1` of the storage log (which starts at 1).
@@ -41,6 +48,9 @@ const COMMITTED_SAVE_INTERVAL_MS: u64 = 200;
 #[derive(Clone)]
 pub struct LogStore {
     log: Arc<Mutex<RaftLog>>,
+    /// The newest entries, decoded; always ends where the log ends (it changes right after
+    /// the log does, under openraft's one storage task).
+    tail: Arc<Mutex<LogTail>>,
     syncer: std_mpsc::Sender<SyncOp>,
     committed: Arc<Mutex<CommittedSaves>>,
 }
@@ -116,9 +126,14 @@ impl LogStore {
         force_sync: bool,
         sync_observer: corral_storage::SyncObserver,
     ) -> Result<LogStore, DiskError> {
+        let defaults = RaftLogOptions::default();
+        let tail = LogTail::new(defaults.cache_bytes);
         let opts = RaftLogOptions {
             force_sync,
-            ..RaftLogOptions::default()
+            // The tail holds the recent entries, decoded; a second copy as bytes would only
+            // serve reads the tail cannot, which are older than both.
+            cache_bytes: 0,
+            ..defaults
         };
         let mut log = RaftLog::open(dir, opts)?;
         log.set_sync_observer(sync_observer);
@@ -130,6 +145,7 @@ impl LogStore {
             .map_err(|e| DiskError::io(dir, e))?;
         Ok(LogStore {
             log,
+            tail: Arc::new(Mutex::new(tail)),
             syncer,
             committed: Arc::default(),
         })
@@ -157,12 +173,36 @@ impl LogStore {
         .expect("raft log task panicked")
     }
 
+    fn tail(&self) -> std::sync::MutexGuard<'_, LogTail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `records` on the calling thread if that is one write into the page cache and
+    /// the log is not busy (a blocking thread reading it); `None`: use the blocking pool.
+    fn try_append_here(
+        &self,
+        records: &[RaftEntry],
+    ) -> Option<Result<Option<PendingSync>, DiskError>> {
+        let mut log = match self.log.try_lock() {
+            Ok(log) => log,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if !log.next_append_is_plain_write(records) {
+            return None;
+        }
+        Some(log.append_unsynced(records))
+    }
+
     /// Entries in openraft's index range `[start, end)`.
     async fn read(
         &self,
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<MemberId>> {
+        if let Some(entries) = self.tail().range(start, end) {
+            return Ok(entries);
+        }
         let records = self
             .with_log(move |log| {
                 log.read_range(start + INDEX_SHIFT, end.saturating_add(INDEX_SHIFT))
@@ -274,20 +314,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let records: Vec<RaftEntry> = entries
-            .into_iter()
+            .iter()
             .map(|e| RaftEntry {
                 index: e.log_id.index + INDEX_SHIFT,
                 term: e.log_id.leader_id.term,
                 leader: e.log_id.leader_id.node_id,
-                payload: Bytes::from(bincode::serialize(&e).expect("in-memory serialization")),
+                payload: Bytes::from(bincode::serialize(e).expect("in-memory serialization")),
             })
             .collect();
-        let result = self
-            .with_log(move |log| log.append_unsynced(&records))
-            .await;
+        let result = match self.try_append_here(&records) {
+            Some(result) => result,
+            None => {
+                self.with_log(move |log| log.append_unsynced(&records))
+                    .await
+            }
+        };
         match result {
             Ok(pending) => {
+                self.tail().push(entries);
                 if let Err(std_mpsc::SendError(SyncOp::Flush(_, callback))) =
                     self.syncer.send(SyncOp::Flush(pending, callback))
                 {
@@ -306,6 +352,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<MemberId>) -> Result<(), StorageError<MemberId>> {
         let from = log_id.index + INDEX_SHIFT;
         self.flushed().await;
+        self.tail().truncate_from(log_id.index);
         self.with_log(move |log| log.truncate_from(from))
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
@@ -318,6 +365,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log_id.leader_id.node_id,
         );
         self.flushed().await;
+        self.tail().purge_through(log_id.index);
         self.with_log(move |log| log.purge_through(index, term, leader))
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))

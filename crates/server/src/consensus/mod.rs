@@ -26,6 +26,7 @@ mod forwarding;
 mod import;
 mod leader_loss;
 mod log_store;
+mod log_tail;
 mod network;
 mod snapshot_store;
 mod state_machine;
@@ -128,7 +129,7 @@ impl Payload {
     }
 }
 
-/// A txn record as one byte string: serde's default for a byte vector is a sequence of `u8`
+/// A txn record (or a forwarded request) as one byte string: serde's default for a byte vector is a sequence of `u8`
 /// visited one element at a time, the hottest part of decoding an entry. bincode writes both
 /// as a u64 length and the bytes, so log entries written either way read the same.
 mod record_bytes {
@@ -1008,10 +1009,20 @@ struct WireForward {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum WireRequest {
-    Connect { timeout_ms: i32 },
-    Request { body: Vec<u8> },
-    Sync { xid: i32, path: String },
-    Revalidate { timeout_ms: i32 },
+    Connect {
+        timeout_ms: i32,
+    },
+    Request {
+        #[serde(with = "record_bytes")]
+        body: Bytes,
+    },
+    Sync {
+        xid: i32,
+        path: String,
+    },
+    Revalidate {
+        timeout_ms: i32,
+    },
     ReadBarrier,
 }
 
@@ -1029,9 +1040,7 @@ impl From<&Forward> for WireForward {
                 ForwardRequest::Connect { timeout_ms } => WireRequest::Connect {
                     timeout_ms: *timeout_ms,
                 },
-                ForwardRequest::Request { body } => WireRequest::Request {
-                    body: body.to_vec(),
-                },
+                ForwardRequest::Request { body } => WireRequest::Request { body: body.clone() },
                 ForwardRequest::Sync { xid, path } => WireRequest::Sync {
                     xid: *xid,
                     path: path.clone(),
@@ -1057,9 +1066,7 @@ impl WireForward {
                 .collect(),
             request: match self.request {
                 WireRequest::Connect { timeout_ms } => ForwardRequest::Connect { timeout_ms },
-                WireRequest::Request { body } => ForwardRequest::Request {
-                    body: Bytes::from(body),
-                },
+                WireRequest::Request { body } => ForwardRequest::Request { body },
                 WireRequest::Sync { xid, path } => ForwardRequest::Sync { xid, path },
                 WireRequest::Revalidate { timeout_ms } => ForwardRequest::Revalidate { timeout_ms },
                 WireRequest::ReadBarrier => ForwardRequest::ReadBarrier,
