@@ -343,7 +343,9 @@ mod kind {
     pub const APPEND_ENTRIES: u8 = 1;
     pub const VOTE: u8 = 2;
     pub const INSTALL_SNAPSHOT: u8 = 3;
-    pub const FORWARD: u8 = 10;
+    /// Client requests forwarded to the leader, in order (`forwarding`); the answer lists
+    /// each one's outcome. (10 was one request per message.)
+    pub const FORWARD_BATCH: u8 = 13;
     pub const TOUCH: u8 = 11;
     /// "How far is your log?" (`leader_loss`).
     pub const LOG_STATE: u8 = 12;
@@ -618,7 +620,7 @@ impl Consensus {
         let job = forwarding::Job {
             leader,
             conn: fwd.conn,
-            body: encode(&WireForward::from(fwd)),
+            wire: WireForward::from(fwd),
             failed,
         };
         if let Err(mpsc::error::SendError(job)) = self.forwards.send(job) {
@@ -911,29 +913,39 @@ impl Inbound {
     /// request on the connection is looked at, so a session's requests are prepared in the
     /// order its member sent them (a follower sends them without waiting for answers).
     /// Answered once the request is proposed (or refused).
+    /// Forwarded requests, queued for the driver now (in order, behind those of earlier
+    /// messages); answered with each one's outcome once the driver has taken them all.
     fn forwarded(
         &self,
         from: MemberId,
         body: &[u8],
     ) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
-        let wire: WireForward = match decode(body) {
+        let wires: Vec<WireForward> = match decode(body) {
             Ok(w) => w,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        let (reply, rx) = oneshot::channel();
-        let fwd = wire.into_forward();
-        let queued = self
-            .events
-            .send(Event::Forwarded { from, fwd, reply })
-            .is_ok();
+        let mut replies = Vec::with_capacity(wires.len());
+        for wire in wires {
+            let (reply, rx) = oneshot::channel();
+            let fwd = wire.into_forward();
+            let queued = self
+                .events
+                .send(Event::Forwarded { from, fwd, reply })
+                .is_ok();
+            replies.push(queued.then_some(rx));
+        }
         Box::pin(async move {
-            let answer = if queued {
-                rx.await
-                    .unwrap_or_else(|_| Err("member is shutting down".to_string()))
-            } else {
-                Err("member is shutting down".to_string())
-            };
-            Ok(encode(&answer))
+            let mut answers: Vec<Result<(), String>> = Vec::with_capacity(replies.len());
+            for rx in replies {
+                let answer = match rx {
+                    Some(rx) => rx
+                        .await
+                        .unwrap_or_else(|_| Err("member is shutting down".to_string())),
+                    None => Err("member is shutting down".to_string()),
+                };
+                answers.push(answer);
+            }
+            Ok(encode(&answers))
         })
     }
 }
@@ -954,7 +966,7 @@ impl PeerHandler for Inbound {
         kind: u8,
         body: Bytes,
     ) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
-        if kind == kind::FORWARD {
+        if kind == kind::FORWARD_BATCH {
             return self.forwarded(from, &body);
         }
         if kind == kind::LOG_STATE {
@@ -1055,6 +1067,17 @@ impl From<&Forward> for WireForward {
 }
 
 impl WireForward {
+    /// Roughly the bytes it adds to a peer message.
+    fn approx_bytes(&self) -> usize {
+        let body = match &self.request {
+            WireRequest::Request { body } => body.len(),
+            WireRequest::Sync { path, .. } => path.len(),
+            _ => 0,
+        };
+        let auth: usize = self.auth.iter().map(|(s, i)| s.len() + i.len() + 16).sum();
+        body + auth + 64
+    }
+
     fn into_forward(self) -> Forward {
         Forward {
             conn: self.conn,
