@@ -245,7 +245,7 @@ struct Conn {
     forwarded: u32,
     /// How many of those are client requests (writes and syncs, not a connect, revalidation
     /// or read barrier): while they are all such, later ones may follow at once (see
-    /// `pipelines`).
+    /// `pipelined_request`).
     forwarded_plain: u32,
     /// Frames that arrived while a forwarded request was outstanding: a client's requests are
     /// answered in order, so they wait for it (as ZooKeeper's commit processor does).
@@ -566,23 +566,37 @@ impl Core {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let pipelined = c.forwarded > 0 && self.role == Role::Follower && pipelines(c, body);
-        if c.forwarded > 0 && !pipelined {
-            // Answered after the forwarded request before it, in arrival order.
-            c.queued.push_back(Bytes::copy_from_slice(body));
-            return;
+        // Deciding whether a request may be pipelined decodes it; that decoding is used below.
+        let mut pipelined = None;
+        if c.forwarded > 0 {
+            if self.role == Role::Follower {
+                pipelined = pipelined_request(c, body);
+            }
+            if pipelined.is_none() {
+                // Answered after the forwarded request before it, in arrival order.
+                c.queued.push_back(Bytes::copy_from_slice(body));
+                return;
+            }
         }
 
         let Some(session) = c.session else {
             self.handle_connect(conn, body, now, step, false);
             return;
         };
-        let mut r = Reader::new(body);
-        let header = match corral_proto::records::RequestHeader::read(&mut r) {
-            Ok(h) => h,
-            Err(e) => {
-                close(step, conn, format!("malformed request header: {e}"));
-                return;
+        let (header, request) = match pipelined {
+            Some((header, request)) => (header, Ok(request)),
+            None => {
+                let mut r = Reader::new(body);
+                match corral_proto::records::RequestHeader::read(&mut r) {
+                    Ok(header) => {
+                        let request = Request::decode(header.op, r.rest());
+                        (header, request)
+                    }
+                    Err(e) => {
+                        close(step, conn, format!("malformed request header: {e}"));
+                        return;
+                    }
+                }
             }
         };
         if !self.touch(session, now) {
@@ -590,7 +604,7 @@ impl Core {
             close(step, conn, "session expired".into());
             return;
         }
-        match Request::decode(header.op, r.rest()) {
+        match request {
             Ok(Request::CloseSession) if self.role == Role::ReadOnly => {
                 // The session (if replicated) lives on in the ensemble; only this connection ends.
                 self.local_sessions.remove(&session);
@@ -1761,26 +1775,30 @@ const CONFIG_NODE: &str = "/zookeeper/config";
 
 /// Requests a follower cannot answer alone: writes go through the leader, and `sync` must be
 /// ordered behind the leader's commits.
-/// Whether a follower may forward the request in `body` at once although `c` has forwarded
-/// requests outstanding: a client request that needs the leader, when everything outstanding
-/// is such a request too (not a session's connect or revalidation) and nothing waits in the
+/// The request in `body`, decoded, if a follower may forward it at once although `c` has
+/// forwarded requests outstanding: a client request that needs the leader, when everything
+/// outstanding is such a request too (not a session's connect or revalidation) and nothing waits in the
 /// queue (a read waiting for an earlier write keeps every later request behind it). The
 /// leader receives forwards in the order they were sent and commits them in that order, so
 /// their outcomes, and the replies, come back in the client's order — as ZooKeeper's
 /// followers pass writes on without waiting for the earlier ones.
-fn pipelines(c: &Conn, body: &[u8]) -> bool {
+fn pipelined_request(
+    c: &Conn,
+    body: &[u8],
+) -> Option<(corral_proto::records::RequestHeader, Request)> {
     if c.session.is_none()
         || c.revalidating.is_some()
         || !c.queued.is_empty()
         || c.forwarded != c.forwarded_plain
     {
-        return false;
+        return None;
     }
     let mut r = Reader::new(body);
-    let Ok(header) = corral_proto::records::RequestHeader::read(&mut r) else {
-        return false;
-    };
-    matches!(Request::decode(header.op, r.rest()), Ok(req) if needs_leader(&req))
+    let header = corral_proto::records::RequestHeader::read(&mut r).ok()?;
+    Request::decode(header.op, r.rest())
+        .ok()
+        .filter(needs_leader)
+        .map(|req| (header, req))
 }
 
 fn needs_leader(req: &Request) -> bool {
