@@ -343,8 +343,11 @@ mod kind {
     pub const APPEND_ENTRIES: u8 = 1;
     pub const VOTE: u8 = 2;
     pub const INSTALL_SNAPSHOT: u8 = 3;
+    /// One forwarded client request per message, as earlier builds send them; still
+    /// accepted (`Inbound::forwarded_alone`), no longer sent.
+    pub const FORWARD: u8 = 10;
     /// Client requests forwarded to the leader, in order (`forwarding`); the answer lists
-    /// each one's outcome. (10 was one request per message.)
+    /// each one's outcome.
     pub const FORWARD_BATCH: u8 = 13;
     pub const TOUCH: u8 = 11;
     /// "How far is your log?" (`leader_loss`).
@@ -924,6 +927,38 @@ impl Inbound {
             Ok(w) => w,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
+        let answers = self.queue_forwards(from, wires);
+        Box::pin(async move { Ok(encode(&answers.await)) })
+    }
+
+    /// One forwarded request in a message of its own (`kind::FORWARD`, what members of
+    /// earlier builds send): accepted as a batch of one, so such a member can still forward
+    /// to this one while an ensemble is upgraded member by member.
+    fn forwarded_alone(
+        &self,
+        from: MemberId,
+        body: &[u8],
+    ) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
+        let wire: WireForward = match decode(body) {
+            Ok(w) => w,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let answers = self.queue_forwards(from, vec![wire]);
+        Box::pin(async move {
+            let answer = answers
+                .await
+                .pop()
+                .unwrap_or_else(|| Err("no answer".to_string()));
+            Ok(encode(&answer))
+        })
+    }
+
+    /// Queues forwarded requests for the driver, in order; resolves to each one's outcome.
+    fn queue_forwards(
+        &self,
+        from: MemberId,
+        wires: Vec<WireForward>,
+    ) -> impl std::future::Future<Output = Vec<Result<(), String>>> + Send + 'static {
         let mut replies = Vec::with_capacity(wires.len());
         for wire in wires {
             let (reply, rx) = oneshot::channel();
@@ -934,8 +969,8 @@ impl Inbound {
                 .is_ok();
             replies.push(queued.then_some(rx));
         }
-        Box::pin(async move {
-            let mut answers: Vec<Result<(), String>> = Vec::with_capacity(replies.len());
+        async move {
+            let mut answers = Vec::with_capacity(replies.len());
             for rx in replies {
                 let answer = match rx {
                     Some(rx) => rx
@@ -945,8 +980,8 @@ impl Inbound {
                 };
                 answers.push(answer);
             }
-            Ok(encode(&answers))
-        })
+            answers
+        }
     }
 }
 
@@ -968,6 +1003,9 @@ impl PeerHandler for Inbound {
     ) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
         if kind == kind::FORWARD_BATCH {
             return self.forwarded(from, &body);
+        }
+        if kind == kind::FORWARD {
+            return self.forwarded_alone(from, &body);
         }
         if kind == kind::LOG_STATE {
             let state = leader_loss::log_state(&self.raft, &self.log);
@@ -1374,6 +1412,58 @@ mod propose_tests {
         .await
         .expect("the current term's proposal is applied within a minute");
         assert_eq!(applied, vec![Bytes::from_static(b"fresh")]);
+        consensus.shutdown().await;
+    }
+
+    /// A member of an earlier build forwards one request per message (`kind::FORWARD`); the
+    /// leader still takes it, so an ensemble can be upgraded member by member.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forward_in_a_message_of_its_own_is_still_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ensemble = one_member(dir.path());
+        let peer_addr = format!("127.0.0.1:{}", ensemble.me().peer_port);
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let settings = Settings {
+            tick_time_ms: 200,
+            snap_count: 1_000_000,
+            force_sync: false,
+            raft_dir: &dir.path().join("raft"),
+            snapshot_dir: &dir.path().join("raft-snapshots"),
+            timings: Arc::new(crate::admin::metrics::Timings::default()),
+        };
+        let (consensus, _) = Consensus::start(&ensemble, settings, events_tx)
+            .await
+            .expect("a one-member ensemble starts");
+        let within = Duration::from_secs(60);
+        tokio::time::timeout(within, async {
+            while !matches!(events.recv().await, Some(Event::LeaderReady { .. })) {}
+        })
+        .await
+        .expect("the member leads within a minute");
+
+        let wire = WireForward {
+            conn: 77,
+            session: 0x1234,
+            auth: Vec::new(),
+            request: WireRequest::Request {
+                body: Bytes::from_static(b"request bytes"),
+            },
+        };
+        let old_member = PeerClient::new(2, 1, peer_addr, PeerLimits::default());
+        let call = old_member.call(kind::FORWARD, encode(&wire), within);
+        let forwarded = tokio::time::timeout(within, async {
+            loop {
+                if let Some(Event::Forwarded { from, fwd, reply }) = events.recv().await {
+                    let _ = reply.send(Ok(()));
+                    return (from, fwd);
+                }
+            }
+        });
+        let (answer, forwarded) = tokio::join!(call, forwarded);
+        let (from, fwd) = forwarded.expect("the request reaches the driver within a minute");
+        assert_eq!((from, fwd.conn, fwd.session), (2, 77, 0x1234));
+        let answer: Result<(), String> = decode(&answer.expect("an answer")).unwrap();
+        assert_eq!(answer, Ok(()));
         consensus.shutdown().await;
     }
 
