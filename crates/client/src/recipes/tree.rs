@@ -526,7 +526,11 @@ impl Oneshot {
             };
             self.work.push_back(match (kind, event.event_type) {
                 (Kind::Child, EventType::NodeChildrenChanged) => Work::Children(path),
-                (_, EventType::NodeCreated) => Work::Node(path),
+                // A children watch that ended otherwise (the node was deleted) must be armed
+                // again if the node is back. It may be back already, and read meanwhile
+                // without a new watch (the old one still counted as armed until this event
+                // was taken): reading only its data would leave its children unwatched.
+                (Kind::Child, _) | (_, EventType::NodeCreated) => Work::Node(path),
                 _ => Work::Data(path),
             });
         }
