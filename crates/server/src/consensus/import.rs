@@ -120,27 +120,7 @@ pub fn seed_single_member(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ConfigOverrides, ServerConfig};
-
-    fn ensemble(dir: &Path, servers: &str) -> EnsembleConfig {
-        let cfg = dir.join("zoo.cfg");
-        std::fs::write(
-            &cfg,
-            format!(
-                "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\n{servers}",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let overrides = ConfigOverrides {
-            my_id: Some(1),
-            ..ConfigOverrides::default()
-        };
-        ServerConfig::load(&cfg, &overrides)
-            .unwrap()
-            .ensemble
-            .unwrap()
-    }
+    use crate::consensus::test_config::ensemble;
 
     /// What openraft reads back at start: the snapshot's log id and one-voter membership, a
     /// log purged through that id, and an uncommitted vote for its term.

@@ -1315,31 +1315,21 @@ mod payload_tests {
     }
 }
 
+/// Configuration for the consensus tests: a zoo.cfg in `dir` with `servers` lines (tickTime
+/// 2000, the usual limits), loaded as member 1.
 #[cfg(test)]
-mod propose_tests {
-    use super::*;
+pub(crate) mod test_config {
     use crate::config::{ConfigOverrides, ServerConfig};
-    use std::time::Duration;
+    use crate::ensemble_config::EnsembleConfig;
+    use std::path::Path;
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    fn one_member(dir: &std::path::Path) -> EnsembleConfig {
+    pub(crate) fn ensemble(dir: &Path, servers: &str) -> EnsembleConfig {
         let cfg = dir.join("zoo.cfg");
         std::fs::write(
             &cfg,
             format!(
-                "tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={}\n\
-                 server.1=127.0.0.1:{}:{};{}\n",
-                dir.display(),
-                free_port(),
-                free_port(),
-                free_port()
+                "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\n{servers}",
+                dir.display()
             ),
         )
         .unwrap();
@@ -1351,6 +1341,65 @@ mod propose_tests {
             .unwrap()
             .ensemble
             .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod propose_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// How long a test waits for one step.
+    const WITHIN: Duration = Duration::from_secs(60);
+
+    /// A one-member ensemble in `dir`, once it leads: its consensus, its events and the term.
+    async fn leading_one_member(
+        dir: &std::path::Path,
+    ) -> (
+        Consensus,
+        mpsc::UnboundedReceiver<Event>,
+        u64,
+        EnsembleConfig,
+    ) {
+        let ensemble = test_config::ensemble(
+            dir,
+            &format!(
+                "server.1=127.0.0.1:{}:{};{}\n",
+                free_port(),
+                free_port(),
+                free_port()
+            ),
+        );
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let settings = Settings {
+            tick_time_ms: 200,
+            snap_count: 1_000_000,
+            force_sync: false,
+            raft_dir: &dir.join("raft"),
+            snapshot_dir: &dir.join("raft-snapshots"),
+            timings: Arc::new(crate::admin::metrics::Timings::default()),
+        };
+        let (consensus, _) = Consensus::start(&ensemble, settings, events_tx)
+            .await
+            .expect("a one-member ensemble starts");
+        let term = tokio::time::timeout(WITHIN, async {
+            loop {
+                if let Some(Event::LeaderReady { term }) = events.recv().await {
+                    return term;
+                }
+            }
+        })
+        .await
+        .expect("the member leads within a minute");
+        (consensus, events, term, ensemble)
     }
 
     fn txn(zxid: i64, record: &'static [u8]) -> Payload {
@@ -1366,29 +1415,8 @@ mod propose_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_proposal_of_a_term_that_is_over_is_not_appended() {
         let dir = tempfile::tempdir().unwrap();
-        let ensemble = one_member(dir.path());
-        let (events_tx, mut events) = mpsc::unbounded_channel();
-        let settings = Settings {
-            tick_time_ms: 200,
-            snap_count: 1_000_000,
-            force_sync: false,
-            raft_dir: &dir.path().join("raft"),
-            snapshot_dir: &dir.path().join("raft-snapshots"),
-            timings: Arc::new(crate::admin::metrics::Timings::default()),
-        };
-        let (consensus, _) = Consensus::start(&ensemble, settings, events_tx)
-            .await
-            .expect("a one-member ensemble starts");
-        let within = Duration::from_secs(60);
-        let term = tokio::time::timeout(within, async {
-            loop {
-                if let Some(Event::LeaderReady { term }) = events.recv().await {
-                    return term;
-                }
-            }
-        })
-        .await
-        .expect("the member leads within a minute");
+        let (consensus, mut events, term, _) = leading_one_member(dir.path()).await;
+        let within = WITHIN;
 
         consensus.propose(term - 1, txn(((term - 1) as i64) << 32 | 1, b"stale"));
         consensus.propose(term, txn((term as i64) << 32 | 1, b"fresh"));
@@ -1420,26 +1448,9 @@ mod propose_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_forward_in_a_message_of_its_own_is_still_accepted() {
         let dir = tempfile::tempdir().unwrap();
-        let ensemble = one_member(dir.path());
+        let (consensus, mut events, _, ensemble) = leading_one_member(dir.path()).await;
         let peer_addr = format!("127.0.0.1:{}", ensemble.me().peer_port);
-        let (events_tx, mut events) = mpsc::unbounded_channel();
-        let settings = Settings {
-            tick_time_ms: 200,
-            snap_count: 1_000_000,
-            force_sync: false,
-            raft_dir: &dir.path().join("raft"),
-            snapshot_dir: &dir.path().join("raft-snapshots"),
-            timings: Arc::new(crate::admin::metrics::Timings::default()),
-        };
-        let (consensus, _) = Consensus::start(&ensemble, settings, events_tx)
-            .await
-            .expect("a one-member ensemble starts");
-        let within = Duration::from_secs(60);
-        tokio::time::timeout(within, async {
-            while !matches!(events.recv().await, Some(Event::LeaderReady { .. })) {}
-        })
-        .await
-        .expect("the member leads within a minute");
+        let within = WITHIN;
 
         let wire = WireForward {
             conn: 77,
