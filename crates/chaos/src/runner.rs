@@ -141,11 +141,14 @@ impl RunOutcome {
     pub fn anomalies(&self) -> usize {
         self.results.iter().map(|r| r.report.anomalies.len()).sum()
     }
+}
 
-    /// Whether a checker could not decide.
-    pub fn inconclusive(&self) -> bool {
-        self.results.iter().any(|r| r.report.inconclusive)
-    }
+/// Whether checker results are evidence to keep the run's directory (and the members' data)
+/// for: an anomaly, or a checker that could not decide.
+fn worth_keeping(results: &[WorkloadResult]) -> bool {
+    results
+        .iter()
+        .any(|r| !r.report.anomalies.is_empty() || r.report.inconclusive)
 }
 
 fn progress(start: Instant, msg: &str) {
@@ -174,7 +177,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutcome, RunError> {
     let rec = Recorder::new(start);
     match run_in(&cfg, dir.path(), server, &rec).await {
         Ok(mut outcome) => {
-            if outcome.anomalies() > 0 || outcome.inconclusive() || cfg.keep {
+            if worth_keeping(&outcome.results) || cfg.keep {
                 outcome.kept_dir = Some(dir.keep());
             }
             Ok(outcome)
@@ -476,11 +479,7 @@ async fn run_in(
         Target::Corral => 0,
     };
     if let Some(disks) = &disks {
-        if cfg.keep
-            || results
-                .iter()
-                .any(|r| !r.report.anomalies.is_empty() || r.report.inconclusive)
-        {
+        if cfg.keep || worth_keeping(&results) {
             for id in 1..=cfg.members as u64 {
                 let to = member_dir(dir, id).join("data-kept");
                 if let Err(e) = disks.preserve(id, &to) {

@@ -75,17 +75,15 @@ pub(super) async fn forward_loop(
         };
         let leader = first.leader;
         let mut bytes = first.wire.approx_bytes();
-        let mut batch = vec![first];
-        while batch.len() < MAX_FORWARDS_PER_MESSAGE {
-            let Ok(job) = jobs.try_recv() else { break };
+        let (batch, next) = super::take_batch(first, &mut jobs, |batch, job| {
             let size = job.wire.approx_bytes();
-            if job.leader != leader || bytes + size > MAX_FORWARD_MESSAGE_BYTES {
-                carried = Some(job);
-                break;
-            }
+            let fits = batch.len() < MAX_FORWARDS_PER_MESSAGE
+                && job.leader == leader
+                && bytes + size <= MAX_FORWARD_MESSAGE_BYTES;
             bytes += size;
-            batch.push(job);
-        }
+            fits
+        });
+        carried = next;
         send_batch(&peers, &raft, &mut links, &in_flight, leader, batch).await;
     }
 }

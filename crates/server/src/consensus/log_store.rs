@@ -432,10 +432,11 @@ impl LogStore {
             .map(|(index, term, _)| (term, index - INDEX_SHIFT))
     }
 
-    /// `(index, term, payload)` of every entry in openraft's index range `[start, end)`, read on the calling
-    /// thread: for rebuilding the state from committed entries (the driver, after a lost
-    /// leadership). All of them or an error, never a part: entries before the log's first
-    /// are [`PayloadsError::Purged`] (a snapshot newer than the caller's holds them).
+    /// `(index, term, payload)` of every entry in openraft's index range `[start, end)`, read
+    /// on the calling thread: for rebuilding the state from committed entries (the driver,
+    /// after a lost leadership). All of them or an error, never a part: entries before the
+    /// log's first are [`PayloadsError::Purged`] (a snapshot newer than the caller's holds
+    /// them).
     pub fn payloads_blocking(
         &self,
         start: u64,

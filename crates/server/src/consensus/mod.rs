@@ -118,6 +118,26 @@ impl Payload {
         }
     }
 
+    /// The payloads of committed entry `index` of `term` that take effect, in order: its
+    /// items, without a txn prepared in another term ([`txn_belongs_to_term`]), which is
+    /// logged and left out. Every path that applies committed entries goes through here.
+    pub fn into_items_of_entry(self, index: u64, term: u64) -> Vec<Payload> {
+        let mut items = self.into_items();
+        items.retain(|item| match item {
+            Payload::Txn { zxid, .. } if !txn_belongs_to_term(*zxid, term) => {
+                tracing::warn!(
+                    index,
+                    term,
+                    zxid = format_args!("{zxid:#x}"),
+                    "skipping a txn prepared in an earlier term than its entry's"
+                );
+                false
+            }
+            _ => true,
+        });
+        items
+    }
+
     /// Roughly the bytes it adds to a log entry.
     fn approx_bytes(&self) -> usize {
         match self {
@@ -129,9 +149,10 @@ impl Payload {
     }
 }
 
-/// A txn record (or a forwarded request) as one byte string: serde's default for a byte vector is a sequence of `u8`
-/// visited one element at a time, the hottest part of decoding an entry. bincode writes both
-/// as a u64 length and the bytes, so log entries written either way read the same.
+/// A txn record (or a forwarded request) as one byte string: serde's default for a byte vector
+/// is a sequence of `u8` visited one element at a time, the hottest part of decoding an entry.
+/// bincode writes both as a u64 length and the bytes, so log entries written either way read
+/// the same.
 mod record_bytes {
     use bytes::Bytes;
     use serde::{Deserializer, Serializer};
@@ -177,7 +198,7 @@ mod record_bytes {
 /// only after that term ended (see `propose_loop`): its checks were made against a state that
 /// did not last and its client was never answered (every client connection closes when the
 /// leader changes), so every member skips it, the same way.
-pub fn txn_belongs_to_term(zxid: i64, term: u64) -> bool {
+fn txn_belongs_to_term(zxid: i64, term: u64) -> bool {
     (zxid >> 32) as u32 == term as u32
 }
 
@@ -704,6 +725,24 @@ const MAX_ENTRIES_IN_FLIGHT: usize = 4;
 /// A batch ends before it grows past this many bytes (a larger payload goes alone).
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
+/// `first`, then what is queued on `rx` right now, in order, while `fits` accepts the next
+/// one given the batch so far (it may keep running totals); the first one refused is
+/// returned, to start the next batch.
+fn take_batch<T>(
+    first: T,
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    mut fits: impl FnMut(&[T], &T) -> bool,
+) -> (Vec<T>, Option<T>) {
+    let mut batch = vec![first];
+    while let Ok(next) = rx.try_recv() {
+        if !fits(&batch, &next) {
+            return (batch, Some(next));
+        }
+        batch.push(next);
+    }
+    (batch, None)
+}
+
 /// Sends proposals to openraft in call order (so log order is call order). While
 /// [`MAX_ENTRIES_IN_FLIGHT`] entries wait to be applied, further proposals queue up and go
 /// out together as one entry ([`Payload::Batch`]): under load the log, the replication and
@@ -727,7 +766,7 @@ async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<(u
         if answers.len() >= MAX_ENTRIES_IN_FLIGHT {
             answers.next().await;
         }
-        let (term, first) = match carried.take() {
+        let first = match carried.take() {
             Some(p) => p,
             None => tokio::select! {
                 p = rx.recv() => match p {
@@ -737,20 +776,16 @@ async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<(u
                 Some(_) = answers.next(), if !answers.is_empty() => continue,
             },
         };
-        let mut bytes = first.approx_bytes();
-        let mut batch = vec![first];
-        while bytes < MAX_BATCH_BYTES {
-            let Ok((next_term, p)) = rx.try_recv() else {
-                break;
-            };
+        let term = first.0;
+        let mut bytes = first.1.approx_bytes();
+        let (batch, next) = take_batch(first, &mut rx, |_, (next_term, p)| {
             let size = p.approx_bytes();
-            if next_term != term || bytes + size > MAX_BATCH_BYTES {
-                carried = Some((next_term, p));
-                break;
-            }
+            let fits = *next_term == term && bytes + size <= MAX_BATCH_BYTES;
             bytes += size;
-            batch.push(p);
-        }
+            fits
+        });
+        carried = next;
+        let mut batch: Vec<Payload> = batch.into_iter().map(|(_, p)| p).collect();
         let leads_term = {
             let m = raft.metrics();
             let m = m.borrow();
@@ -912,12 +947,11 @@ async fn watch_metrics(
 }
 
 impl Inbound {
-    /// A client request another member forwarded: queued for the driver now, before the next
-    /// request on the connection is looked at, so a session's requests are prepared in the
-    /// order its member sent them (a follower sends them without waiting for answers).
-    /// Answered once the request is proposed (or refused).
-    /// Forwarded requests, queued for the driver now (in order, behind those of earlier
-    /// messages); answered with each one's outcome once the driver has taken them all.
+    /// Client requests another member forwarded in one message: queued for the driver now, in
+    /// order and before the next message on the connection is looked at, so a session's
+    /// requests are prepared in the order its member sent them (a follower sends them without
+    /// waiting for answers). Answered with each one's outcome once the driver has proposed (or
+    /// refused) them all.
     fn forwarded(
         &self,
         from: MemberId,

@@ -1773,15 +1773,13 @@ impl Core {
 /// The node that holds the ensemble's membership.
 const CONFIG_NODE: &str = "/zookeeper/config";
 
-/// Requests a follower cannot answer alone: writes go through the leader, and `sync` must be
-/// ordered behind the leader's commits.
 /// The request in `body`, decoded, if a follower may forward it at once although `c` has
 /// forwarded requests outstanding: a client request that needs the leader, when everything
-/// outstanding is such a request too (not a session's connect or revalidation) and nothing waits in the
-/// queue (a read waiting for an earlier write keeps every later request behind it). The
-/// leader receives forwards in the order they were sent and commits them in that order, so
-/// their outcomes, and the replies, come back in the client's order — as ZooKeeper's
-/// followers pass writes on without waiting for the earlier ones.
+/// outstanding is such a request too (not a session's connect or revalidation) and nothing
+/// waits in the queue (a read waiting for an earlier write keeps every later request behind
+/// it). The leader receives forwards in the order they were sent and commits them in that
+/// order, so their outcomes, and the replies, come back in the client's order — as
+/// ZooKeeper's followers pass writes on without waiting for the earlier ones.
 fn pipelined_request(
     c: &Conn,
     body: &[u8],
@@ -1801,6 +1799,8 @@ fn pipelined_request(
         .map(|req| (header, req))
 }
 
+/// Requests a follower cannot answer alone: writes go through the leader, and `sync` must be
+/// ordered behind the leader's commits.
 fn needs_leader(req: &Request) -> bool {
     req.is_write() || matches!(req, Request::Sync(_))
 }

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{core_now, Driver, Inbound, Outbound, ServerError};
 use crate::admin::metrics::{SummaryFigures, SummaryStats, Timings, BASIC_QUANTILES};
 use crate::consensus::{
-    txn_belongs_to_term, Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin,
-    Payload, Settings, SnapshotImage, SnapshotTaken, Status,
+    Applied, Consensus, Event, LogStore, MemberId, MemberState, Origin, Payload, Settings,
+    SnapshotImage, SnapshotTaken, Status,
 };
 use crate::consensus::{PayloadsError, ReconfigError};
 use crate::core::{ConnId, Core, Forward, ForwardRequest, ReconfigCall, Role};
@@ -409,8 +409,9 @@ impl Driver {
                 // Covered by the snapshot the state was loaded from.
                 continue;
             }
-            for item in payload.map(Payload::into_items).unwrap_or_default() {
-                self.apply_payload(item, index, term);
+            let items = payload.map(|p| p.into_items_of_entry(index, term));
+            for item in items.unwrap_or_default() {
+                self.apply_payload(item, index);
             }
             self.ensemble_mut().applied = Some((index, term, leader));
         }
@@ -419,8 +420,8 @@ impl Driver {
         }
     }
 
-    /// One committed payload of entry `index` of `term` (a batch's items one by one).
-    fn apply_payload(&mut self, payload: Payload, index: u64, term: u64) {
+    /// One committed payload of entry `index` (a batch's items one by one).
+    fn apply_payload(&mut self, payload: Payload, index: u64) {
         let me = self.ensemble().my_id();
         match payload {
             Payload::Batch(_) => {
@@ -429,14 +430,6 @@ impl Driver {
             Payload::SessionSecret(secret) => {
                 self.core.set_session_secret(secret);
                 self.ensemble_mut().secret = Some(secret);
-            }
-            Payload::Txn { zxid, .. } if !txn_belongs_to_term(zxid, term) => {
-                tracing::warn!(
-                    index,
-                    term,
-                    zxid = format_args!("{zxid:#x}"),
-                    "skipping a txn prepared in an earlier term than its entry's"
-                );
             }
             Payload::Txn {
                 zxid,
@@ -812,11 +805,10 @@ impl Driver {
             }
             Err(PayloadsError::Read(e)) => return Err(ServerError::Raft(e)),
         };
-        for (_index, term, payload) in entries {
-            for item in payload.map(Payload::into_items).unwrap_or_default() {
+        for (index, term, payload) in entries {
+            let items = payload.map(|p| p.into_items_of_entry(index, term));
+            for item in items.unwrap_or_default() {
                 match item {
-                    // Skipped as `apply_payload` skips it.
-                    Payload::Txn { zxid, .. } if !txn_belongs_to_term(zxid, term) => {}
                     Payload::Txn { zxid, record, .. } => core
                         .apply_logged(&record)
                         .map_err(|source| ServerError::Replay { zxid, source })?,
