@@ -132,6 +132,10 @@ impl Default for AdminConfig {
     }
 }
 
+/// The most runtime threads `corral.workerThreads` accepts (a typo such as 40000 is refused
+/// rather than tried).
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 /// The class name that turns the Prometheus endpoint on, as ZooKeeper spells it.
 pub const PROMETHEUS_PROVIDER_CLASS: &str =
     "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider";
@@ -198,6 +202,11 @@ pub struct ServerConfig {
     /// `zookeeper.enforceQuota`: fail writes beyond a hard quota. On by default (ZooKeeper's
     /// default is off, which makes a "hard" quota only log); set it to false for that behaviour.
     pub enforce_quota: bool,
+    /// `corral.workerThreads`: threads of the async runtime that serves connections and runs
+    /// the server's tasks; `None` = one per CPU. Fewer suit members that share a machine
+    /// (several members of a test ensemble on one host): each then keeps to its share instead
+    /// of every member's threads contending for every CPU.
+    pub worker_threads: Option<usize>,
     /// The ensemble this server is a member of; `None` = standalone (no `server.N` lines).
     pub ensemble: Option<EnsembleConfig>,
     /// The configuration text as read at start-up (empty without a file), which the
@@ -230,6 +239,7 @@ impl Default for ServerConfig {
             super_digest: None,
             container_check_interval_ms: 60_000,
             enforce_quota: true,
+            worker_threads: None,
             ensemble: None,
             initial_config: String::new(),
             admin: AdminConfig::default(),
@@ -446,6 +456,14 @@ impl ServerConfig {
                 self.admin.port =
                     u16::try_from(int(value)?).map_err(|_| bad("not a port number"))?
             }
+            "corral.workerThreads" => {
+                self.worker_threads = Some(
+                    usize::try_from(int(value)?)
+                        .ok()
+                        .filter(|n| (1..=MAX_WORKER_THREADS).contains(n))
+                        .ok_or_else(|| bad("must be between 1 and 1024"))?,
+                )
+            }
             "corral.console.edits" => {
                 self.admin.console_edits =
                     boolean(value).ok_or_else(|| bad("expected true or false"))?
@@ -583,9 +601,16 @@ mod tests {
              zookeeper.DigestAuthenticationProvider.superDigest=super:abc=\n\
              admin.enableServer=false\n\
              znode.container.checkIntervalMs=1000\n\
-             zookeeper.enforceQuota=true\n",
+             zookeeper.enforceQuota=true\n\
+             corral.workerThreads=1\n",
         )
         .unwrap();
+        assert_eq!(cfg.worker_threads, Some(1));
+        assert_eq!(ServerConfig::default().worker_threads, None);
+        for bad in ["0", "1025", "-1", "two"] {
+            let text = format!("corral.workerThreads={bad}\n");
+            assert!(ServerConfig::parse(&text).is_err(), "{bad} is refused");
+        }
         assert_eq!(cfg.tick_time_ms, 500);
         assert_eq!(cfg.min_session_timeout_ms(), 1000);
         assert_eq!(cfg.max_session_timeout_ms(), 10000);

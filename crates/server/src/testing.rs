@@ -20,6 +20,16 @@ use crate::config::{AdminConfig, FourLetterWhitelist, MetricsConfig, ServerConfi
 use crate::driver::ServerError;
 use crate::net::Server;
 
+/// A loopback port free at the moment of asking (the OS picks it), for the peer ports of
+/// an ensemble a test writes into a zoo.cfg. Another process may take it before the test
+/// binds it; tests accept that small chance.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the OS hands out an ephemeral loopback port")
+}
+
 /// A complete server on 127.0.0.1 with an ephemeral port and a temporary data directory.
 /// Dropping it stops the server (without waiting); [`stop`](TestServer::stop) waits.
 pub struct TestServer {

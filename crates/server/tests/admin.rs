@@ -14,6 +14,7 @@ use corral_proto::request::encode_connect;
 use corral_proto::{Jute, OpCode, Writer};
 use corral_server::config::{AdminConfig, MetricsConfig, ServerConfig};
 use corral_server::net::Server;
+use corral_server::testing::free_port;
 use corral_server::testing::TestServer;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -703,13 +704,6 @@ async fn command_url_is_configurable() {
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn disabled_endpoints_leave_their_ports_closed() {

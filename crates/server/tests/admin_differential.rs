@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use corral_server::config::{AdminConfig, ServerConfig};
+use corral_server::testing::free_port;
 use corral_server::testing::TestServer;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -312,11 +313,6 @@ struct ApacheZk {
     admin: SocketAddr,
     child: tokio::process::Child,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 impl ApacheZk {

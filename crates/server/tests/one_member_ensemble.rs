@@ -11,27 +11,19 @@
 //! - A member that led before it stopped leads a new term after a restart, never the old one
 //!   again (see `LogStore::forgo_stored_leadership`).
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use corral_proto::records::{ConnectRequest, ConnectResponse};
 use corral_proto::request::encode_connect;
 use corral_proto::{Jute, Reader, Writer};
 use corral_server::config::ServerConfig;
+use corral_server::testing::free_port;
 use corral_server::testing::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Upper bound on any single wait, so a broken server fails the test instead of hanging it.
 const GUARD: Duration = Duration::from_secs(20);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Opens a session; `None` if the server closed the connection or did not answer within
 /// `wait` (a member that is not serving, or one that could not commit the session).

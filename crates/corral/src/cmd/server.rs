@@ -47,6 +47,9 @@ pub struct Args {
     /// Enabled four-letter words, comma-separated, `*` for all (4lw.commands.whitelist).
     #[arg(long = "4lw-whitelist", value_name = "LIST")]
     four_letter_whitelist: Option<String>,
+    /// Threads of the server's async runtime (corral.workerThreads); default one per CPU.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
 }
 
 impl Args {
@@ -88,6 +91,9 @@ impl Args {
             anyhow::ensure!(tick > 0, "--tick-time-ms must be > 0");
             cfg.tick_time_ms = tick;
         }
+        if let Some(n) = self.worker_threads {
+            cfg.worker_threads = Some(usize::from(n));
+        }
         if let Some(list) = self.four_letter_whitelist {
             cfg.four_letter_whitelist = FourLetterWhitelist::parse(&list);
         }
@@ -103,7 +109,11 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = args.into_config()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -164,7 +174,29 @@ mod tests {
             data_log_dir: None,
             tick_time_ms: None,
             four_letter_whitelist: None,
+            worker_threads: None,
         }
+    }
+
+    #[test]
+    fn worker_threads_flag_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("zoo.cfg");
+        std::fs::write(&cfg_path, "corral.workerThreads=3\n").unwrap();
+        let from_file = args(Some(cfg_path.clone()), None, None)
+            .into_config()
+            .unwrap();
+        assert_eq!(from_file.worker_threads, Some(3));
+        let flag = Wrapper::try_parse_from([
+            "server",
+            "--config",
+            cfg_path.to_str().unwrap(),
+            "--worker-threads",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(flag.args.into_config().unwrap().worker_threads, Some(1));
+        assert!(Wrapper::try_parse_from(["server", "--worker-threads", "0"]).is_err());
     }
 
     #[test]

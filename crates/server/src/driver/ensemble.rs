@@ -28,6 +28,11 @@ use crate::consensus::{
 use crate::consensus::{PayloadsError, ReconfigError};
 use crate::core::{ConnId, Core, Forward, ForwardRequest, ReconfigCall, Role};
 
+/// Most forwards held while this member is elected but not ready; beyond them a forward is
+/// refused ("not the leader"), as all were before. Readiness takes one commit round, so this
+/// bounds memory only when a quorum vanishes at the moment of an election.
+const MAX_PARKED: usize = 10_000;
+
 /// How often a rebuild of the state starts again because the log was purged under it (each
 /// time a newer snapshot exists; more than one in a row means snapshots come faster than a
 /// rebuild takes, which the snapshot interval rules out).
@@ -51,6 +56,8 @@ pub(crate) struct Ensemble {
     /// A snapshot was asked for while this leader had uncommitted txns: client input waits
     /// in `parked` until they are committed and the view is taken.
     snapshot_waiting: Option<oneshot::Sender<SnapshotTaken>>,
+    /// Input held back, in arrival order: client input while a snapshot view is awaited, and
+    /// other members' forwards while this member is elected but not yet ready to lead.
     parked: VecDeque<Parked>,
     /// `readonlymode.enabled`: without a leader, serve read-only clients.
     read_only_enabled: bool,
@@ -149,6 +156,17 @@ impl Ensemble {
     /// Client input must wait (a leader is about to take a snapshot view).
     pub fn parking(&self) -> bool {
         self.snapshot_waiting.is_some()
+    }
+
+    /// Elected, with a quorum, but not yet ready to prepare writes (it has not applied
+    /// everything before its term). Forwards that reach it meanwhile wait instead of being
+    /// refused: a refusal closes the client's connection on the member that forwarded, and
+    /// the client would reconnect and resume its session only to be refused again until this
+    /// member is ready, each round costing a reconnect during a fail-over.
+    fn awaiting_readiness(&self) -> bool {
+        self.status.state == MemberState::Leader
+            && !self.status.quorum_lost
+            && self.ready_term != Some(self.status.term)
     }
 
     pub fn park(&mut self, input: Parked) {
@@ -347,19 +365,7 @@ impl Driver {
             leader,
             secret,
         });
-        let parked = std::mem::take(&mut self.ensemble_mut().parked);
-        for input in parked {
-            match input {
-                Parked::Inbound(ev) => self.on_inbound(ev),
-                Parked::Forwarded(from, fwd, reply) => {
-                    let _ = reply.send(self.on_forwarded(from, fwd));
-                }
-            }
-            if self.ensemble().parking() {
-                // Cannot happen (requests come one at a time), but never reorder input.
-                break;
-            }
-        }
+        self.release_parked();
     }
 
     /// Replaces the state with a snapshot the leader sent.
@@ -523,6 +529,12 @@ impl Driver {
                 self.core.set_role(role);
             }
         }
+        let e = self.ensemble();
+        if !e.parked.is_empty() && !e.parking() && !e.awaiting_readiness() {
+            // Elected and gone (or cut off from its quorum) before it was ready: what waited
+            // for this member to lead is refused now, so the members that forwarded it move on.
+            self.release_parked();
+        }
     }
 
     fn on_leader_ready(&mut self, term: u64) {
@@ -553,8 +565,10 @@ impl Driver {
         tracing::info!(
             term,
             last_zxid = format_args!("{:#x}", self.core.last_zxid()),
+            parked = self.ensemble().parked.len(),
             "leading: preparing writes"
         );
+        self.release_parked();
     }
 
     pub(super) fn on_forwarded_or_park(
@@ -563,11 +577,26 @@ impl Driver {
         fwd: Forward,
         reply: oneshot::Sender<Result<(), String>>,
     ) {
-        if self.ensemble().parking() {
+        let e = self.ensemble();
+        if e.parking() || (e.awaiting_readiness() && e.parked.len() < MAX_PARKED) {
             self.ensemble_mut()
                 .park(Parked::Forwarded(from, fwd, reply));
         } else {
             let _ = reply.send(self.on_forwarded(from, fwd));
+        }
+    }
+
+    /// Lets parked input through, in order; what must still wait is parked again, in the
+    /// same order (forwards wait while this member is elected but not ready; client input
+    /// waits only for a snapshot view). Forwards let through after this member stopped
+    /// leading are refused with "not the leader".
+    fn release_parked(&mut self) {
+        let parked = std::mem::take(&mut self.ensemble_mut().parked);
+        for input in parked {
+            match input {
+                Parked::Inbound(ev) => self.on_inbound(ev),
+                Parked::Forwarded(from, fwd, reply) => self.on_forwarded_or_park(from, fwd, reply),
+            }
         }
     }
 
@@ -627,6 +656,9 @@ impl Driver {
         txns: Vec<crate::core::LoggedTxn>,
         origin: Option<Origin>,
     ) {
+        if txns.is_empty() {
+            return; // most steps (reads, a follower's own work) prepare no txn
+        }
         let e = self.ensemble_mut();
         let Some(term) = e.ready_term else {
             // Only a ready leader prepares txns; nothing to answer them here otherwise.
@@ -917,4 +949,103 @@ fn load_image(
         core.set_session_secret(secret);
     }
     Ok(core)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigOverrides, ServerConfig};
+    use crate::testing::free_port;
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    /// A driver of a one-member ensemble, not running: the tests feed it the consensus
+    /// events themselves (its own consensus's events stay unread).
+    async fn member(dir: &std::path::Path) -> Driver {
+        let cfg = dir.join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort=0\nserver.1=127.0.0.1:{}:{}\n",
+                dir.display(),
+                free_port(),
+                free_port()
+            ),
+        )
+        .unwrap();
+        let overrides = ConfigOverrides {
+            my_id: Some(1),
+            ..ConfigOverrides::default()
+        };
+        let config = ServerConfig::load(&cfg, &overrides).unwrap();
+        Driver::start_ensemble(Arc::new(config), 0).await.unwrap()
+    }
+
+    fn status(state: MemberState, term: u64, leader: MemberId) -> Status {
+        Status {
+            my_id: 1,
+            term,
+            leader: Some(leader),
+            state,
+            voters: vec![1, 2, 3],
+            ..Status::default()
+        }
+    }
+
+    fn sync_forward(conn: ConnId) -> Forward {
+        Forward {
+            conn,
+            session: 0x77,
+            auth: Vec::new(),
+            request: ForwardRequest::Sync {
+                xid: 1,
+                path: "/".into(),
+            },
+        }
+    }
+
+    /// A forward that reaches a member elected but not yet ready waits and is taken once it
+    /// is ready, instead of being refused (which would close the client's connection on the
+    /// member that forwarded it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forward_waits_for_its_new_leader_to_be_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut driver = member(dir.path()).await;
+        driver.on_status(status(MemberState::Leader, 7, 1));
+        let (reply, mut answer) = oneshot::channel();
+        driver.on_forwarded_or_park(2, sync_forward(5), reply);
+        assert_eq!(
+            answer.try_recv(),
+            Err(TryRecvError::Empty),
+            "held, not refused"
+        );
+        driver.on_leader_ready(7);
+        assert_eq!(answer.try_recv(), Ok(Ok(())));
+        // Once ready, a forward is taken at once.
+        let (reply, mut answer) = oneshot::channel();
+        driver.on_forwarded_or_park(2, sync_forward(6), reply);
+        assert_eq!(answer.try_recv(), Ok(Ok(())));
+    }
+
+    /// Forwards held for a term this member never got ready in are refused when the term
+    /// ends, and when the leader loses its quorum, so the forwarding members move on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_forwards_are_refused_when_the_leadership_ends_unready() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut driver = member(dir.path()).await;
+        driver.on_status(status(MemberState::Leader, 7, 1));
+        let (reply, mut first) = oneshot::channel();
+        driver.on_forwarded_or_park(2, sync_forward(5), reply);
+        driver.on_status(status(MemberState::Follower, 8, 2));
+        assert_eq!(first.try_recv(), Ok(Err("not the leader".to_string())));
+
+        driver.on_status(status(MemberState::Leader, 9, 1));
+        let (reply, mut second) = oneshot::channel();
+        driver.on_forwarded_or_park(3, sync_forward(6), reply);
+        assert_eq!(second.try_recv(), Err(TryRecvError::Empty));
+        driver.on_status(Status {
+            quorum_lost: true,
+            ..status(MemberState::Leader, 9, 1)
+        });
+        assert_eq!(second.try_recv(), Ok(Err("not the leader".to_string())));
+    }
 }
