@@ -28,10 +28,10 @@ use crate::consensus::{
 use crate::consensus::{PayloadsError, ReconfigError};
 use crate::core::{ConnId, Core, Forward, ForwardRequest, ReconfigCall, Role};
 
-/// Most forwards held while this member is elected but not ready; beyond them a forward is
-/// refused ("not the leader"), as all were before. Readiness takes one commit round, so this
-/// bounds memory only when a quorum vanishes at the moment of an election.
-const MAX_PARKED: usize = 10_000;
+/// Most bytes of forwards held while this member is elected but not ready; beyond them a
+/// forward is refused ("not the leader"), as all were before. Readiness takes one commit
+/// round, so this bounds memory only when a quorum vanishes at the moment of an election.
+const MAX_PARKED_FORWARD_BYTES: usize = 64 * 1024 * 1024;
 
 /// How often a rebuild of the state starts again because the log was purged under it (each
 /// time a newer snapshot exists; more than one in a row means snapshots come faster than a
@@ -59,6 +59,8 @@ pub(crate) struct Ensemble {
     /// Input held back, in arrival order: client input while a snapshot view is awaited, and
     /// other members' forwards while this member is elected but not yet ready to lead.
     parked: VecDeque<Parked>,
+    /// Roughly the bytes of the forwards in `parked`.
+    parked_forward_bytes: usize,
     /// `readonlymode.enabled`: without a leader, serve read-only clients.
     read_only_enabled: bool,
     /// `corral.linearizableReads`: every read waits for a barrier through the leader's log.
@@ -74,6 +76,21 @@ pub(crate) struct Ensemble {
     election_time: SummaryStats,
     /// Since when this member leads (ZooKeeper's `leader_uptime`).
     leading_since: Option<Instant>,
+}
+
+/// Roughly the memory a held forward takes.
+fn forward_bytes(fwd: &Forward) -> usize {
+    let body = match &fwd.request {
+        ForwardRequest::Request { body } => body.len(),
+        ForwardRequest::Sync { path, .. } => path.len(),
+        _ => 0,
+    };
+    let auth: usize = fwd
+        .auth
+        .iter()
+        .map(|id| id.scheme.len() + id.id.len() + 16)
+        .sum();
+    body + auth + 64
 }
 
 type ReconfigResult = (ReconfigCall, Option<Origin>, Result<String, ReconfigError>);
@@ -141,6 +158,7 @@ impl Ensemble {
             secret: None,
             snapshot_waiting: None,
             parked: VecDeque::new(),
+            parked_forward_bytes: 0,
             read_only_enabled: ensemble.read_only_mode_enabled,
             linearizable_reads: ensemble.linearizable_reads,
             proposal_sizes: Default::default(),
@@ -578,9 +596,14 @@ impl Driver {
         reply: oneshot::Sender<Result<(), String>>,
     ) {
         let e = self.ensemble();
-        if e.parking() || (e.awaiting_readiness() && e.parked.len() < MAX_PARKED) {
-            self.ensemble_mut()
-                .park(Parked::Forwarded(from, fwd, reply));
+        let bytes = forward_bytes(&fwd);
+        if e.parking()
+            || (e.awaiting_readiness()
+                && e.parked_forward_bytes + bytes <= MAX_PARKED_FORWARD_BYTES)
+        {
+            let e = self.ensemble_mut();
+            e.parked_forward_bytes += bytes;
+            e.park(Parked::Forwarded(from, fwd, reply));
         } else {
             let _ = reply.send(self.on_forwarded(from, fwd));
         }
@@ -591,7 +614,9 @@ impl Driver {
     /// waits only for a snapshot view). Forwards let through after this member stopped
     /// leading are refused with "not the leader".
     fn release_parked(&mut self) {
-        let parked = std::mem::take(&mut self.ensemble_mut().parked);
+        let e = self.ensemble_mut();
+        e.parked_forward_bytes = 0; // what waits again is counted again
+        let parked = std::mem::take(&mut e.parked);
         for input in parked {
             match input {
                 Parked::Inbound(ev) => self.on_inbound(ev),
@@ -741,6 +766,7 @@ impl Driver {
         self.held.clear();
         // Input parked for a snapshot view is dropped with the connections it came from.
         self.ensemble_mut().parked.clear();
+        self.ensemble_mut().parked_forward_bytes = 0;
         if let Some(reply) = self.ensemble_mut().snapshot_waiting.take() {
             drop(reply);
         }
@@ -1047,5 +1073,32 @@ mod tests {
             ..status(MemberState::Leader, 9, 1)
         });
         assert_eq!(second.try_recv(), Ok(Err("not the leader".to_string())));
+    }
+
+    /// What a new leader holds is bounded in bytes: past the bound a forward is refused at
+    /// once, as before there was any holding.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_forwards_are_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut driver = member(dir.path()).await;
+        driver.on_status(status(MemberState::Leader, 7, 1));
+        let (reply, mut small) = oneshot::channel();
+        driver.on_forwarded_or_park(2, sync_forward(5), reply);
+        let big = Forward {
+            request: ForwardRequest::Request {
+                body: bytes::Bytes::from(vec![0u8; MAX_PARKED_FORWARD_BYTES]),
+            },
+            ..sync_forward(6)
+        };
+        let (reply, mut refused) = oneshot::channel();
+        driver.on_forwarded_or_park(2, big, reply);
+        assert_eq!(refused.try_recv(), Ok(Err("not the leader".to_string())));
+        assert_eq!(
+            small.try_recv(),
+            Err(TryRecvError::Empty),
+            "the small one still waits"
+        );
+        driver.on_leader_ready(7);
+        assert_eq!(small.try_recv(), Ok(Ok(())));
     }
 }
