@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use corral_server::config::{ConfigOverrides, FourLetterWhitelist, ServerConfig};
+use corral_server::config::{
+    ConfigOverrides, FourLetterWhitelist, ServerConfig, MAX_WORKER_THREADS,
+};
 use corral_server::net::Server;
 
 /// How `corral server` writes its log lines (to stderr).
@@ -48,7 +50,8 @@ pub struct Args {
     #[arg(long = "4lw-whitelist", value_name = "LIST")]
     four_letter_whitelist: Option<String>,
     /// Threads of the server's async runtime (corral.workerThreads); default one per CPU.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=MAX_WORKER_THREADS as i64))]
     worker_threads: Option<u16>,
 }
 

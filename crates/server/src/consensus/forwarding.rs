@@ -35,6 +35,8 @@ const MAX_FORWARD_MESSAGE_BYTES: usize = 1024 * 1024;
 pub(super) struct Job {
     pub leader: MemberId,
     pub conn: ConnId,
+    /// Roughly what it adds to a peer message (`Forward::approx_bytes`).
+    pub bytes: usize,
     pub wire: WireForward,
     /// Gets `(conn, why)` when the leader did not accept the request.
     pub failed: mpsc::UnboundedSender<(ConnId, String)>,
@@ -74,9 +76,9 @@ pub(super) async fn forward_loop(
             },
         };
         let leader = first.leader;
-        let mut bytes = first.wire.approx_bytes();
+        let mut bytes = first.bytes;
         let (batch, next) = super::take_batch(first, &mut jobs, |batch, job| {
-            let size = job.wire.approx_bytes();
+            let size = job.bytes;
             let fits = batch.len() < MAX_FORWARDS_PER_MESSAGE
                 && job.leader == leader
                 && bytes + size <= MAX_FORWARD_MESSAGE_BYTES;

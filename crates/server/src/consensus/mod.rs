@@ -644,6 +644,7 @@ impl Consensus {
         let job = forwarding::Job {
             leader,
             conn: fwd.conn,
+            bytes: fwd.approx_bytes(),
             wire: WireForward::from(fwd),
             failed,
         };
@@ -1144,17 +1145,6 @@ impl From<&Forward> for WireForward {
 }
 
 impl WireForward {
-    /// Roughly the bytes it adds to a peer message.
-    fn approx_bytes(&self) -> usize {
-        let body = match &self.request {
-            WireRequest::Request { body } => body.len(),
-            WireRequest::Sync { path, .. } => path.len(),
-            _ => 0,
-        };
-        let auth: usize = self.auth.iter().map(|(s, i)| s.len() + i.len() + 16).sum();
-        body + auth + 64
-    }
-
     fn into_forward(self) -> Forward {
         Forward {
             conn: self.conn,
@@ -1363,11 +1353,18 @@ pub(crate) mod test_config {
     use std::path::Path;
 
     pub(crate) fn ensemble(dir: &Path, servers: &str) -> EnsembleConfig {
+        server(dir, servers)
+            .ensemble
+            .expect("a configuration with server lines")
+    }
+
+    /// The whole server configuration of that zoo.cfg (`lines` may add other keys).
+    pub(crate) fn server(dir: &Path, lines: &str) -> ServerConfig {
         let cfg = dir.join("zoo.cfg");
         std::fs::write(
             &cfg,
             format!(
-                "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\n{servers}",
+                "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\n{lines}",
                 dir.display()
             ),
         )
@@ -1376,10 +1373,7 @@ pub(crate) mod test_config {
             my_id: Some(1),
             ..ConfigOverrides::default()
         };
-        ServerConfig::load(&cfg, &overrides)
-            .unwrap()
-            .ensemble
-            .unwrap()
+        ServerConfig::load(&cfg, &overrides).unwrap()
     }
 }
 

@@ -128,6 +128,23 @@ pub struct Forward {
     pub request: ForwardRequest,
 }
 
+impl Forward {
+    /// Roughly the bytes it takes in memory or in a peer message.
+    pub fn approx_bytes(&self) -> usize {
+        let body = match &self.request {
+            ForwardRequest::Request { body } => body.len(),
+            ForwardRequest::Sync { path, .. } => path.len(),
+            _ => 0,
+        };
+        let auth: usize = self
+            .auth
+            .iter()
+            .map(|id| id.scheme.len() + id.id.len() + 16)
+            .sum();
+        body + auth + 64
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardRequest {
     /// A new session (ConnectRequest with session id 0) with its negotiated timeout.

@@ -78,21 +78,6 @@ pub(crate) struct Ensemble {
     leading_since: Option<Instant>,
 }
 
-/// Roughly the memory a held forward takes.
-fn forward_bytes(fwd: &Forward) -> usize {
-    let body = match &fwd.request {
-        ForwardRequest::Request { body } => body.len(),
-        ForwardRequest::Sync { path, .. } => path.len(),
-        _ => 0,
-    };
-    let auth: usize = fwd
-        .auth
-        .iter()
-        .map(|id| id.scheme.len() + id.id.len() + 16)
-        .sum();
-    body + auth + 64
-}
-
 type ReconfigResult = (ReconfigCall, Option<Origin>, Result<String, ReconfigError>);
 
 /// Input held back while a leader waits to take a snapshot view.
@@ -596,13 +581,12 @@ impl Driver {
         reply: oneshot::Sender<Result<(), String>>,
     ) {
         let e = self.ensemble();
-        let bytes = forward_bytes(&fwd);
-        if e.parking()
+        let hold = e.parking()
             || (e.awaiting_readiness()
-                && e.parked_forward_bytes + bytes <= MAX_PARKED_FORWARD_BYTES)
-        {
+                && e.parked_forward_bytes + fwd.approx_bytes() <= MAX_PARKED_FORWARD_BYTES);
+        if hold {
             let e = self.ensemble_mut();
-            e.parked_forward_bytes += bytes;
+            e.parked_forward_bytes += fwd.approx_bytes();
             e.park(Parked::Forwarded(from, fwd, reply));
         } else {
             let _ = reply.send(self.on_forwarded(from, fwd));
@@ -980,30 +964,32 @@ fn load_image(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ConfigOverrides, ServerConfig};
+    use crate::consensus::test_config;
     use crate::testing::free_port;
     use tokio::sync::oneshot::error::TryRecvError;
 
-    /// A driver of a one-member ensemble, not running: the tests feed it the consensus
-    /// events themselves (its own consensus's events stay unread).
-    async fn member(dir: &std::path::Path) -> Driver {
-        let cfg = dir.join("zoo.cfg");
-        std::fs::write(
-            &cfg,
-            format!(
-                "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort=0\nserver.1=127.0.0.1:{}:{}\n",
-                dir.display(),
-                free_port(),
-                free_port()
-            ),
-        )
-        .unwrap();
-        let overrides = ConfigOverrides {
-            my_id: Some(1),
-            ..ConfigOverrides::default()
-        };
-        let config = ServerConfig::load(&cfg, &overrides).unwrap();
-        Driver::start_ensemble(Arc::new(config), 0).await.unwrap()
+    type Answer = oneshot::Receiver<Result<(), String>>;
+
+    /// The driver of a one-member ensemble, not running, told it was elected leader of term
+    /// 7 and not yet ready: the tests feed it the consensus events themselves (its own
+    /// consensus's events stay unread).
+    async fn elected_not_ready(dir: &std::path::Path) -> Driver {
+        let lines = format!(
+            "clientPort=0\nserver.1=127.0.0.1:{}:{}\n",
+            free_port(),
+            free_port()
+        );
+        let config = test_config::server(dir, &lines);
+        let mut driver = Driver::start_ensemble(Arc::new(config), 0).await.unwrap();
+        driver.on_status(status(MemberState::Leader, 7, 1));
+        driver
+    }
+
+    /// Hands the driver `fwd` as member `from` forwarded it; the receiver gets its outcome.
+    fn offer(driver: &mut Driver, from: MemberId, fwd: Forward) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        driver.on_forwarded_or_park(from, fwd, reply);
+        answer
     }
 
     fn status(state: MemberState, term: u64, leader: MemberId) -> Status {
@@ -1035,10 +1021,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_forward_waits_for_its_new_leader_to_be_ready() {
         let dir = tempfile::tempdir().unwrap();
-        let mut driver = member(dir.path()).await;
-        driver.on_status(status(MemberState::Leader, 7, 1));
-        let (reply, mut answer) = oneshot::channel();
-        driver.on_forwarded_or_park(2, sync_forward(5), reply);
+        let mut driver = elected_not_ready(dir.path()).await;
+        let mut answer = offer(&mut driver, 2, sync_forward(5));
         assert_eq!(
             answer.try_recv(),
             Err(TryRecvError::Empty),
@@ -1047,8 +1031,7 @@ mod tests {
         driver.on_leader_ready(7);
         assert_eq!(answer.try_recv(), Ok(Ok(())));
         // Once ready, a forward is taken at once.
-        let (reply, mut answer) = oneshot::channel();
-        driver.on_forwarded_or_park(2, sync_forward(6), reply);
+        let mut answer = offer(&mut driver, 2, sync_forward(6));
         assert_eq!(answer.try_recv(), Ok(Ok(())));
     }
 
@@ -1057,16 +1040,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn held_forwards_are_refused_when_the_leadership_ends_unready() {
         let dir = tempfile::tempdir().unwrap();
-        let mut driver = member(dir.path()).await;
-        driver.on_status(status(MemberState::Leader, 7, 1));
-        let (reply, mut first) = oneshot::channel();
-        driver.on_forwarded_or_park(2, sync_forward(5), reply);
+        let mut driver = elected_not_ready(dir.path()).await;
+        let mut first = offer(&mut driver, 2, sync_forward(5));
         driver.on_status(status(MemberState::Follower, 8, 2));
         assert_eq!(first.try_recv(), Ok(Err("not the leader".to_string())));
 
         driver.on_status(status(MemberState::Leader, 9, 1));
-        let (reply, mut second) = oneshot::channel();
-        driver.on_forwarded_or_park(3, sync_forward(6), reply);
+        let mut second = offer(&mut driver, 3, sync_forward(6));
         assert_eq!(second.try_recv(), Err(TryRecvError::Empty));
         driver.on_status(Status {
             quorum_lost: true,
@@ -1080,18 +1060,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn held_forwards_are_bounded_in_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut driver = member(dir.path()).await;
-        driver.on_status(status(MemberState::Leader, 7, 1));
-        let (reply, mut small) = oneshot::channel();
-        driver.on_forwarded_or_park(2, sync_forward(5), reply);
+        let mut driver = elected_not_ready(dir.path()).await;
+        let mut small = offer(&mut driver, 2, sync_forward(5));
         let big = Forward {
             request: ForwardRequest::Request {
                 body: bytes::Bytes::from(vec![0u8; MAX_PARKED_FORWARD_BYTES]),
             },
             ..sync_forward(6)
         };
-        let (reply, mut refused) = oneshot::channel();
-        driver.on_forwarded_or_park(2, big, reply);
+        let mut refused = offer(&mut driver, 2, big);
         assert_eq!(refused.try_recv(), Ok(Err("not the leader".to_string())));
         assert_eq!(
             small.try_recv(),
