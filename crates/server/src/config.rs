@@ -207,6 +207,13 @@ pub struct ServerConfig {
     /// (several members of a test ensemble on one host): each then keeps to its share instead
     /// of every member's threads contending for every CPU.
     pub worker_threads: Option<usize>,
+    /// `corral.clientQuickAck` (default true): acknowledge what a client sends at once
+    /// instead of letting the kernel delay the ACK. A client that pipelines requests without
+    /// TCP_NODELAY has each further request held by Nagle's algorithm until the previous one
+    /// is acknowledged, and a delayed ACK then rides on a reply that may be a commit cycle
+    /// away. Clients that set TCP_NODELAY (ZooKeeper's Java and C clients, go-zookeeper) gain
+    /// nothing and lose nothing but some ACK segments. Linux only; elsewhere it does nothing.
+    pub client_quick_ack: bool,
     /// The ensemble this server is a member of; `None` = standalone (no `server.N` lines).
     pub ensemble: Option<EnsembleConfig>,
     /// The configuration text as read at start-up (empty without a file), which the
@@ -240,6 +247,7 @@ impl Default for ServerConfig {
             container_check_interval_ms: 60_000,
             enforce_quota: true,
             worker_threads: None,
+            client_quick_ack: true,
             ensemble: None,
             initial_config: String::new(),
             admin: AdminConfig::default(),
@@ -464,6 +472,10 @@ impl ServerConfig {
                         .ok_or_else(|| bad("must be between 1 and 1024"))?,
                 )
             }
+            "corral.clientQuickAck" => {
+                self.client_quick_ack =
+                    boolean(value).ok_or_else(|| bad("expected true or false"))?
+            }
             "corral.console.edits" => {
                 self.admin.console_edits =
                     boolean(value).ok_or_else(|| bad("expected true or false"))?
@@ -602,11 +614,15 @@ mod tests {
              admin.enableServer=false\n\
              znode.container.checkIntervalMs=1000\n\
              zookeeper.enforceQuota=true\n\
-             corral.workerThreads=1\n",
+             corral.workerThreads=1\n\
+             corral.clientQuickAck=false\n",
         )
         .unwrap();
         assert_eq!(cfg.worker_threads, Some(1));
         assert_eq!(ServerConfig::default().worker_threads, None);
+        assert!(!cfg.client_quick_ack);
+        assert!(ServerConfig::default().client_quick_ack);
+        assert!(ServerConfig::parse("corral.clientQuickAck=sometimes\n").is_err());
         for bad in ["0", "1025", "-1", "two"] {
             let text = format!("corral.workerThreads={bad}\n");
             assert!(ServerConfig::parse(&text).is_err(), "{bad} is refused");

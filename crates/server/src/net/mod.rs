@@ -166,6 +166,7 @@ impl Server {
             handshake_timeout_ms: config.sessionless_cnxn_timeout_ms,
             close_grace_ms: CLOSE_GRACE_MS,
             trace_mask: Default::default(),
+            quick_ack: config.client_quick_ack,
         });
         let limiter = ConnLimiter::new(config.max_client_cnxns);
         tracing::info!(addr = %local_addr, "serving clients");
