@@ -723,11 +723,14 @@ impl Consensus {
 
 /// Entries proposed and not yet applied here beyond which proposals wait and are batched.
 ///
-/// Measured on the 3-member bench (`bench/ensemble`, 2 cores): with one entry in flight the
-/// batches grow and writes rose ~10% (37k vs 31–32k/s), but after a write load the first
-/// write after a leader kill took ~50 ms in 10 of 10 kills against ~25 ms in 6 of 10 with
-/// four; two was no faster than four. Four it stays.
-const MAX_ENTRIES_IN_FLIGHT: usize = 4;
+/// Fewer entries in flight make larger entries, and each entry costs every member a Raft
+/// round (append, fsync, replication, commit, apply) whatever it carries. Measured with the
+/// neutral zkbench on the 3-member bench (2 cores, members sized to one CPU each, clients
+/// acknowledged at once — `corral.clientQuickAck`): durable writes 36–37k/s with four in
+/// flight (~15 txns per entry), 40–41k with three, 45–51k with two (~27 per entry), 47–49k
+/// with one (~47 per entry). Two keeps one entry replicating while the one before it
+/// commits, which a real network's round trip needs.
+const MAX_ENTRIES_IN_FLIGHT: usize = 2;
 /// A batch ends before it grows past this many bytes (a larger payload goes alone).
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
