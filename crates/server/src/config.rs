@@ -469,7 +469,9 @@ impl ServerConfig {
                     usize::try_from(int(value)?)
                         .ok()
                         .filter(|n| (1..=MAX_WORKER_THREADS).contains(n))
-                        .ok_or_else(|| bad("must be between 1 and 1024"))?,
+                        .ok_or_else(|| {
+                            bad(&format!("must be between 1 and {MAX_WORKER_THREADS}"))
+                        })?,
                 )
             }
             "corral.clientQuickAck" => {

@@ -580,13 +580,14 @@ impl Driver {
         fwd: Forward,
         reply: oneshot::Sender<Result<(), String>>,
     ) {
+        let bytes = fwd.approx_bytes();
         let e = self.ensemble();
         let hold = e.parking()
             || (e.awaiting_readiness()
-                && e.parked_forward_bytes + fwd.approx_bytes() <= MAX_PARKED_FORWARD_BYTES);
+                && e.parked_forward_bytes + bytes <= MAX_PARKED_FORWARD_BYTES);
         if hold {
             let e = self.ensemble_mut();
-            e.parked_forward_bytes += fwd.approx_bytes();
+            e.parked_forward_bytes += bytes;
             e.park(Parked::Forwarded(from, fwd, reply));
         } else {
             let _ = reply.send(self.on_forwarded(from, fwd));
