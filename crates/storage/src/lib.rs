@@ -17,8 +17,11 @@
 //!            crc = crc32c(zxid bytes || payload)
 //! ```
 //!
-//! Segments are preallocated in zero-filled chunks ([`LogOptions::prealloc_bytes`], via
-//! fallocate) so appends do not change the file size and each batch costs one fdatasync.
+//! Segments are preallocated in chunks ([`LogOptions::prealloc_bytes`], via fallocate) so
+//! appends do not change the file size and each batch costs one fdatasync; a megabyte
+//! ahead of the appends the reserved space is overwritten with zeros, so that fdatasync
+//! does not also have to record unwritten blocks becoming written (`fsutil::ZeroFill`;
+//! the Raft log does the same).
 //! A zero length field followed only by zero bytes is the end of the log. A new segment is
 //! started when the current one has reached [`LogOptions::segment_max_bytes`] (checked
 //! between batches), on request ([`GroupCommitLog::roll`], e.g. after a snapshot), and

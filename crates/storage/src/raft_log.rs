@@ -73,7 +73,7 @@ use bytes::Bytes;
 
 use crate::error::{IoContext, StorageError};
 use crate::format::MAX_PAYLOAD_BYTES;
-use crate::fsutil::{list_tmp, preallocate, sync_dir};
+use crate::fsutil::{list_tmp, preallocate, sync_dir, ZeroFill};
 use crate::raft_meta::{
     decode_log_id, encode_log_id, read_blob, write_blob, COMMITTED_FILE, PURGED_FILE, VOTE_FILE,
 };
@@ -142,6 +142,8 @@ struct Segment {
     end_offset: u64,
     /// Current file length (records + zero fill).
     file_len: u64,
+    /// Keeps appends out of fallocated-but-unwritten blocks (newest segment only).
+    zero_fill: ZeroFill,
 }
 
 impl Segment {
@@ -330,6 +332,7 @@ impl RaftLog {
                 offsets: scan.offsets,
                 end_offset: scan.end_offset,
                 file_len,
+                zero_fill: ZeroFill::new(scan.end_offset),
             });
         }
         // Oldest first, like purge: a crash here leaves a contiguous suffix.
@@ -486,6 +489,8 @@ impl RaftLog {
         self.ensure_active()?;
         let file = self.active.as_ref().expect("just ensured");
         let seg = self.segments.last_mut().expect("segment just ensured");
+        seg.zero_fill
+            .before_write(file, &seg.path, seg.end_offset + batch_bytes, seg.file_len);
         if let Err(e) = file.write_all_at(&buf, seg.end_offset) {
             self.dirty_from = Some(seg.end_offset);
             return Err(StorageError::io(&seg.path, e));
@@ -564,6 +569,7 @@ impl RaftLog {
                 seg.offsets.truncate((index - seg.first_index) as usize);
                 seg.end_offset = offset;
                 seg.file_len = offset;
+                seg.zero_fill.truncated(offset);
             }
         }
         while self.cache.back().is_some_and(|e| e.index >= index) {
@@ -759,6 +765,7 @@ impl RaftLog {
         file.set_len(offset).at(&seg.path)?;
         file.sync_all().at(&seg.path)?;
         seg.file_len = offset;
+        seg.zero_fill.truncated(offset);
         self.dirty_from = None;
         Ok(())
     }
@@ -837,6 +844,7 @@ impl RaftLog {
                     offsets: Vec::new(),
                     end_offset: RAFT_HEADER_BYTES,
                     file_len,
+                    zero_fill: ZeroFill::new(RAFT_HEADER_BYTES),
                 })
             }
             Err(e) => {
@@ -860,4 +868,30 @@ impl RaftLog {
 
 fn cache_cost(e: &RaftEntry) -> usize {
     e.payload.len() + CACHE_ENTRY_OVERHEAD_BYTES
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_leave_the_space_ahead_written_not_merely_reserved() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut log = RaftLog::open(tmp.path(), RaftLogOptions::default()).unwrap();
+        let entries: Vec<RaftEntry> = (1..=20)
+            .map(|i| RaftEntry {
+                index: i,
+                term: 1,
+                leader: 1,
+                payload: Bytes::from(vec![i as u8; 300]),
+            })
+            .collect();
+        log.append(&entries).unwrap();
+        let seg = log.segments.last().expect("a segment");
+        let file = File::open(&seg.path).unwrap();
+        match crate::fsutil::fiemap::next_appends_hit_written_space(&file, seg.end_offset) {
+            None => eprintln!("skipped: this filesystem makes no unwritten extents"),
+            Some(written) => assert!(written, "the next appends would convert unwritten extents"),
+        }
+    }
 }

@@ -14,7 +14,7 @@ use crate::format::{
     encode_log_header, encode_record, log_file_name, LOG_HEADER_BYTES, MAX_PAYLOAD_BYTES,
     TMP_SUFFIX,
 };
-use crate::fsutil::{preallocate, sync_dir};
+use crate::fsutil::{preallocate, sync_dir, ZeroFill};
 
 /// Told how long each successful fdatasync of appended records took. Storage only measures;
 /// what is done with the figure (metrics) is the caller's business. Called on the thread
@@ -58,6 +58,8 @@ struct ActiveSegment {
     /// Current file length (header + records + zero fill).
     allocated: u64,
     records: u64,
+    /// Keeps appends out of fallocated-but-unwritten blocks.
+    zero_fill: ZeroFill,
 }
 
 /// Appends records to the newest segment of a log directory. Obtained from
@@ -220,6 +222,7 @@ impl LogWriter {
             seg.file.sync_all().at(&seg.path)?;
             seg.write_offset = off;
             seg.allocated = off;
+            seg.zero_fill.truncated(off);
             self.dirty_from = None;
         }
         let need_new = match &self.current {
@@ -246,6 +249,8 @@ impl LogWriter {
             preallocate(&seg.file, seg.allocated, target).at(&seg.path)?;
             seg.allocated = target;
         }
+        seg.zero_fill
+            .before_write(&seg.file, &seg.path, end, seg.allocated);
         if let Err(e) = seg.file.write_all_at(&self.pending, seg.write_offset) {
             self.dirty_from = Some(seg.write_offset);
             return Err(StorageError::io(&seg.path, e));
@@ -310,6 +315,7 @@ impl LogWriter {
                 write_offset: LOG_HEADER_BYTES,
                 allocated,
                 records: 0,
+                zero_fill: ZeroFill::new(LOG_HEADER_BYTES),
             })
         })();
         if result.is_err() {
@@ -358,4 +364,24 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(TMP_SUFFIX);
     PathBuf::from(s)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_leave_the_space_ahead_written_not_merely_reserved() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut log = LogWriter::new(tmp.path(), 0);
+        for zxid in 1..=20 {
+            log.append(zxid, &[zxid as u8; 300]).unwrap();
+        }
+        log.commit().unwrap();
+        let seg = log.current.as_ref().expect("a segment");
+        match crate::fsutil::fiemap::next_appends_hit_written_space(&seg.file, seg.write_offset) {
+            None => eprintln!("skipped: this filesystem makes no unwritten extents"),
+            Some(written) => assert!(written, "the next appends would convert unwritten extents"),
+        }
+    }
 }
