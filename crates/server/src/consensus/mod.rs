@@ -731,6 +731,11 @@ impl Consensus {
 /// with one (~47 per entry). Two keeps one entry replicating while the one before it
 /// commits, which a real network's round trip needs.
 const MAX_ENTRIES_IN_FLIGHT: usize = 2;
+/// The same bound for a member that is the only voter: its entries commit when its own
+/// log's fdatasync returns, so a second entry in flight only queues behind the same sync
+/// thread while halving the batches. One-member ensemble, zkbench 4×16 durable writes:
+/// 99 k/s with one in flight against 91 k/s with two.
+const MAX_ENTRIES_IN_FLIGHT_ALONE: usize = 1;
 /// A batch ends before it grows past this many bytes (a larger payload goes alone).
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
@@ -753,10 +758,10 @@ fn take_batch<T>(
 }
 
 /// Sends proposals to openraft in call order (so log order is call order). While
-/// [`MAX_ENTRIES_IN_FLIGHT`] entries wait to be applied, further proposals queue up and go
-/// out together as one entry ([`Payload::Batch`]): under load the log, the replication and
-/// the apply handle one entry per batch instead of one per txn, and a lone proposal still
-/// goes out at once. The outcome of each reaches the driver through the state machine;
+/// [`MAX_ENTRIES_IN_FLIGHT`] entries ([`MAX_ENTRIES_IN_FLIGHT_ALONE`] for a lone voter) wait
+/// to be applied, further proposals queue up and go out together as one entry
+/// ([`Payload::Batch`]): under load the log, the replication and the apply handle one entry
+/// per batch instead of one per txn, and a lone proposal still goes out at once. The outcome of each reaches the driver through the state machine;
 /// openraft's per-entry answers are awaited here to bound the entries in flight (and so they
 /// are consumed: an answer nobody waits for is logged by openraft as a warning).
 ///
@@ -772,7 +777,21 @@ async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<(u
     // A proposal taken from the queue that did not fit the batch before it.
     let mut carried: Option<(u64, Payload)> = None;
     loop {
-        if answers.len() >= MAX_ENTRIES_IN_FLIGHT {
+        let in_flight_max = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            if m.membership_config
+                .membership()
+                .voter_ids()
+                .nth(1)
+                .is_none()
+            {
+                MAX_ENTRIES_IN_FLIGHT_ALONE
+            } else {
+                MAX_ENTRIES_IN_FLIGHT
+            }
+        };
+        while answers.len() >= in_flight_max {
             answers.next().await;
         }
         let first = match carried.take() {
