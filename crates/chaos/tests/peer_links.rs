@@ -1,9 +1,10 @@
 //! The lossy and slow nemeses in short: three members in network namespaces, clients writing,
-//! then 30% packet loss (or 200 ms of delay each way) on every link of the leader. The fault
-//! really acts (packets dropped, peer bytes relayed through the delaying proxies), the
-//! ensemble keeps acknowledging writes, healing removes it, and every acknowledged write ends
-//! up on every member. Need root, `ip netns` and iptables, else print why and pass vacuously.
-//! About 25 s each.
+//! then 30% packet loss (or `LEADER_DELAY_MS` of delay each way) on every link of the leader.
+//! The fault really acts (packets dropped, peer bytes relayed through the delaying proxies),
+//! the ensemble keeps acknowledging writes, healing removes it, and every acknowledged write
+//! ends up on every member. Then a link slower than the heartbeat interval: reported, and
+//! carried once tickTime is raised. Need root, `ip netns` and iptables, else print why and
+//! pass vacuously. About 25–45 s each.
 
 use std::time::Duration;
 
@@ -152,6 +153,98 @@ async fn delayed_leader_links_lose_no_acknowledged_write() {
                 assert_eq!(proxies.delay_ms(a, b), 0, "{a} -> {b} still delayed");
             }
         }
+        writers.stop_and_check(&mut ens, PATIENCE).await;
+    })
+    .await
+    .unwrap_or_else(|_| panic!("test did not finish within {TEST_LIMIT:?}"));
+    ens.stop_all();
+}
+
+/// One-way delay above the default heartbeat interval's reach: a 300 ms round trip against
+/// the 166 ms (tickTime 2000 / 12) that openraft 0.9 gives every AppendEntries.
+const SLOW_LINK_MS: u64 = 150;
+/// Part of the warning a member logs when its Raft calls are answered after they timed out.
+const LATE_WARNING: &str = "answered Raft calls after they had timed out";
+
+fn delay_links_of(ens: &Ensemble, leader: u64, delay_ms: u64) {
+    let proxies = ens.proxies.as_ref().expect("proxies");
+    for other in ens.ids() {
+        if other != leader {
+            proxies.set_delay(leader, other, delay_ms);
+        }
+    }
+}
+
+/// The first line of a member's log that warns of late answers.
+fn late_answers_warning(ens: &Ensemble) -> Option<String> {
+    ens.ids().into_iter().find_map(|id| {
+        let log = std::fs::read_to_string(ens.member(id).log_path()).ok()?;
+        let line = log.lines().find(|l| l.contains(LATE_WARNING))?;
+        Some(format!("member {id}: {line}"))
+    })
+}
+
+/// A leader whose links are slower than the heartbeat interval commits nothing (openraft 0.9
+/// bounds every AppendEntries by it) without any election to show for it. The member says so
+/// in its log, and the remedy its warning names — a longer tickTime — carries the same link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_slower_than_the_heartbeat_is_reported_and_a_longer_tick_time_carries_it() {
+    if let Some(reason) = loss::unavailable_reason() {
+        println!("SKIPPED: {reason}");
+        return;
+    }
+    let binary =
+        find_corral_binary().expect("build the corral binary first: cargo build -p corral");
+    let root = tempfile::tempdir().unwrap();
+    let net = Network::create(&[1, 2, 3]).unwrap();
+    let mut ens = Ensemble::start(root.path(), 3, binary, Some(net)).unwrap();
+    ens.proxies = Some(DelayProxies::start(&ens).await.unwrap());
+    for id in ens.ids() {
+        ens.kill9(id);
+        ens.restart(id).unwrap();
+    }
+
+    tokio::time::timeout(TEST_LIMIT, async {
+        // Default tickTime: the round trip is over the bound; the late answers are reported.
+        let leader = ens.wait_stable(PATIENCE).await.unwrap();
+        let early = late_answers_warning(&ens);
+        assert_eq!(early, None, "warned before any delay");
+        delay_links_of(&ens, leader, SLOW_LINK_MS);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let warning = loop {
+            if let Some(line) = late_answers_warning(&ens) {
+                break line;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no member reported late Raft answers with {SLOW_LINK_MS} ms each way"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        println!("{warning}");
+        ens.proxies.as_ref().unwrap().clear();
+
+        // tickTime 6000: heartbeats (and the AppendEntries bound) every 500 ms.
+        for id in ens.ids() {
+            let cfg = ens.member(id).dir.join("zoo.cfg");
+            let mut text = std::fs::read_to_string(&cfg).unwrap();
+            text.push_str("tickTime=6000\n");
+            std::fs::write(&cfg, text).unwrap();
+            ens.kill9(id);
+            ens.restart(id).unwrap();
+        }
+        let leader = ens.wait_stable(PATIENCE).await.unwrap();
+        let writers = start_writers(&ens).await;
+        delay_links_of(&ens, leader, SLOW_LINK_MS);
+        let before = writers.acked_count();
+        tokio::time::sleep(HOLD).await;
+        let during = writers.acked_count() - before;
+        println!("{during} writes acknowledged with {SLOW_LINK_MS} ms each way and tickTime=6000");
+        assert!(
+            during > 0,
+            "no write acknowledged over the slow links with tickTime=6000"
+        );
+        ens.proxies.as_ref().unwrap().clear();
         writers.stop_and_check(&mut ens, PATIENCE).await;
     })
     .await

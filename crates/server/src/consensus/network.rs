@@ -101,6 +101,31 @@ pub struct Connection {
 #[error("{0}")]
 struct Text(String);
 
+/// How often a member's late answers are logged, at most.
+const LATE_ANSWERS_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Openraft 0.9 gives every AppendEntries (heartbeats included) one heartbeat interval to be
+/// answered, whatever the network's own timeout. Over a link whose round trip is longer,
+/// every one of them times out although the follower answers: nothing commits, and since the
+/// heartbeats do arrive no election happens either. The answers that still come are the
+/// only sign of it, so they are reported with the remedy.
+fn warn_of_late_answers(target: MemberId, late: crate::net::peer::LateAnswers) {
+    tracing::warn!(
+        member = target,
+        late_answers = late.count,
+        late_answers_total = late.total,
+        slowest_ms = late.slowest_ms,
+        timeout_ms = late.timeout_ms,
+        "member {target} answered Raft calls after they had timed out (slowest {} ms against \
+         {} ms). Once, after a pause or a stall, this is harmless; if it keeps happening, the \
+         link is slower than the heartbeat interval, which bounds every AppendEntries, and \
+         writes that need that member cannot commit: raise tickTime (the heartbeat interval \
+         is tickTime / 12) or fix the link",
+        late.slowest_ms,
+        late.timeout_ms,
+    );
+}
+
 impl Connection {
     async fn call<Req, Resp, E>(
         &self,
@@ -121,15 +146,16 @@ impl Connection {
         };
         let body = super::encode(rpc);
         let timeout = option.hard_ttl().max(Duration::from_millis(50));
-        let answer = client
-            .call(kind, body, timeout)
-            .await
-            .map_err(|e| match e {
-                PeerError::Unreachable(_) | PeerError::Closed => {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
-                _ => RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let answer = client.call(kind, body, timeout).await;
+        if let Some(late) = client.take_late_answers(LATE_ANSWERS_REPORT_EVERY) {
+            warn_of_late_answers(self.target, late);
+        }
+        let answer = answer.map_err(|e| match e {
+            PeerError::Unreachable(_) | PeerError::Closed => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            _ => RPCError::Network(NetworkError::new(&e)),
+        })?;
         let result: Result<Resp, RaftError<MemberId, E>> =
             super::decode(&answer).map_err(|e| RPCError::Network(NetworkError::new(&Text(e))))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

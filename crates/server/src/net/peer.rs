@@ -39,7 +39,7 @@
 //! out of bounds, or whose type is not expected in its direction, closes that connection
 //! (and only that one).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -381,6 +381,9 @@ struct ClientInner {
     /// One connection attempt at a time; callers arriving meanwhile wait for its outcome
     /// instead of opening connections of their own.
     connecting: tokio::sync::Mutex<()>,
+    late: Arc<Mutex<LateAnswers>>,
+    /// When [`PeerClient::take_late_answers`] last reported some.
+    late_reported_at: Mutex<Option<Instant>>,
 }
 
 /// The client's view of its peer, behind a lock held only for field updates.
@@ -406,6 +409,43 @@ struct Conn {
     next_request_id: AtomicU64,
 }
 
+/// Calls given up on that a connection remembers; older ones are forgotten (their answers,
+/// if they come, are then merely discarded).
+const GAVE_UP_KEPT: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+struct GaveUpCall {
+    started: Instant,
+    timeout: Duration,
+}
+
+/// Answers that arrived after their caller had given up on them: the sign of a link (or
+/// peer) slower than the callers' timeouts, where every call fails although the peer does
+/// answer. Reported by [`PeerClient::take_late_answers`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LateAnswers {
+    /// Late answers since the last report.
+    pub count: u64,
+    /// The slowest of them, from the call's start to its answer.
+    pub slowest_ms: u64,
+    /// The timeout of that slowest call.
+    pub timeout_ms: u64,
+    /// Late answers since the client was made.
+    pub total: u64,
+}
+
+impl LateAnswers {
+    fn record(&mut self, took: Duration, timeout: Duration) {
+        self.count += 1;
+        self.total += 1;
+        let took_ms = took.as_millis() as u64;
+        if took_ms >= self.slowest_ms {
+            self.slowest_ms = took_ms;
+            self.timeout_ms = timeout.as_millis() as u64;
+        }
+    }
+}
+
 /// Source of [`Conn::id`].
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -415,6 +455,11 @@ struct ConnShared {
     /// Calls waiting for answers, by request id; `None` once the connection has ended, so
     /// no call can register after the final sweep.
     pending: Mutex<Option<HashMap<u64, Waiter>>>,
+    /// Timed calls whose caller gave up before the answer came, by request id (the newest
+    /// [`GAVE_UP_KEPT`]), so that their answers, if they still come, count as late.
+    gave_up: Mutex<BTreeMap<u64, GaveUpCall>>,
+    /// The client's tally of late answers (shared by its successive connections).
+    late: Arc<Mutex<LateAnswers>>,
     /// Bytes in the send queue; bounded by `max_queued_bytes` when calls are admitted.
     queued_bytes: AtomicUsize,
 }
@@ -430,6 +475,7 @@ impl Conn {
         kind: u8,
         body: Bytes,
         max_queued_bytes: usize,
+        timeout: Option<Duration>,
     ) -> Result<(PendingCall, oneshot::Receiver<Result<Bytes, PeerError>>), PeerError> {
         let frame_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let frame = OutFrame::new(TYPE_REQUEST, frame_id, kind, body);
@@ -454,6 +500,10 @@ impl Conn {
         let call = PendingCall {
             shared: self.shared.clone(),
             id: frame_id,
+            timed: timeout.map(|timeout| GaveUpCall {
+                started: Instant::now(),
+                timeout,
+            }),
         };
         if self.tx.send(frame).is_err() {
             // The writer is gone, so the request never left: not ambiguous, Unreachable.
@@ -465,16 +515,26 @@ impl Conn {
 }
 
 /// A call's registration; dropping it (answer received, timeout, caller gone) forgets the
-/// call so a late answer is discarded and the table does not grow.
+/// call so a late answer is discarded and the table does not grow. A timed call dropped
+/// unanswered is remembered as given up, so its answer can be told late.
 struct PendingCall {
     shared: Arc<ConnShared>,
     id: u64,
+    timed: Option<GaveUpCall>,
 }
 
 impl Drop for PendingCall {
     fn drop(&mut self) {
-        if let Some(pending) = lock(&self.shared.pending).as_mut() {
-            pending.remove(&self.id);
+        let unanswered = match lock(&self.shared.pending).as_mut() {
+            Some(pending) => pending.remove(&self.id).is_some(),
+            None => false,
+        };
+        if let (true, Some(call)) = (unanswered, self.timed) {
+            let mut gave_up = lock(&self.shared.gave_up);
+            gave_up.insert(self.id, call);
+            while gave_up.len() > GAVE_UP_KEPT {
+                gave_up.pop_first();
+            }
         }
     }
 }
@@ -497,8 +557,30 @@ impl PeerClient {
                     last_error: String::new(),
                 }),
                 connecting: tokio::sync::Mutex::new(()),
+                late: Arc::default(),
+                late_reported_at: Mutex::new(None),
             }),
         }
+    }
+
+    /// The answers that came after their call had timed out since the last report, at most
+    /// once per `every` (a caller on a hot path may ask on every call); `None` when there
+    /// were none or it is too soon.
+    pub fn take_late_answers(&self, every: Duration) -> Option<LateAnswers> {
+        let mut reported_at = lock(&self.inner.late_reported_at);
+        if reported_at.is_some_and(|at| at.elapsed() < every) {
+            return None;
+        }
+        let mut late = lock(&self.inner.late);
+        if late.count == 0 {
+            return None;
+        }
+        let report = *late;
+        late.count = 0;
+        late.slowest_ms = 0;
+        late.timeout_ms = 0;
+        *reported_at = Some(Instant::now());
+        Some(report)
     }
 
     /// The member this client calls.
@@ -530,16 +612,25 @@ impl PeerClient {
         if len > max {
             return Err(PeerError::FrameTooLarge { len, max });
         }
-        match tokio::time::timeout(timeout, self.call_untimed(kind, body)).await {
+        match tokio::time::timeout(timeout, self.call_untimed(kind, body, timeout)).await {
             Ok(result) => result,
             Err(_) => Err(PeerError::Timeout),
         }
     }
 
-    async fn call_untimed(&self, kind: u8, body: Bytes) -> Result<Bytes, PeerError> {
+    async fn call_untimed(
+        &self,
+        kind: u8,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, PeerError> {
         let conn = self.connection().await?;
-        let (_registration, answer) =
-            conn.start_call(kind, body, self.inner.limits.max_queued_bytes)?;
+        let (_registration, answer) = conn.start_call(
+            kind,
+            body,
+            self.inner.limits.max_queued_bytes,
+            Some(timeout),
+        )?;
         let result = match answer.await {
             Ok(result) => result,
             Err(_) => Err(PeerError::Closed),
@@ -578,7 +669,13 @@ impl PeerClient {
         };
         let inner = &self.inner;
         let connect_timeout = Duration::from_millis(inner.limits.connect_timeout_ms);
-        let attempt = connect(&addr, inner.my_id, inner.peer_id, &inner.limits);
+        let attempt = connect(
+            &addr,
+            inner.my_id,
+            inner.peer_id,
+            &inner.limits,
+            inner.late.clone(),
+        );
         let result = match tokio::time::timeout(connect_timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(format!(
@@ -665,7 +762,9 @@ impl PeerLink {
                 max: self.max_frame_bytes,
             });
         }
-        let (registration, answer) = self.conn.start_call(kind, body, self.max_queued_bytes)?;
+        let (registration, answer) =
+            self.conn
+                .start_call(kind, body, self.max_queued_bytes, None)?;
         let conn = self.conn.clone();
         Ok(async move {
             let result = match answer.await {
@@ -686,6 +785,7 @@ async fn connect(
     my_id: u64,
     peer_id: u64,
     limits: &PeerLimits,
+    late: Arc<Mutex<LateAnswers>>,
 ) -> Result<Arc<Conn>, String> {
     let mut stream = TcpStream::connect(addr)
         .await
@@ -723,6 +823,8 @@ async fn connect(
     let (rd, wr) = stream.into_split();
     let shared = Arc::new(ConnShared {
         pending: Mutex::new(Some(HashMap::new())),
+        gave_up: Mutex::new(BTreeMap::new()),
+        late,
         queued_bytes: AtomicUsize::new(0),
     });
     let (tx, rx) = mpsc::unbounded_channel();
@@ -792,11 +894,14 @@ async fn dispatch_answers(reader: &mut FrameReader, shared: &ConnShared, peer_id
             Some(waiter) => {
                 let _ = waiter.send(result);
             }
-            None => tracing::debug!(
-                peer_id,
-                request_id = frame.id,
-                "answer to a call no longer waiting"
-            ),
+            None => match lock(&shared.gave_up).remove(&frame.id) {
+                Some(call) => lock(&shared.late).record(call.started.elapsed(), call.timeout),
+                None => tracing::debug!(
+                    peer_id,
+                    request_id = frame.id,
+                    "answer to a call no longer waiting"
+                ),
+            },
         }
     }
 }

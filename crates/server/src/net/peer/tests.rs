@@ -295,6 +295,43 @@ async fn unanswered_call_times_out_and_leaves_the_connection_usable() {
 }
 
 #[tokio::test]
+async fn an_answer_after_the_call_timed_out_is_counted_late() {
+    let mut fx = fixture().await;
+    let client = client_for(fx.server.local_addr());
+    let timeout = Duration::from_millis(50);
+    // Answered in time: nothing late.
+    bounded(client.call(ECHO, Bytes::from_static(b"quick"), timeout))
+        .await
+        .expect("echo");
+    assert_eq!(client.take_late_answers(Duration::ZERO), None);
+
+    let slow = bounded(client.call(GATED, Bytes::from_static(b"slow"), timeout)).await;
+    assert_eq!(slow, Err(PeerError::Timeout));
+    assert_eq!(bounded(fx.started.recv()).await, Some(GATED));
+    fx.gate.add_permits(1);
+    let late = bounded(async {
+        loop {
+            if let Some(late) = client.take_late_answers(Duration::ZERO) {
+                return late;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!((late.count, late.total, late.timeout_ms), (1, 1, 50));
+    assert!(
+        late.slowest_ms >= late.timeout_ms,
+        "the answer came after the caller gave up: {late:?}"
+    );
+    // Reported once; the connection still serves.
+    assert_eq!(client.take_late_answers(Duration::ZERO), None);
+    bounded(client.call(ECHO, Bytes::from_static(b"next"), LONG_TIMEOUT))
+        .await
+        .expect("after a late answer");
+    fx.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn calls_in_flight_fail_when_the_server_shuts_down() {
     let mut fx = fixture().await;
     let client = client_for(fx.server.local_addr());
