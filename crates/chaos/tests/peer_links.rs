@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use corral_chaos::ensemble::{find_corral_binary, Ensemble};
+use corral_chaos::ensemble::{find_corral_binary, Ensemble, Server};
 use corral_chaos::loss;
 use corral_chaos::nemesis::{self, Action, LEADER_DELAY_MS};
 use corral_chaos::net::Network;
@@ -175,13 +175,33 @@ fn delay_links_of(ens: &Ensemble, leader: u64, delay_ms: u64) {
     }
 }
 
-/// The first line of a member's log that warns of late answers.
-fn late_answers_warning(ens: &Ensemble) -> Option<String> {
+/// The member whose log warns of late answers, and the line.
+fn late_answers_warning(ens: &Ensemble) -> Option<(u64, String)> {
     ens.ids().into_iter().find_map(|id| {
         let log = std::fs::read_to_string(ens.member(id).log_path()).ok()?;
         let line = log.lines().find(|l| l.contains(LATE_WARNING))?;
-        Some(format!("member {id}: {line}"))
+        Some((id, line.to_string()))
     })
+}
+
+/// The Prometheus endpoint on its default port, 7000 (each member in its own namespace).
+const METRICS_SETTINGS: &str =
+    "metricsProvider.className=org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider\n";
+
+/// `GET /metrics` from a member's Prometheus endpoint.
+async fn metrics_of(ens: &Ensemble, id: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = format!("{}:7000", ens.member(id).ip);
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("metrics endpoint of member {id} at {addr}: {e}"));
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: corral\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
 }
 
 /// A leader whose links are slower than the heartbeat interval commits nothing (openraft 0.9
@@ -197,7 +217,15 @@ async fn a_link_slower_than_the_heartbeat_is_reported_and_a_longer_tick_time_car
         find_corral_binary().expect("build the corral binary first: cargo build -p corral");
     let root = tempfile::tempdir().unwrap();
     let net = Network::create(&[1, 2, 3]).unwrap();
-    let mut ens = Ensemble::start(root.path(), 3, binary, Some(net)).unwrap();
+    let mut ens = Ensemble::start_configured(
+        root.path(),
+        3,
+        Server::Corral(binary),
+        Some(net),
+        false,
+        METRICS_SETTINGS,
+    )
+    .unwrap();
     ens.proxies = Some(DelayProxies::start(&ens).await.unwrap());
     for id in ens.ids() {
         ens.kill9(id);
@@ -211,9 +239,9 @@ async fn a_link_slower_than_the_heartbeat_is_reported_and_a_longer_tick_time_car
         assert_eq!(early, None, "warned before any delay");
         delay_links_of(&ens, leader, SLOW_LINK_MS);
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        let warning = loop {
-            if let Some(line) = late_answers_warning(&ens) {
-                break line;
+        let (warner, warning) = loop {
+            if let Some(found) = late_answers_warning(&ens) {
+                break found;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -221,7 +249,18 @@ async fn a_link_slower_than_the_heartbeat_is_reported_and_a_longer_tick_time_car
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        println!("{warning}");
+        println!("member {warner}: {warning}");
+        // The same count is served as a metric, per member called.
+        let metrics = metrics_of(&ens, warner).await;
+        let late: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("corral_peer_late_answers_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(
+            late > 0.0,
+            "no late answers in the metrics of member {warner}:\n{metrics}"
+        );
         ens.proxies.as_ref().unwrap().clear();
 
         // tickTime 6000: heartbeats (and the AppendEntries bound) every 500 ms.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::proto::{MetricFamily, MetricType, Quantile};
-use prometheus::{Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{CounterVec, Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
 
 /// Quantiles of ZooKeeper's "advanced" summaries (`readlatency`, `updatelatency`).
 pub const ADVANCED_QUANTILES: &[f64] = &[0.5, 0.9, 0.99];
@@ -188,6 +188,9 @@ pub struct EnsembleMetrics {
     pub election_time: SummaryFigures,
     /// Set while this member leads.
     pub leader: Option<LeaderMetrics>,
+    /// (member id, answers from it that arrived after their call had timed out), for the
+    /// members this one has called.
+    pub late_answers: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -248,6 +251,20 @@ pub fn render(s: &MetricsSnapshot) -> Result<String, prometheus::Error> {
     ];
     if let Some(e) = &s.ensemble {
         gauge("quorum_size", e.quorum_size as f64)?;
+        if e.late_answers.iter().any(|(_, n)| *n > 0) {
+            let late = CounterVec::new(
+                Opts::new(
+                    "corral_peer_late_answers_total",
+                    "Answers from a member that arrived after the call had timed out",
+                ),
+                &["member"],
+            )?;
+            for (member, n) in &e.late_answers {
+                late.with_label_values(&[&member.to_string()])
+                    .inc_by(*n as f64);
+            }
+            registry.register(Box::new(late))?;
+        }
         summaries.push(summary_family("election_time", &e.election_time));
         if let Some(l) = &e.leader {
             gauge("leader_uptime", l.uptime_ms as f64)?;
@@ -347,6 +364,7 @@ mod tests {
                     synced_followers: 1,
                     log_lag_entries: vec![(2, 0), (3, 40)],
                 }),
+                late_answers: vec![(2, 0), (3, 7)],
             }),
             ..MetricsSnapshot::default()
         })
@@ -357,6 +375,14 @@ mod tests {
         assert!(text.contains("# TYPE election_time summary\n"), "{text}");
         assert!(
             text.contains("corral_raft_log_lag{member=\"3\"} 40\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE corral_peer_late_answers_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_peer_late_answers_total{member=\"3\"} 7\n"),
             "{text}"
         );
     }

@@ -628,6 +628,12 @@ impl Consensus {
         let _ = self.proposals.send((term, payload));
     }
 
+    /// Per member: its answers that came after the call had timed out (the peer transport's
+    /// count since start; see `network::warn_of_late_answers`).
+    pub fn late_answers(&self) -> Vec<(MemberId, u64)> {
+        self.peers.late_answers()
+    }
+
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
     }

@@ -54,6 +54,17 @@ impl Peers {
         client
     }
 
+    /// (member, answers that came after their call had timed out) for every member called.
+    pub fn late_answers(&self) -> Vec<(MemberId, u64)> {
+        let mut late: Vec<(MemberId, u64)> = self
+            .clients()
+            .iter()
+            .map(|(id, c)| (*id, c.late_answers_total()))
+            .collect();
+        late.sort_unstable();
+        late
+    }
+
     /// The client of `id`, looking its address up in the membership when it is not known.
     pub fn get(&self, id: MemberId, raft: &Raft<TypeConfig>) -> Option<PeerClient> {
         if let Some(c) = self.clients().get(&id) {

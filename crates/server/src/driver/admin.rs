@@ -116,6 +116,7 @@ impl Driver {
                     quorum_size: status.voters.len() as u64,
                     election_time: e.election_time_figures(),
                     leader,
+                    late_answers: e.consensus.late_answers(),
                 }
             }),
         }

@@ -563,6 +563,11 @@ impl PeerClient {
         }
     }
 
+    /// Answers that came after their call had timed out, since the client was made.
+    pub fn late_answers_total(&self) -> u64 {
+        lock(&self.inner.late).total
+    }
+
     /// The answers that came after their call had timed out since the last report, at most
     /// once per `every` (a caller on a hot path may ask on every call); `None` when there
     /// were none or it is too soon.
