@@ -305,6 +305,32 @@ async fn a_standalone_data_directory_becomes_the_first_member_and_grows_to_three
         let aside = data1.join("migrated-standalone");
         assert_eq!(files_named(&aside, "snapshot.").len(), snapshots.len());
         assert_eq!(files_named(&aside, "log.").len(), logs.len());
+        assert!(!out.contains("resumed"), "{out}");
+
+        // 2b. As if that run had been interrupted after writing the Raft snapshot: the log
+        //     part of the Raft state gone, the standalone files not moved yet. A second run
+        //     completes it.
+        for file in files_named(&aside, "snapshot.")
+            .into_iter()
+            .chain(files_named(&aside, "log."))
+        {
+            std::fs::rename(&file, data1.join(file.file_name().unwrap())).unwrap();
+        }
+        std::fs::remove_dir_all(data1.join("raft")).unwrap();
+        let (ok_, out, err) = migrate(&ens.config_path_of(1));
+        assert!(ok_, "second migrate failed: {out}{err}");
+        assert!(out.contains("resumed"), "{out}");
+        assert!(out.contains(&format!("zxid {last_zxid:#x}")), "{out}");
+        let log = corral_storage::RaftLog::open(&data1.join("raft"), Default::default()).unwrap();
+        assert!(
+            log.read_vote().is_some() && log.last_purged().is_some(),
+            "the second run wrote the log part of the Raft state again"
+        );
+        drop(log);
+        assert!(files_named(&data1, "snapshot.").is_empty());
+        assert!(files_named(&data1, "log.").is_empty());
+        assert_eq!(files_named(&aside, "snapshot.").len(), snapshots.len());
+        assert_eq!(files_named(&aside, "log.").len(), logs.len());
 
         // 3. The member serves the same tree; the keeper resumes its session with the last
         //    zxid it saw on the standalone server.

@@ -18,9 +18,13 @@
 //! 5. Move the standalone `snapshot.*` / `log.*` files into `migrated-standalone/` (in
 //!    dataDir and dataLogDir respectively); they are never deleted.
 //!
-//! If the command is interrupted between 4 and 5 the member starts on the Raft state and does
-//! not read the files left behind (moving them aside by hand is then safe); a second run
-//! refuses, since the Raft state exists.
+//! Interrupted, it can be run again and finishes the job: Raft state that is exactly what an
+//! interrupted step 4 leaves for the same standalone state (the imported snapshot, a log
+//! without entries; `consensus::seed_progress`) is written again, step by step the same
+//! bytes, and step 5 follows. Raft state of any other kind (the member has run, or it is
+//! another member's data) is refused as before. A member started after an interruption
+//! between 4 and 5 runs on the Raft state and never reads the files left behind; moving them
+//! aside by hand is then safe.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +51,8 @@ pub struct MigrationReport {
     pub raft_term: u64,
     /// The standalone files, at their new places.
     pub moved: Vec<PathBuf>,
+    /// An interrupted earlier run's Raft state was found and completed.
+    pub resumed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +79,16 @@ pub enum MigrateError {
          nothing was changed", path.display()
     )]
     RaftStatePresent { path: PathBuf },
+    #[error(
+        "{} holds the imported state of zxid {imported:#x}, but the standalone files here \
+         recover to zxid {found:#x}: they are not the data that was migrated; nothing was \
+         changed", path.display()
+    )]
+    OtherImport {
+        path: PathBuf,
+        imported: i64,
+        found: i64,
+    },
     #[error(
         "no standalone data to migrate: no snapshot.* in {} and no log.* in {}",
         data_dir.display(), log_dir.display()
@@ -105,9 +121,19 @@ pub fn migrate_standalone(config: &ServerConfig) -> Result<MigrationReport, Migr
 
     let raft_dir = log_dir.join(crate::driver::RAFT_SUBDIR);
     let snapshot_dir = data_dir.join(crate::driver::RAFT_SNAPSHOT_SUBDIR);
-    for dir in [&raft_dir, &snapshot_dir] {
-        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(MigrateError::RaftStatePresent { path: dir.clone() });
+    let mut interrupted: Option<i64> = None;
+    if let Some(dir) = [&raft_dir, &snapshot_dir]
+        .into_iter()
+        .find(|dir| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()))
+    {
+        let progress = crate::consensus::seed_progress(&raft_dir, &snapshot_dir)
+            .map_err(MigrateError::Seed)?;
+        match progress {
+            crate::consensus::SeedProgress::Nothing => {}
+            crate::consensus::SeedProgress::Imported { zxid } => interrupted = Some(zxid),
+            crate::consensus::SeedProgress::MemberState => {
+                return Err(MigrateError::RaftStatePresent { path: dir.clone() })
+            }
         }
     }
     let snapshots = corral_storage::list_snapshots(data_dir)?;
@@ -126,6 +152,19 @@ pub fn migrate_standalone(config: &ServerConfig) -> Result<MigrationReport, Migr
     let stats = core.stats();
     let view = core.snapshot_view();
     let zxid = view.zxid();
+    if let Some(imported) = interrupted {
+        if imported != zxid {
+            return Err(MigrateError::OtherImport {
+                path: snapshot_dir,
+                imported,
+                found: zxid,
+            });
+        }
+        tracing::info!(
+            zxid = format_args!("{zxid:#x}"),
+            "completing an interrupted migration of the same state"
+        );
+    }
     let image = view.encode();
     let secret = crate::driver::read_session_secret(data_dir).map_err(MigrateError::Load)?;
     tracing::info!(
@@ -169,6 +208,7 @@ pub fn migrate_standalone(config: &ServerConfig) -> Result<MigrationReport, Migr
         raft_index: seeded.index,
         raft_term: seeded.term,
         moved,
+        resumed: interrupted.is_some(),
     })
 }
 

@@ -97,6 +97,9 @@ fn migrate(config_path: &Path) -> anyhow::Result<()> {
     let config = corral_server::config::ServerConfig::from_file(config_path)
         .with_context(|| format!("loading {}", config_path.display()))?;
     let report = corral_server::migrate::migrate_standalone(&config)?;
+    if report.resumed {
+        println!("resumed: an earlier run was interrupted; its Raft state is completed");
+    }
     println!(
         "migrated: {} znodes and {} sessions at zxid {:#x}",
         report.znodes, report.sessions, report.zxid

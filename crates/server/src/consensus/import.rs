@@ -33,7 +33,7 @@ use corral_storage::{RaftLog, RaftLogOptions};
 use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership, Vote};
 
 use super::log_store::INDEX_SHIFT;
-use super::snapshot_store::{encode_data, Extra, Meta, SnapshotStore};
+use super::snapshot_store::{decode_data, encode_data, Extra, Meta, SnapshotStore};
 use super::{node_of, ConsensusError, MemberId};
 use crate::config::EnsembleConfig;
 
@@ -47,6 +47,52 @@ pub struct Seeded {
     /// The snapshot file written.
     pub snapshot: PathBuf,
 }
+
+/// How far an earlier [`seed_single_member`] got in a member's directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedProgress {
+    /// No snapshot and a log with neither entries nor a vote: nothing that counts was
+    /// written (at most a temp file), so seeding may start over.
+    Nothing,
+    /// The imported snapshot of a state at this zxid is the newest snapshot and the log has
+    /// no entries: the member never ran (its first election appends one), so seeding may be
+    /// completed — it writes only what it wrote before.
+    Imported { zxid: i64 },
+    /// Anything else: a member's own state.
+    MemberState,
+}
+
+/// Reads, without changing anything, how far a seed got in `raft_dir` and `snapshot_dir`.
+pub fn seed_progress(raft_dir: &Path, snapshot_dir: &Path) -> Result<SeedProgress, ConsensusError> {
+    let (entries, vote) = if raft_dir.exists() {
+        let log = RaftLog::open(raft_dir, RaftLogOptions::default())?;
+        (log.last_entry_id().is_some(), log.read_vote().is_some())
+    } else {
+        (false, false)
+    };
+    if entries {
+        return Ok(SeedProgress::MemberState);
+    }
+    let latest = SnapshotStore::new(snapshot_dir)
+        .load_latest()
+        .map_err(ConsensusError::Snapshot)?;
+    match latest {
+        None if !vote => Ok(SeedProgress::Nothing),
+        None => Ok(SeedProgress::MemberState),
+        Some((meta, data)) => {
+            let imported = meta.snapshot_id.ends_with(IMPORTED_SUFFIX)
+                && meta.last_log_id.is_some_and(|l| l.index == 0);
+            if !imported {
+                return Ok(SeedProgress::MemberState);
+            }
+            let (extra, _) = decode_data(&data).map_err(ConsensusError::Snapshot)?;
+            Ok(SeedProgress::Imported { zxid: extra.zxid })
+        }
+    }
+}
+
+/// Ends the id of a snapshot written by [`seed_single_member`].
+const IMPORTED_SUFFIX: &str = "-imported";
 
 /// The term the imported state gets: one above the epoch of its last zxid (see the module
 /// documentation).
@@ -65,7 +111,9 @@ pub fn import_term(zxid: i64) -> Result<u64, ConsensusError> {
 /// Writes the initial Raft state of `ensemble.me()` from a Corral snapshot `image` at `zxid`:
 /// the snapshot into `snapshot_dir`, vote and purge point into the Raft log in `raft_dir`.
 /// `secret` is the session secret the imported sessions' passwords derive from. The caller
-/// makes sure both directories hold no Raft state yet; the member must be the only voter.
+/// makes sure both directories hold no Raft state yet, or only what an interrupted seed of
+/// the same state left ([`seed_progress`]): every step writes the same bytes again. The
+/// member must be the only voter.
 pub fn seed_single_member(
     ensemble: &EnsembleConfig,
     raft_dir: &Path,
@@ -92,7 +140,7 @@ pub fn seed_single_member(
     let meta = Meta {
         last_log_id: Some(log_id),
         last_membership: StoredMembership::new(Some(log_id), membership),
-        snapshot_id: format!("{index}-{term}-{zxid:x}-imported"),
+        snapshot_id: format!("{index}-{term}-{zxid:x}{IMPORTED_SUFFIX}"),
     };
     let data = encode_data(&Extra { secret, zxid }, image);
     // The snapshot first: a log purged past an index with no snapshot covering it would be
@@ -162,6 +210,59 @@ mod tests {
         let vote: Vote<MemberId> = bincode::deserialize(&log.read_vote().unwrap()).unwrap();
         assert_eq!(vote, Vote::new(4, 1));
         assert!(!vote.is_committed());
+    }
+
+    #[test]
+    fn seed_progress_tells_an_interrupted_seed_from_a_members_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let ens = ensemble(dir.path(), "server.1=127.0.0.1:2888:3888;127.0.0.1:2181\n");
+        let (raft, snaps) = (dir.path().join("raft"), dir.path().join("raft-snapshots"));
+        assert_eq!(seed_progress(&raft, &snaps).unwrap(), SeedProgress::Nothing);
+
+        let zxid = 0x2_0000_0009;
+        seed_single_member(&ens, &raft, &snaps, b"image", zxid, None).unwrap();
+        assert_eq!(
+            seed_progress(&raft, &snaps).unwrap(),
+            SeedProgress::Imported { zxid }
+        );
+        // Interrupted before the log part: still the same seed, and seeding again completes
+        // it with the same vote and purge point.
+        std::fs::remove_dir_all(&raft).unwrap();
+        assert_eq!(
+            seed_progress(&raft, &snaps).unwrap(),
+            SeedProgress::Imported { zxid }
+        );
+        let again = seed_single_member(&ens, &raft, &snaps, b"image", zxid, None).unwrap();
+        assert_eq!((again.index, again.term), (0, 3));
+        let mut log = RaftLog::open(&raft, RaftLogOptions::default()).unwrap();
+        assert_eq!(log.last_purged(), Some((INDEX_SHIFT, 3, 1)));
+        let vote: Vote<MemberId> = bincode::deserialize(&log.read_vote().unwrap()).unwrap();
+        assert_eq!(vote, Vote::new(3, 1));
+
+        // Once the member has run (its first election appends an entry): its own state.
+        log.append(&[corral_storage::RaftEntry {
+            index: INDEX_SHIFT + 1,
+            term: 4,
+            leader: 1,
+            payload: bytes::Bytes::from_static(b"blank"),
+        }])
+        .unwrap();
+        drop(log);
+        assert_eq!(
+            seed_progress(&raft, &snaps).unwrap(),
+            SeedProgress::MemberState
+        );
+
+        // A vote without any snapshot: a member that never snapshotted, not a seed.
+        let other = tempfile::tempdir().unwrap();
+        let other_raft = other.path().join("raft");
+        let mut log = RaftLog::open(&other_raft, RaftLogOptions::default()).unwrap();
+        log.save_vote(b"vote").unwrap();
+        drop(log);
+        assert_eq!(
+            seed_progress(&other_raft, &other.path().join("raft-snapshots")).unwrap(),
+            SeedProgress::MemberState
+        );
     }
 
     #[test]

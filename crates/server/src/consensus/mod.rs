@@ -47,7 +47,7 @@ use crate::config::{EnsembleConfig, MemberConfig, MemberRole};
 use crate::core::{ConnId, Forward, ForwardRequest, SnapshotView};
 use crate::net::peer::{PeerClient, PeerHandler, PeerLimits, PeerServer};
 
-pub use import::{import_term, seed_single_member, Seeded};
+pub use import::{import_term, seed_progress, seed_single_member, SeedProgress, Seeded};
 pub use log_store::{LogStore, PayloadsError};
 
 /// Member ids are ZooKeeper's `myid`s.
