@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Segments are preallocated in chunks ([`LogOptions::prealloc_bytes`], via fallocate) so
-//! appends do not change the file size and each batch costs one fdatasync; a megabyte
+//! appends do not change the file size and each batch costs one fdatasync; 128 KiB
 //! ahead of the appends the reserved space is overwritten with zeros, so that fdatasync
 //! does not also have to record unwritten blocks becoming written (`fsutil::ZeroFill`;
 //! the Raft log does the same).
