@@ -329,6 +329,24 @@ async fn a_standalone_data_directory_becomes_the_first_member_and_grows_to_three
         drop(log);
         assert!(files_named(&data1, "snapshot.").is_empty());
         assert!(files_named(&data1, "log.").is_empty());
+
+        // 2c. Standalone files that are not the migrated data (the snapshots without the
+        //     logs: an older state) are refused with both zxids, and nothing moves.
+        for file in files_named(&aside, "snapshot.") {
+            std::fs::copy(&file, data1.join(file.file_name().unwrap())).unwrap();
+        }
+        let (ok_, out, err) = migrate(&ens.config_path_of(1));
+        assert!(!ok_, "migrated other data: {out}");
+        assert!(
+            err.contains(&format!("holds the imported state of zxid {last_zxid:#x}")),
+            "{err}"
+        );
+        assert_eq!(files_named(&aside, "snapshot.").len(), snapshots.len());
+        for file in files_named(&data1, "snapshot.") {
+            std::fs::remove_file(file).unwrap();
+        }
+        assert!(files_named(&data1, "snapshot.").is_empty());
+        assert!(files_named(&data1, "log.").is_empty());
         assert_eq!(files_named(&aside, "snapshot.").len(), snapshots.len());
         assert_eq!(files_named(&aside, "log.").len(), logs.len());
 
