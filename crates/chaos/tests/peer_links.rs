@@ -43,6 +43,30 @@ fn drop_rules(net: &Network, id: u64) -> usize {
         .count()
 }
 
+/// Three members in network namespaces (`corral_settings` added to each zoo.cfg) whose peer
+/// connections all go through delay proxies: as the runner does, proxies first, then every
+/// member restarted so that it connects through them.
+async fn ensemble_behind_proxies(root: &std::path::Path, corral_settings: &str) -> Ensemble {
+    let binary =
+        find_corral_binary().expect("build the corral binary first: cargo build -p corral");
+    let net = Network::create(&[1, 2, 3]).unwrap();
+    let mut ens = Ensemble::start_configured(
+        root,
+        3,
+        Server::Corral(binary),
+        Some(net),
+        false,
+        corral_settings,
+    )
+    .unwrap();
+    ens.proxies = Some(DelayProxies::start(&ens).await.unwrap());
+    for id in ens.ids() {
+        ens.kill9(id);
+        ens.restart(id).unwrap();
+    }
+    ens
+}
+
 /// Two writers under `/lossy`, with sessions that outlast a slow election.
 async fn start_writers(ens: &Ensemble) -> Writers {
     Writers::start(ens, ROOT, 2, Duration::from_secs(15), PATIENCE).await
@@ -106,18 +130,8 @@ async fn delayed_leader_links_lose_no_acknowledged_write() {
         println!("SKIPPED: {reason}");
         return;
     }
-    let binary =
-        find_corral_binary().expect("build the corral binary first: cargo build -p corral");
     let root = tempfile::tempdir().unwrap();
-    let net = Network::create(&[1, 2, 3]).unwrap();
-    let mut ens = Ensemble::start(root.path(), 3, binary, Some(net)).unwrap();
-    // As the runner does: proxies first, then restart the members so that every peer
-    // connection is made through them.
-    ens.proxies = Some(DelayProxies::start(&ens).await.unwrap());
-    for id in ens.ids() {
-        ens.kill9(id);
-        ens.restart(id).unwrap();
-    }
+    let mut ens = ensemble_behind_proxies(root.path(), "").await;
 
     tokio::time::timeout(TEST_LIMIT, async {
         ens.wait_stable(PATIENCE).await.unwrap();
@@ -213,24 +227,8 @@ async fn a_link_slower_than_the_heartbeat_is_reported_and_a_longer_tick_time_car
         println!("SKIPPED: {reason}");
         return;
     }
-    let binary =
-        find_corral_binary().expect("build the corral binary first: cargo build -p corral");
     let root = tempfile::tempdir().unwrap();
-    let net = Network::create(&[1, 2, 3]).unwrap();
-    let mut ens = Ensemble::start_configured(
-        root.path(),
-        3,
-        Server::Corral(binary),
-        Some(net),
-        false,
-        METRICS_SETTINGS,
-    )
-    .unwrap();
-    ens.proxies = Some(DelayProxies::start(&ens).await.unwrap());
-    for id in ens.ids() {
-        ens.kill9(id);
-        ens.restart(id).unwrap();
-    }
+    let mut ens = ensemble_behind_proxies(root.path(), METRICS_SETTINGS).await;
 
     tokio::time::timeout(TEST_LIMIT, async {
         // Default tickTime: the round trip is over the bound; the late answers are reported.

@@ -309,6 +309,17 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
     const CHUNK: u64 = ZERO_FILL_CHUNK_BYTES;
 
+    /// `path` filled with `len` marker bytes (0xAA), opened for reading and writing: every
+    /// byte later found zero was written by the zero fill.
+    fn marked_file(path: &Path, len: u64) -> File {
+        std::fs::write(path, vec![0xAAu8; len as usize]).unwrap();
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap()
+    }
+
     fn read_at(file: &File, offset: u64, len: usize) -> Vec<u8> {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; len];
@@ -321,14 +332,7 @@ mod tests {
         use std::os::unix::fs::FileExt;
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("seg");
-        // Marker bytes stand for whatever the space held: every byte turned to zero was
-        // written by the zero fill.
-        std::fs::write(&path, vec![0xAAu8; (3 * CHUNK) as usize]).unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let file = marked_file(&path, 3 * CHUNK);
         let allocated = 2 * CHUNK + CHUNK / 2;
         let mut zf = ZeroFill::new(100);
 
@@ -378,22 +382,12 @@ mod tests {
     fn zero_fill_starts_again_after_the_file_was_cut() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("seg");
-        std::fs::write(&path, vec![0xAAu8; (2 * MIB) as usize]).unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let file = marked_file(&path, 2 * MIB);
         let mut zf = ZeroFill::new(0);
         zf.before_write(&file, &path, 0, MIB / 4);
         file.set_len(10).unwrap();
         zf.truncated(10);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(2 * MIB)
-            .unwrap();
+        file.set_len(2 * MIB).unwrap();
         use std::os::unix::fs::FileExt;
         file.write_all_at(&[0xAA; 100], 10).unwrap();
         zf.before_write(&file, &path, 20, 2 * MIB);

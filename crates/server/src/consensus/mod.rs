@@ -767,9 +767,10 @@ fn take_batch<T>(
 /// [`MAX_ENTRIES_IN_FLIGHT`] entries ([`MAX_ENTRIES_IN_FLIGHT_ALONE`] for a lone voter) wait
 /// to be applied, further proposals queue up and go out together as one entry
 /// ([`Payload::Batch`]): under load the log, the replication and the apply handle one entry
-/// per batch instead of one per txn, and a lone proposal still goes out at once. The outcome of each reaches the driver through the state machine;
-/// openraft's per-entry answers are awaited here to bound the entries in flight (and so they
-/// are consumed: an answer nobody waits for is logged by openraft as a warning).
+/// per batch instead of one per txn, and a lone proposal still goes out at once. The
+/// outcome of each reaches the driver through the state machine; openraft's per-entry
+/// answers are awaited here to bound the entries in flight (and so they are consumed: an
+/// answer nobody waits for is logged by openraft as a warning).
 ///
 /// Each proposal carries the term of the leader that prepared it. One whose term is over is
 /// dropped: a member that lost leadership with proposals queued here and won a later term
@@ -782,21 +783,9 @@ async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<(u
     let mut answers = FuturesUnordered::new();
     // A proposal taken from the queue that did not fit the batch before it.
     let mut carried: Option<(u64, Payload)> = None;
+    // Set from the membership with each proposal, which is what puts entries in flight.
+    let mut in_flight_max = MAX_ENTRIES_IN_FLIGHT;
     loop {
-        let in_flight_max = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            if m.membership_config
-                .membership()
-                .voter_ids()
-                .nth(1)
-                .is_none()
-            {
-                MAX_ENTRIES_IN_FLIGHT_ALONE
-            } else {
-                MAX_ENTRIES_IN_FLIGHT
-            }
-        };
         while answers.len() >= in_flight_max {
             answers.next().await;
         }
@@ -823,6 +812,17 @@ async fn propose_loop(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<(u
         let leads_term = {
             let m = raft.metrics();
             let m = m.borrow();
+            let alone = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .nth(1)
+                .is_none();
+            in_flight_max = if alone {
+                MAX_ENTRIES_IN_FLIGHT_ALONE
+            } else {
+                MAX_ENTRIES_IN_FLIGHT
+            };
             m.state == ServerState::Leader && m.current_term == term
         };
         if !leads_term {

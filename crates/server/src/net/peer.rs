@@ -381,9 +381,7 @@ struct ClientInner {
     /// One connection attempt at a time; callers arriving meanwhile wait for its outcome
     /// instead of opening connections of their own.
     connecting: tokio::sync::Mutex<()>,
-    late: Arc<Mutex<LateAnswers>>,
-    /// When [`PeerClient::take_late_answers`] last reported some.
-    late_reported_at: Mutex<Option<Instant>>,
+    late: Arc<Mutex<LateTally>>,
 }
 
 /// The client's view of its peer, behind a lock held only for field updates.
@@ -434,14 +432,22 @@ pub struct LateAnswers {
     pub total: u64,
 }
 
-impl LateAnswers {
+/// A client's late answers: what the next report holds, and when the last one was made.
+#[derive(Debug, Default)]
+struct LateTally {
+    since_report: LateAnswers,
+    reported_at: Option<Instant>,
+}
+
+impl LateTally {
     fn record(&mut self, took: Duration, timeout: Duration) {
-        self.count += 1;
-        self.total += 1;
+        let late = &mut self.since_report;
+        late.count += 1;
+        late.total += 1;
         let took_ms = took.as_millis() as u64;
-        if took_ms >= self.slowest_ms {
-            self.slowest_ms = took_ms;
-            self.timeout_ms = timeout.as_millis() as u64;
+        if took_ms >= late.slowest_ms {
+            late.slowest_ms = took_ms;
+            late.timeout_ms = timeout.as_millis() as u64;
         }
     }
 }
@@ -459,7 +465,7 @@ struct ConnShared {
     /// [`GAVE_UP_KEPT`]), so that their answers, if they still come, count as late.
     gave_up: Mutex<BTreeMap<u64, GaveUpCall>>,
     /// The client's tally of late answers (shared by its successive connections).
-    late: Arc<Mutex<LateAnswers>>,
+    late: Arc<Mutex<LateTally>>,
     /// Bytes in the send queue; bounded by `max_queued_bytes` when calls are admitted.
     queued_bytes: AtomicUsize,
 }
@@ -558,33 +564,30 @@ impl PeerClient {
                 }),
                 connecting: tokio::sync::Mutex::new(()),
                 late: Arc::default(),
-                late_reported_at: Mutex::new(None),
             }),
         }
     }
 
     /// Answers that came after their call had timed out, since the client was made.
     pub fn late_answers_total(&self) -> u64 {
-        lock(&self.inner.late).total
+        lock(&self.inner.late).since_report.total
     }
 
     /// The answers that came after their call had timed out since the last report, at most
     /// once per `every` (a caller on a hot path may ask on every call); `None` when there
     /// were none or it is too soon.
     pub fn take_late_answers(&self, every: Duration) -> Option<LateAnswers> {
-        let mut reported_at = lock(&self.inner.late_reported_at);
-        if reported_at.is_some_and(|at| at.elapsed() < every) {
+        let mut tally = lock(&self.inner.late);
+        let too_soon = tally.reported_at.is_some_and(|at| at.elapsed() < every);
+        if too_soon || tally.since_report.count == 0 {
             return None;
         }
-        let mut late = lock(&self.inner.late);
-        if late.count == 0 {
-            return None;
-        }
-        let report = *late;
-        late.count = 0;
-        late.slowest_ms = 0;
-        late.timeout_ms = 0;
-        *reported_at = Some(Instant::now());
+        let report = tally.since_report;
+        tally.since_report = LateAnswers {
+            total: report.total,
+            ..LateAnswers::default()
+        };
+        tally.reported_at = Some(Instant::now());
         Some(report)
     }
 
@@ -790,7 +793,7 @@ async fn connect(
     my_id: u64,
     peer_id: u64,
     limits: &PeerLimits,
-    late: Arc<Mutex<LateAnswers>>,
+    late: Arc<Mutex<LateTally>>,
 ) -> Result<Arc<Conn>, String> {
     let mut stream = TcpStream::connect(addr)
         .await
